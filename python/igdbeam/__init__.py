@@ -1,0 +1,20 @@
+"""igdbeam: Information-Gain Debiasing (IGD) for LLM recommenders.
+
+A native item trie with exact entropy / information-gain tables, the IG-weighted fine-tuning
+loss, and IG-reweighted trie-constrained beam search for Hugging Face transformers.
+"""
+
+from igdbeam._native import built_with_cuda, cuda_available
+from igdbeam.titles import tokenize_titles_in_context
+from igdbeam.trie import ItemTrie, popularity_weights
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ItemTrie",
+    "__version__",
+    "built_with_cuda",
+    "cuda_available",
+    "popularity_weights",
+    "tokenize_titles_in_context",
+]

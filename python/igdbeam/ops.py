@@ -1,0 +1,68 @@
+"""Backend dispatch of the trie walk: C++ for CPU tensors, CUDA for GPU tensors."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import torch
+
+from igdbeam._checks import check_tensor, cuda_stream, row_major
+from igdbeam._native import _C
+
+if TYPE_CHECKING:
+    from igdbeam.trie import ItemTrie
+
+
+def require_cuda_kernels(op: str) -> None:
+    """Raise a RuntimeError that says how to get a CUDA build when the kernels are missing."""
+    if not _C.has_cuda():
+        raise RuntimeError(
+            f"{op} got CUDA tensors but this igdbeam build has no CUDA kernels; reinstall with "
+            "a CUDA compiler on PATH (IGDBEAM_CUDA=ON pip install .) or move the inputs to the CPU"
+        )
+
+
+def walk_paths(
+    trie: ItemTrie,
+    tokens: torch.Tensor | Sequence[Sequence[int]],
+    lengths: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Walk each row of ``tokens`` ``[rows, cols]`` from the root; return int32 nodes (-1 = off).
+
+    ``lengths[r]`` (optional, int64) limits row ``r`` to its first ``lengths[r]`` tokens.
+    """
+    if not isinstance(tokens, torch.Tensor):
+        rows = [list(r) for r in tokens]
+        width = max((len(r) for r in rows), default=0)
+        lengths = torch.tensor([len(r) for r in rows], dtype=torch.int64)
+        tokens = torch.tensor([r + [0] * (width - len(r)) for r in rows], dtype=torch.int64)
+        tokens, lengths = tokens.to(trie.device), lengths.to(trie.device)
+    check_tensor("tokens", tokens, ndim=2, dtypes=(torch.int64,), device=trie.device)
+    tokens = row_major(tokens)
+    rows, cols = tokens.shape
+    if lengths is not None:
+        check_tensor("lengths", lengths, ndim=1, dtypes=(torch.int64,), device=trie.device)
+        if lengths.shape[0] != rows:
+            raise ValueError(f"lengths has {lengths.shape[0]} entries for {rows} token rows")
+        lengths = lengths.contiguous()
+        if trie.device.type == "cpu" and bool(((lengths < 0) | (lengths > cols)).any()):
+            raise ValueError(f"lengths must lie in [0, {cols}]")
+    out = torch.empty(rows, dtype=torch.int32, device=trie.device)
+    if rows == 0:
+        return out
+    args = (
+        trie.native_view(),
+        tokens.data_ptr(),
+        rows,
+        cols,
+        tokens.stride(0),
+        0 if lengths is None else lengths.data_ptr(),
+        out.data_ptr(),
+    )
+    if trie.device.type == "cuda":
+        require_cuda_kernels("walk_paths")
+        _C.walk_paths_cuda(*args, cuda_stream(tokens))
+    else:
+        _C.walk_paths_cpu(*args)
+    return out

@@ -1,0 +1,503 @@
+"""ItemTrie: the catalog's token paths as flat CSR arrays with entropy and information gain.
+
+The arrays follow the layout documented in ``csrc/include/igdbeam/trie.h``: nodes are numbered
+breadth-first (root 0) and the children of node ``n`` are the node ids
+``child_offsets[n] .. child_offsets[n + 1] - 1``, sorted by token. Per-node arrays describe the
+edge entering the node (``token``, ``info_gain``, ``info_gain_norm``, ``zero_ig``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from igdbeam._native import _C
+
+ENTROPY_MODES = {"global": 0, "conditional": 1}
+
+# Per-node arrays (length num_nodes, child_offsets num_nodes + 1) and per-leaf / per-item arrays.
+NODE_ARRAYS = (
+    "child_offsets",
+    "token",
+    "parent",
+    "depth",
+    "entropy",
+    "info_gain",
+    "info_gain_norm",
+    "zero_ig",
+)
+ITEM_ARRAYS = ("leaf_nodes", "leaf_item_offsets", "leaf_items", "item_leaf", "leaf_weight")
+ARRAY_DTYPES: dict[str, np.dtype] = {
+    "child_offsets": np.dtype(np.int32),
+    "token": np.dtype(np.int32),
+    "parent": np.dtype(np.int32),
+    "depth": np.dtype(np.uint16),
+    "entropy": np.dtype(np.float32),
+    "info_gain": np.dtype(np.float32),
+    "info_gain_norm": np.dtype(np.float32),
+    "zero_ig": np.dtype(np.uint8),
+    "leaf_nodes": np.dtype(np.int32),
+    "leaf_item_offsets": np.dtype(np.int32),
+    "leaf_items": np.dtype(np.int32),
+    "item_leaf": np.dtype(np.int32),
+    "leaf_weight": np.dtype(np.float64),
+}
+# Arrays the kernels read on the compute device; the rest stay on the CPU.
+DEVICE_ARRAYS = NODE_ARRAYS + ("leaf_nodes", "leaf_item_offsets", "leaf_items")
+
+
+def _paths_to_csr(sequences: Iterable[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Flatten token sequences into (offsets, tokens) int64 arrays."""
+    if isinstance(sequences, torch.Tensor | np.ndarray):
+        raise TypeError(
+            "sequences must be a list of token-id lists (one per item, terminator included), "
+            "not a single tensor/array; use [row.tolist() for row in tensor] for padded rows"
+        )
+    lengths: list[int] = []
+    flat: list[int] = []
+    for index, seq in enumerate(sequences):
+        if isinstance(seq, str | bytes):
+            raise TypeError(
+                f"item {index} is a string; ItemTrie.from_token_ids takes token ids, "
+                "use ItemTrie.from_titles for text"
+            )
+        row = seq.tolist() if isinstance(seq, torch.Tensor | np.ndarray) else list(seq)
+        lengths.append(len(row))
+        flat.extend(row)
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    try:
+        tokens = np.asarray(flat, dtype=np.int64)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ValueError(f"token ids must be integers: {exc}") from exc
+    return offsets, tokens
+
+
+class ItemTrie:
+    """A catalog of item token paths with per-node entropy and per-edge information gain.
+
+    Build it with :meth:`from_token_ids` or :meth:`from_titles`; move it to a GPU with
+    :meth:`to`. One instance is immutable and may be shared by threads, DataLoader workers
+    (it pickles) and processes (``save`` / ``load`` memory-maps the arrays).
+    """
+
+    def __init__(self, arrays: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        """Wrap already-built arrays; use the ``from_*`` constructors or :meth:`load` instead."""
+        self._arrays = arrays
+        self._meta = dict(meta)
+        self._view: Any = None
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_token_ids(
+        cls,
+        sequences: Iterable[Sequence[int]],
+        weights: Sequence[float] | np.ndarray | torch.Tensor | None = None,
+        *,
+        entropy: str = "global",
+        vocab_size: int | None = None,
+        equal_ig_rtol: float = 1e-9,
+    ) -> ItemTrie:
+        """Build a trie from one token-id path per item (terminator included).
+
+        Args:
+            sequences: item ``i``'s token path is ``sequences[i]``; paths must end in a
+                terminator so that no path is a prefix of another (duplicates are allowed and
+                share one leaf).
+            weights: item weights ``w_i >= 0`` (``p_r(i) = w_i / sum w``); ``None`` is uniform.
+            entropy: ``"global"`` (reference default, spec Eq. 5) or ``"conditional"``.
+            vocab_size: when given, every token id must lie in ``[0, vocab_size)``.
+            equal_ig_rtol: siblings whose IG spread is within this relative tolerance count as
+                equal, so their normalised IG~ is 0.
+
+        Raises:
+            ValueError: empty catalog or path, negative / out-of-vocabulary token ids, weights
+                that are negative, NaN or of the wrong length, or a path that is a prefix of
+                another.
+        """
+        if entropy not in ENTROPY_MODES:
+            raise ValueError(f"entropy must be one of {sorted(ENTROPY_MODES)}, got {entropy!r}")
+        offsets, tokens = _paths_to_csr(sequences)
+        w = None
+        if weights is not None:
+            w = np.asarray(
+                weights.detach().cpu().numpy() if isinstance(weights, torch.Tensor) else weights,
+                dtype=np.float64,
+            )
+            if w.ndim != 1 or w.shape[0] != offsets.shape[0] - 1:
+                raise ValueError(
+                    f"weights must have one value per item ({offsets.shape[0] - 1}), "
+                    f"got shape {tuple(w.shape)}"
+                )
+        raw = _C.build_trie(
+            offsets,
+            tokens,
+            w,
+            ENTROPY_MODES[entropy],
+            -1 if vocab_size is None else int(vocab_size),
+            float(equal_ig_rtol),
+        )
+        arrays = {name: torch.from_numpy(raw[name]) for name in NODE_ARRAYS + ITEM_ARRAYS}
+        meta = {
+            "entropy": entropy,
+            "vocab_size": -1 if vocab_size is None else int(vocab_size),
+            "max_depth": int(raw["max_depth"]),
+            "max_fanout": int(raw["max_fanout"]),
+            "num_items": int(offsets.shape[0] - 1),
+        }
+        return cls(arrays, meta)
+
+    @classmethod
+    def from_titles(
+        cls,
+        titles: Sequence[str],
+        tokenizer: Any,
+        *,
+        weights: Sequence[float] | np.ndarray | torch.Tensor | None = None,
+        context: str = "",
+        prefix: str = "",
+        suffix: str = "\n",
+        eos: bool | int = True,
+        entropy: str = "global",
+        batch_size: int = 4096,
+        progress: bool | None = None,
+    ) -> ItemTrie:
+        """Build a trie from item titles, tokenized in context exactly as the model emits them.
+
+        Each item's path is the tokens of ``prefix + title + suffix`` encoded after ``context``
+        (the end of the prompt), plus the EOS id (``eos=True``), a given id (``eos=<int>``) or
+        nothing (``eos=False``). See :func:`igdbeam.titles.tokenize_titles_in_context`.
+        """
+        from igdbeam.titles import tokenize_titles_in_context
+
+        paths = tokenize_titles_in_context(
+            titles,
+            tokenizer,
+            context=context,
+            prefix=prefix,
+            suffix=suffix,
+            eos=eos,
+            batch_size=batch_size,
+            progress=progress,
+        )
+        vocab_size = len(tokenizer) if hasattr(tokenizer, "__len__") else None
+        return cls.from_token_ids(paths, weights, entropy=entropy, vocab_size=vocab_size)
+
+    # ------------------------------------------------------------------ basic facts
+    @property
+    def num_nodes(self) -> int:
+        """Number of trie nodes, root included."""
+        return int(self._arrays["token"].shape[0])
+
+    @property
+    def num_items(self) -> int:
+        """Number of catalog items (duplicates counted separately)."""
+        return int(self._meta["num_items"])
+
+    @property
+    def num_leaves(self) -> int:
+        """Number of distinct item paths (leaves)."""
+        return int(self._arrays["leaf_nodes"].shape[0])
+
+    @property
+    def max_depth(self) -> int:
+        """Length of the longest item path."""
+        return int(self._meta["max_depth"])
+
+    @property
+    def max_fanout(self) -> int:
+        """Largest number of children of one node."""
+        return int(self._meta["max_fanout"])
+
+    @property
+    def vocab_size(self) -> int | None:
+        """Vocabulary size the trie was validated against, or None."""
+        v = int(self._meta["vocab_size"])
+        return None if v < 0 else v
+
+    @property
+    def entropy_mode(self) -> str:
+        """``"global"`` or ``"conditional"``."""
+        return str(self._meta["entropy"])
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the kernel-facing arrays."""
+        return self._arrays["token"].device
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """A copy of the scalar metadata (entropy mode, vocab size, depth, fan-out, item count)."""
+        return dict(self._meta)
+
+    def array(self, name: str) -> torch.Tensor:
+        """Return one of the trie's arrays by name (zero-copy)."""
+        try:
+            return self._arrays[name]
+        except KeyError:
+            raise KeyError(f"unknown trie array {name!r}; known: {sorted(self._arrays)}") from None
+
+    def arrays(self) -> dict[str, torch.Tensor]:
+        """All arrays by name (zero-copy views; do not modify them)."""
+        return dict(self._arrays)
+
+    child_offsets = property(lambda self: self._arrays["child_offsets"], doc="[num_nodes+1] CSR")
+    token = property(lambda self: self._arrays["token"], doc="[num_nodes] token entering node")
+    parent = property(lambda self: self._arrays["parent"], doc="[num_nodes] parent id, root -1")
+    depth = property(lambda self: self._arrays["depth"], doc="[num_nodes] depth, root 0")
+    entropy = property(lambda self: self._arrays["entropy"], doc="[num_nodes] H(node)")
+    info_gain = property(lambda self: self._arrays["info_gain"], doc="[num_nodes] edge IG")
+    info_gain_norm = property(
+        lambda self: self._arrays["info_gain_norm"], doc="[num_nodes] sibling-normalised IG~"
+    )
+    zero_ig = property(lambda self: self._arrays["zero_ig"], doc="[num_nodes] structural zero-IG")
+
+    @property
+    def child_tokens(self) -> torch.Tensor:
+        """Child tokens in CSR order (the ``token`` array without the root's entry)."""
+        return self._arrays["token"][1:]
+
+    @property
+    def child_nodes(self) -> torch.Tensor:
+        """Child node ids in CSR order: with breadth-first numbering these are ``1..num_nodes-1``."""
+        return torch.arange(1, self.num_nodes, dtype=torch.int32, device=self.device)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by all arrays."""
+        return int(sum(t.numel() * t.element_size() for t in self._arrays.values()))
+
+    def __repr__(self) -> str:
+        return (
+            f"ItemTrie(items={self.num_items}, leaves={self.num_leaves}, nodes={self.num_nodes}, "
+            f"max_depth={self.max_depth}, entropy={self.entropy_mode!r}, device={self.device})"
+        )
+
+    def __len__(self) -> int:
+        return self.num_items
+
+    # ------------------------------------------------------------------ devices
+    def to(self, device: str | torch.device) -> ItemTrie:
+        """Return a trie whose kernel-facing arrays live on ``device`` (self when already there)."""
+        device = torch.device(device)
+        if device == self.device:
+            return self
+        arrays = {
+            name: (t.to(device) if name in DEVICE_ARRAYS else t) for name, t in self._arrays.items()
+        }
+        return ItemTrie(arrays, self._meta)
+
+    def cpu(self) -> ItemTrie:
+        """Return the trie with its arrays on the CPU."""
+        return self.to("cpu")
+
+    def native_view(self) -> Any:
+        """Return the cached ``_C.TrieView`` of raw pointers that the kernels read."""
+        if self._view is None:
+            a = self._arrays
+            self._view = _C.TrieView(
+                self.num_nodes,
+                *(a[name].data_ptr() for name in NODE_ARRAYS),
+            )
+        return self._view
+
+    # ------------------------------------------------------------------ queries
+    def children(self, node: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(tokens, node_ids)`` of the children of ``node`` (ascending tokens)."""
+        node = self._check_node(node)
+        lo, hi = (int(x) for x in self._arrays["child_offsets"][node : node + 2].tolist())
+        return (
+            self._arrays["token"][lo:hi].to(torch.int64),
+            torch.arange(lo, hi, dtype=torch.int64, device=self.device),
+        )
+
+    def is_leaf(self, node: int) -> bool:
+        """True when ``node`` has no children (an item path ends there)."""
+        node = self._check_node(node)
+        off = self._arrays["child_offsets"]
+        return bool(off[node] == off[node + 1])
+
+    def walk(
+        self, tokens: torch.Tensor | Sequence[Sequence[int]], lengths: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Walk each row of ``tokens`` from the root; return the int32 node reached, -1 if off.
+
+        ``tokens`` is ``[rows, cols]`` int64 (any device the trie is on); ``lengths[r]`` (optional)
+        limits row ``r`` to its first ``lengths[r]`` tokens, e.g. for right padding.
+        """
+        from igdbeam.ops import walk_paths
+
+        return walk_paths(self, tokens, lengths)
+
+    def path_information_gain(self, tokens: Sequence[int] | torch.Tensor) -> torch.Tensor:
+        """Return the float32 IG of each token along one path from the root.
+
+        Raises:
+            ValueError: the path leaves the trie (names the position and token).
+        """
+        seq = tokens.tolist() if isinstance(tokens, torch.Tensor) else list(tokens)
+        off = self._arrays["child_offsets"].cpu().numpy()
+        tok = self._arrays["token"].cpu().numpy()
+        ig = self._arrays["info_gain"].cpu().numpy()
+        node = 0
+        out = np.zeros(len(seq), dtype=np.float32)
+        for pos, t in enumerate(seq):
+            lo, hi = int(off[node]), int(off[node + 1])
+            k = lo + int(np.searchsorted(tok[lo:hi], t))
+            if k >= hi or tok[k] != t:
+                raise ValueError(
+                    f"the path leaves the trie at position {pos}: token {t} is not a child of the "
+                    f"prefix {seq[:pos]} (allowed: {tok[lo:hi][:20].tolist()}"
+                    f"{' ...' if hi - lo > 20 else ''})"
+                )
+            node = k
+            out[pos] = ig[node]
+        return torch.from_numpy(out)
+
+    def item_path(self, item: int) -> list[int]:
+        """Return the token path of catalog item ``item`` (terminator included)."""
+        if not 0 <= item < self.num_items:
+            raise ValueError(f"item id {item} is out of range [0, {self.num_items})")
+        node = int(self._arrays["item_leaf"][item])
+        parent = self._arrays["parent"].cpu()
+        token = self._arrays["token"].cpu()
+        path: list[int] = []
+        while node > 0:
+            path.append(int(token[node]))
+            node = int(parent[node])
+        return path[::-1]
+
+    def items_of_node(self, node: int) -> list[int]:
+        """Return the item ids of a leaf (all duplicates), or [] for an inner node."""
+        node = self._check_node(node)
+        leaves = self._arrays["leaf_nodes"].cpu().numpy()
+        k = int(np.searchsorted(leaves, node))
+        if k >= leaves.shape[0] or leaves[k] != node:
+            return []
+        off = self._arrays["leaf_item_offsets"].cpu().numpy()
+        return self._arrays["leaf_items"][int(off[k]) : int(off[k + 1])].tolist()
+
+    def item_ids_of_nodes(self, nodes: torch.Tensor) -> torch.Tensor:
+        """Map node ids (any shape, any device) to the smallest item id of their leaf, else -1."""
+        nodes = nodes.to(self.device)
+        leaves = self._arrays["leaf_nodes"]
+        flat = nodes.reshape(-1).to(torch.int32)
+        k = torch.searchsorted(leaves, flat.clamp(min=0)).clamp(max=leaves.numel() - 1)
+        hit = (leaves[k] == flat) & (flat >= 0)
+        first = self._arrays["leaf_items"][self._arrays["leaf_item_offsets"][k].long()]
+        out = torch.where(hit, first.to(torch.int64), torch.full_like(first, -1, dtype=torch.int64))
+        return out.reshape(nodes.shape)
+
+    def stats(self) -> dict[str, float | int]:
+        """Summary numbers, including the paper's Table 4 zero-IG token share.
+
+        ``zero_ig_token_share`` weighs each item's path by its item weight (popularity when the
+        trie was built with popularity weights): ``sum_i w_i * zeros(i) / sum_i w_i * len(i)``.
+        ``zero_ig_token_share_uniform`` gives every distinct path the same weight.
+        """
+        off = self._arrays["child_offsets"].cpu().numpy()
+        parent = self._arrays["parent"].cpu().numpy()
+        zero = self._arrays["zero_ig"].cpu().numpy().astype(np.int64)
+        depth = self._arrays["depth"].cpu().numpy()
+        zeros_on_path = zero.copy()
+        # Breadth-first numbering makes each depth a contiguous slice whose parents came earlier.
+        starts = np.searchsorted(depth, np.arange(1, self.max_depth + 2))
+        for d in range(1, self.max_depth + 1):
+            lo, hi = starts[d - 1], starts[d]
+            zeros_on_path[lo:hi] += zeros_on_path[parent[lo:hi]]
+        leaves = self._arrays["leaf_nodes"].cpu().numpy()
+        w = self._arrays["leaf_weight"].cpu().numpy()
+        leaf_len = depth[leaves].astype(np.float64)
+        leaf_zero = zeros_on_path[leaves].astype(np.float64)
+        total_edges = max(self.num_nodes - 1, 1)
+        fanouts = np.diff(off)
+        inner = fanouts[fanouts > 0]
+        return {
+            "num_items": self.num_items,
+            "num_leaves": self.num_leaves,
+            "num_nodes": self.num_nodes,
+            "max_depth": self.max_depth,
+            "max_fanout": self.max_fanout,
+            "mean_path_length": float(leaf_len.mean()),
+            "mean_branching": float(inner.mean()) if inner.size else 0.0,
+            "root_entropy": float(self._arrays["entropy"][0]),
+            "zero_ig_token_share": float((w * leaf_zero).sum() / (w * leaf_len).sum()),
+            "zero_ig_token_share_uniform": float(leaf_zero.sum() / leaf_len.sum()),
+            "zero_ig_edge_share": float(zero.sum() / total_edges),
+            "nbytes": self.nbytes,
+            "bytes_per_node": self.nbytes / self.num_nodes,
+        }
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str) -> None:
+        """Write the trie in igdbeam's versioned, memory-mappable format (see ``trie_io``)."""
+        from igdbeam.trie_io import save_trie
+
+        save_trie(self, path)
+
+    @classmethod
+    def load(cls, path: str, *, mmap: bool = True) -> ItemTrie:
+        """Read a trie written by :meth:`save`; ``mmap=True`` maps the arrays lazily."""
+        from igdbeam.trie_io import load_trie
+
+        return load_trie(path, mmap=mmap)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        cpu = self.cpu()
+        arrays = {name: t.numpy() for name, t in cpu._arrays.items()}
+        return (_rebuild_trie, (arrays, self._meta, str(self.device)))
+
+    # ------------------------------------------------------------------ helpers
+    def _check_node(self, node: int) -> int:
+        node = int(node)
+        if not 0 <= node < self.num_nodes:
+            raise ValueError(f"node id {node} is out of range [0, {self.num_nodes})")
+        return node
+
+
+def _rebuild_trie(arrays: dict[str, np.ndarray], meta: dict[str, Any], device: str) -> ItemTrie:
+    """Unpickle helper: rebuild on the CPU, then move to the pickled device when present."""
+    trie = ItemTrie({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}, meta)
+    if device != "cpu" and (not device.startswith("cuda") or torch.cuda.is_available()):
+        trie = trie.to(device)
+    return trie
+
+
+def popularity_weights(
+    target_item_ids: Iterable[int] | np.ndarray | torch.Tensor,
+    num_items: int,
+    *,
+    smoothing: float = 0.0,
+) -> np.ndarray:
+    """Count how often each item is a training target (the paper's popularity ``w_i``).
+
+    Args:
+        target_item_ids: the target item id of every training sample.
+        num_items: catalog size; ids must lie in ``[0, num_items)``.
+        smoothing: added to every count, so items never seen as a target keep a weight.
+
+    Returns:
+        float64 array of length ``num_items``.
+    """
+    if isinstance(target_item_ids, torch.Tensor):
+        ids = target_item_ids.detach().cpu().numpy()
+    else:
+        ids = np.asarray(
+            list(target_item_ids)
+            if not isinstance(target_item_ids, np.ndarray)
+            else target_item_ids
+        )
+    ids = ids.astype(np.int64).reshape(-1)
+    if num_items <= 0:
+        raise ValueError(f"num_items must be positive, got {num_items}")
+    if ids.size and (ids.min() < 0 or ids.max() >= num_items):
+        bad = ids[(ids < 0) | (ids >= num_items)][0]
+        raise ValueError(f"target item id {bad} is out of range [0, {num_items})")
+    if not math.isfinite(smoothing) or smoothing < 0:
+        raise ValueError(f"smoothing must be finite and >= 0, got {smoothing}")
+    counts = np.bincount(ids, minlength=num_items).astype(np.float64)
+    return counts + smoothing
