@@ -22,5 +22,5 @@ def cuda_available() -> bool:
 
 
 def built_with_cuda() -> bool:
-    """Return True when the CUDA kernels were compiled into this build (a GPU may still be absent)."""
+    """Return True when the CUDA kernels were compiled in (a GPU may still be absent)."""
     return bool(_C.has_cuda())

@@ -263,7 +263,7 @@ class ItemTrie:
 
     @property
     def child_nodes(self) -> torch.Tensor:
-        """Child node ids in CSR order: with breadth-first numbering these are ``1..num_nodes-1``."""
+        """Child node ids in CSR order: breadth-first numbering makes them ``1..num_nodes-1``."""
         return torch.arange(1, self.num_nodes, dtype=torch.int32, device=self.device)
 
     @property
