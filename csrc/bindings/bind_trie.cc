@@ -25,8 +25,9 @@ py::dict Build(py::array_t<int64_t, py::array::c_style | py::array::forcecast> o
   const double* weight_ptr = nullptr;
   if (!weights.is_none()) {
     w = py::array_t<double, py::array::c_style | py::array::forcecast>::ensure(weights);
-    IGD_CHECK_ARG(w && w.ndim() == 1 && w.size() == num_items, "weights must have one value per item (",
-                  num_items, "), got ", w ? w.size() : -1);
+    IGD_CHECK_ARG(w && w.ndim() == 1 && w.size() == num_items,
+                  "weights must have one value per item (", num_items, "), got ",
+                  w ? w.size() : -1);
     weight_ptr = w.data();
   }
   IGD_CHECK_ARG(entropy_mode == 0 || entropy_mode == 1, "entropy mode must be 0 or 1");
@@ -61,8 +62,7 @@ py::dict Build(py::array_t<int64_t, py::array::c_style | py::array::forcecast> o
 
 TrieView MakeView(int64_t num_nodes, std::uintptr_t child_offsets, std::uintptr_t token,
                   std::uintptr_t parent, std::uintptr_t depth, std::uintptr_t entropy,
-                  std::uintptr_t info_gain, std::uintptr_t info_gain_norm,
-                  std::uintptr_t zero_ig) {
+                  std::uintptr_t info_gain, std::uintptr_t info_gain_norm, std::uintptr_t zero_ig) {
   TrieView v;
   v.num_nodes = num_nodes;
   v.child_offsets = Ptr<const int32_t>(child_offsets);
@@ -79,8 +79,8 @@ TrieView MakeView(int64_t num_nodes, std::uintptr_t child_offsets, std::uintptr_
 }  // namespace
 
 void RegisterTrie(py::module_& m) {
-  py::class_<TrieView>(m, "TrieView",
-                       "Raw pointers to a trie's arrays (host or device); built by igdbeam.ItemTrie.")
+  py::class_<TrieView>(
+      m, "TrieView", "Raw pointers to a trie's arrays (host or device); built by igdbeam.ItemTrie.")
       .def(py::init(&MakeView), py::arg("num_nodes"), py::arg("child_offsets"), py::arg("token"),
            py::arg("parent"), py::arg("depth"), py::arg("entropy"), py::arg("info_gain"),
            py::arg("info_gain_norm"), py::arg("zero_ig"))

@@ -1,5 +1,5 @@
-// Builds the CSR item trie from token paths: sort, merge duplicates, split breadth-first,
-// then entropies bottom-up and information gains top-down.
+// Builds the CSR item trie from token paths: a breadth-first radix split (duplicates end in one
+// leaf), then entropies bottom-up and information gains top-down.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -26,12 +26,6 @@ TrieView TrieArrays::View() const {
 
 namespace {
 
-struct PathSpan {
-  const int64_t* begin;
-  int64_t size;
-  int64_t operator[](int64_t i) const { return begin[i]; }
-};
-
 void ValidateInputs(const TokenPaths& paths, const double* weights, const BuildOptions& options) {
   IGD_CHECK_ARG(paths.num_items > 0, "the catalog is empty: give at least one item");
   IGD_CHECK_ARG(paths.offsets[0] == 0, "token path offsets must start at 0, got ",
@@ -47,9 +41,9 @@ void ValidateInputs(const TokenPaths& paths, const double* weights, const BuildO
                     k - paths.offsets[i]);
       IGD_CHECK_ARG(t <= std::numeric_limits<int32_t>::max(), "item ", i, " has token id ", t,
                     " that does not fit in 32 bits");
-      IGD_CHECK_ARG(options.vocab_size <= 0 || t < options.vocab_size, "item ", i,
-                    " has token id ", t, " at position ", k - paths.offsets[i],
-                    ", outside the vocabulary [0, ", options.vocab_size, ")");
+      IGD_CHECK_ARG(options.vocab_size <= 0 || t < options.vocab_size, "item ", i, " has token id ",
+                    t, " at position ", k - paths.offsets[i], ", outside the vocabulary [0, ",
+                    options.vocab_size, ")");
     }
   }
   IGD_CHECK_ARG(paths.offsets[paths.num_items] < std::numeric_limits<int32_t>::max(),
@@ -57,114 +51,163 @@ void ValidateInputs(const TokenPaths& paths, const double* weights, const BuildO
   if (weights != nullptr) {
     double total = 0.0;
     for (int64_t i = 0; i < paths.num_items; ++i) {
-      IGD_CHECK_ARG(std::isfinite(weights[i]) && weights[i] >= 0.0, "item ", i,
-                    " has weight ", weights[i], "; weights must be finite and >= 0");
+      IGD_CHECK_ARG(std::isfinite(weights[i]) && weights[i] >= 0.0, "item ", i, " has weight ",
+                    weights[i], "; weights must be finite and >= 0");
       total += weights[i];
     }
     IGD_CHECK_ARG(total > 0.0, "the item weights sum to 0; at least one item needs weight > 0");
   }
 }
 
-bool IsStrictPrefix(const PathSpan& a, const PathSpan& b) {
-  return a.size < b.size && std::equal(a.begin, a.begin + a.size, b.begin);
-}
-
-bool SamePath(const PathSpan& a, const PathSpan& b) {
-  return a.size == b.size && std::equal(a.begin, a.begin + a.size, b.begin);
-}
+constexpr int64_t kPrefetchAhead = 16;
+// Compact the token storage when a level sorted at least 1/kCompactEvery of all entries.
+constexpr int64_t kCompactEvery = 8;
 
 }  // namespace
 
 TrieArrays BuildTrie(const TokenPaths& paths, const double* weights, const BuildOptions& options) {
   ValidateInputs(paths, weights, options);
   const int64_t n = paths.num_items;
-  auto span = [&](int64_t item) {
-    return PathSpan{paths.tokens + paths.offsets[item], paths.offsets[item + 1] - paths.offsets[item]};
+
+  // 1. Breadth-first split. `items` holds one entry per item; each live node owns a segment of
+  //    it, and at depth d a segment is ordered by the token at d (stable), so runs of equal
+  //    tokens become the node's children in ascending token order, numbered consecutively.
+  //    Entries carry their path's start and length, so each level reads one token per item.
+  struct Entry {
+    int64_t start;
+    int32_t item;
+    int32_t len;
   };
-
-  // 1. Sort items by path; equal paths become neighbours, and a path that is a prefix of another
-  //    sits right before one of its extensions.
-  std::vector<int32_t> order(n);
-  std::iota(order.begin(), order.end(), 0);
-  std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) {
-    const PathSpan sa = span(a), sb = span(b);
-    const bool less = std::lexicographical_compare(sa.begin, sa.begin + sa.size, sb.begin,
-                                                   sb.begin + sb.size);
-    if (less) return true;
-    if (SamePath(sa, sb)) return a < b;
-    return false;
-  });
-
-  // 2. Merge duplicates into units (future leaves); weights add up.
-  std::vector<int64_t> unit_item_begin;  // index into `order`
-  std::vector<double> unit_weight;
-  unit_item_begin.reserve(n + 1);
-  unit_weight.reserve(n);
-  double total_weight = 0.0;
-  for (int64_t k = 0; k < n; ++k) {
-    const double w = weights ? weights[order[k]] : 1.0;
-    total_weight += w;
-    if (k > 0 && SamePath(span(order[k - 1]), span(order[k]))) {
-      unit_weight.back() += w;
-      continue;
-    }
-    if (k > 0) {
-      IGD_CHECK_ARG(!IsStrictPrefix(span(order[k - 1]), span(order[k])), "item ", order[k - 1],
-                    "'s token path is a prefix of item ", order[k],
-                    "'s; end every path with a terminator token (e.g. EOS)");
-    }
-    unit_item_begin.push_back(k);
-    unit_weight.push_back(w);
+  std::vector<Entry> items(n);
+  for (int64_t i = 0; i < n; ++i) {
+    items[i] = {paths.offsets[i], static_cast<int32_t>(i),
+                static_cast<int32_t>(paths.offsets[i + 1] - paths.offsets[i])};
   }
-  const int64_t units = static_cast<int64_t>(unit_weight.size());
-  unit_item_begin.push_back(n);
-  auto unit_path = [&](int64_t u) { return span(order[unit_item_begin[u]]); };
+  std::vector<uint64_t> keys;
+  std::vector<Entry> scratch;
+  struct Segment {
+    int32_t node;
+    int32_t lo, hi;  // into items
+  };
+  std::vector<Segment> frontier{{0, 0, static_cast<int32_t>(n)}}, next;
 
-  // 3. Breadth-first split. Each node covers a contiguous range of units.
   TrieArrays t;
   const int64_t reserve = paths.offsets[n] + 1;
   t.token.reserve(reserve);
   t.parent.reserve(reserve);
   t.depth.reserve(reserve);
-  std::vector<int32_t> range_lo, range_hi;
-  range_lo.reserve(reserve);
-  range_hi.reserve(reserve);
+  t.child_offsets.reserve(reserve + 1);
   t.token.push_back(-1);
   t.parent.push_back(-1);
   t.depth.push_back(0);
-  range_lo.push_back(0);
-  range_hi.push_back(static_cast<int32_t>(units));
-  t.child_offsets.reserve(reserve + 1);
+  // Leaves in creation order (ascending node id): segment of `items` and summed weight.
+  std::vector<Segment> leaves;
+  std::vector<double> leaf_weight;
+  double total_weight = 0.0;
+  auto add_child = [&](int32_t parent, int64_t depth, int64_t tok, int32_t lo, int32_t hi) {
+    next.push_back({static_cast<int32_t>(t.token.size()), lo, hi});
+    t.token.push_back(static_cast<int32_t>(tok));
+    t.parent.push_back(parent);
+    t.depth.push_back(static_cast<uint16_t>(depth));
+  };
 
-  for (int64_t node = 0; node < static_cast<int64_t>(t.token.size()); ++node) {
-    t.child_offsets.push_back(static_cast<int32_t>(t.token.size()));
-    const int64_t d = t.depth[node];
-    const int32_t lo = range_lo[node], hi = range_hi[node];
-    if (unit_path(lo).size == d) continue;  // a leaf: exactly one unit ends here
-    int32_t u = lo;
-    while (u < hi) {
-      const int64_t tok = unit_path(u)[d];
-      int32_t v = u + 1;
-      while (v < hi && unit_path(v)[d] == tok) ++v;
-      t.token.push_back(static_cast<int32_t>(tok));
-      t.parent.push_back(static_cast<int32_t>(node));
-      t.depth.push_back(static_cast<uint16_t>(d + 1));
-      range_lo.push_back(u);
-      range_hi.push_back(v);
-      u = v;
+  // Token storage: the caller's int64 paths at first; once a level has reordered many entries,
+  // the remaining suffixes are copied in `items` order into an int32 buffer, so later levels
+  // read it front to back instead of jumping around the caller's array.
+  std::vector<int32_t> tail, new_tail;
+  bool compacted = false;
+  int64_t reordered = 0;  // entries moved by sorting in the previous level
+  auto token_at = [&](const Entry& entry, int64_t depth) -> int64_t {
+    return compacted ? tail[entry.start + depth] : paths.tokens[entry.start + depth];
+  };
+
+  for (int64_t d = 0; !frontier.empty(); ++d) {
+    next.clear();
+    if (d > 0 && reordered * kCompactEvery >= n) {
+      int64_t total = 0;
+      for (const Segment& seg : frontier) {
+        for (int32_t k = seg.lo; k < seg.hi; ++k) total += items[k].len - d;
+      }
+      new_tail.resize(total);
+      int64_t pos = 0;
+      for (const Segment& seg : frontier) {
+        for (int32_t k = seg.lo; k < seg.hi; ++k) {
+          Entry& entry = items[k];
+          for (int64_t j = d; j < entry.len; ++j)
+            new_tail[pos + j - d] = static_cast<int32_t>(token_at(entry, j));
+          entry.start = pos - d;
+          pos += entry.len - d;
+        }
+      }
+      std::swap(tail, new_tail);
+      compacted = true;
     }
+    reordered = 0;
+    for (const Segment& seg : frontier) {
+      t.child_offsets.push_back(static_cast<int32_t>(t.token.size()));
+      const int32_t size = seg.hi - seg.lo;
+      Entry* e = items.data() + seg.lo;
+      // Segments are visited in `items` order: fetch the token of an entry a few segments ahead
+      // now, so the random reads of a level overlap instead of stalling one by one.
+      if (!compacted && seg.hi + kPrefetchAhead < n) {
+        const Entry& ahead = items[seg.hi + kPrefetchAhead];
+        __builtin_prefetch(paths.tokens + ahead.start + std::min<int64_t>(d, ahead.len - 1));
+      }
+      if (size == 1) {  // the common case deep in the trie: one path, no sorting
+        if (e[0].len == d) {
+          const double w = weights ? weights[e[0].item] : 1.0;
+          total_weight += w;
+          leaves.push_back(seg);
+          leaf_weight.push_back(w);
+        } else {
+          add_child(seg.node, d + 1, token_at(e[0], d), seg.lo, seg.hi);
+        }
+        continue;
+      }
+      // key = (token + 1, position in segment); paths that end here get token 0.
+      keys.resize(size);
+      for (int32_t k = 0; k < size; ++k) {
+        const uint64_t tok = e[k].len == d ? 0 : static_cast<uint64_t>(token_at(e[k], d)) + 1;
+        keys[k] = (tok << 32) | static_cast<uint32_t>(k);
+      }
+      std::sort(keys.begin(), keys.end());
+      reordered += size;
+      scratch.resize(size);
+      for (int32_t k = 0; k < size; ++k) scratch[k] = e[keys[k] & 0xffffffffu];
+      std::copy(scratch.begin(), scratch.end(), e);
+      if ((keys[0] >> 32) == 0) {  // some path ends here: all must (duplicates), else a prefix
+        IGD_CHECK_ARG((keys[size - 1] >> 32) == 0, "item ", e[0].item,
+                      "'s token path is a prefix of item ", e[size - 1].item,
+                      "'s; end every path with a terminator token (e.g. EOS)");
+        double w = 0.0;
+        for (int32_t k = 0; k < size; ++k) w += weights ? weights[e[k].item] : 1.0;
+        total_weight += w;
+        leaves.push_back(seg);
+        leaf_weight.push_back(w);
+        continue;
+      }
+      int32_t u = 0;
+      while (u < size) {
+        const uint64_t tok = keys[u] >> 32;
+        int32_t v = u + 1;
+        while (v < size && (keys[v] >> 32) == tok) ++v;
+        add_child(seg.node, d + 1, static_cast<int64_t>(tok) - 1, seg.lo + u, seg.lo + v);
+        u = v;
+      }
+    }
+    std::swap(frontier, next);
   }
   const int64_t num_nodes = static_cast<int64_t>(t.token.size());
   t.child_offsets.push_back(static_cast<int32_t>(num_nodes));
 
   // 4. Entropies bottom-up (children have larger ids than their parent). Leaves hold one unit.
   std::vector<double> h(num_nodes, 0.0), mass(num_nodes, 0.0);
+  for (size_t k = 0; k < leaves.size(); ++k) {
+    const double p = leaf_weight[k] / total_weight;
+    mass[leaves[k].node] = p;
+    h[leaves[k].node] = p > 0.0 ? -p * std::log(p) : 0.0;
+  }
   for (int64_t node = num_nodes - 1; node >= 0; --node) {
-    if (t.child_offsets[node] == t.child_offsets[node + 1]) {
-      const double p = unit_weight[range_lo[node]] / total_weight;
-      mass[node] = p;
-      h[node] = p > 0.0 ? -p * std::log(p) : 0.0;
-    }
     if (node > 0) {
       h[t.parent[node]] += h[node];
       mass[t.parent[node]] += mass[node];
@@ -203,18 +246,21 @@ TrieArrays BuildTrie(const TokenPaths& paths, const double* weights, const Build
     }
   }
 
-  // 6. Leaves and their items.
+  // 6. Leaves and their items (item ids ascending within a leaf).
   t.item_leaf.assign(n, -1);
-  for (int64_t node = 0; node < num_nodes; ++node) {
-    if (t.child_offsets[node] != t.child_offsets[node + 1]) continue;
-    const int32_t u = range_lo[node];
-    t.leaf_nodes.push_back(static_cast<int32_t>(node));
+  t.leaf_nodes.reserve(leaves.size());
+  t.leaf_item_offsets.reserve(leaves.size() + 1);
+  t.leaf_items.reserve(n);
+  for (size_t k = 0; k < leaves.size(); ++k) {
+    t.leaf_nodes.push_back(leaves[k].node);
     t.leaf_item_offsets.push_back(static_cast<int32_t>(t.leaf_items.size()));
-    t.leaf_weight.push_back(unit_weight[u]);
-    for (int64_t k = unit_item_begin[u]; k < unit_item_begin[u + 1]; ++k) {
-      t.leaf_items.push_back(order[k]);  // ascending: the sort breaks ties by item id
-      t.item_leaf[order[k]] = static_cast<int32_t>(node);
+    t.leaf_weight.push_back(leaf_weight[k]);
+    const size_t first = t.leaf_items.size();
+    for (int32_t i = leaves[k].lo; i < leaves[k].hi; ++i) {
+      t.leaf_items.push_back(items[i].item);
+      t.item_leaf[items[i].item] = leaves[k].node;
     }
+    std::sort(t.leaf_items.begin() + first, t.leaf_items.end());
   }
   t.leaf_item_offsets.push_back(static_cast<int32_t>(t.leaf_items.size()));
   return t;

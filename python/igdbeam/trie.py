@@ -8,6 +8,7 @@ edge entering the node (``token``, ``info_gain``, ``info_gain_norm``, ``zero_ig`
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -50,28 +51,38 @@ ARRAY_DTYPES: dict[str, np.dtype] = {
 DEVICE_ARRAYS = NODE_ARRAYS + ("leaf_nodes", "leaf_item_offsets", "leaf_items")
 
 
+def _as_int64(values: np.ndarray | torch.Tensor, name: str) -> np.ndarray:
+    """Return a 1-D contiguous int64 numpy array or raise ValueError naming ``name``."""
+    arr = values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {tuple(arr.shape)}")
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"{name} must hold integer token ids, got dtype {arr.dtype}")
+    return np.ascontiguousarray(arr, dtype=np.int64)
+
+
 def _paths_to_csr(sequences: Iterable[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
     """Flatten token sequences into (offsets, tokens) int64 arrays."""
     if isinstance(sequences, torch.Tensor | np.ndarray):
         raise TypeError(
             "sequences must be a list of token-id lists (one per item, terminator included), "
-            "not a single tensor/array; use [row.tolist() for row in tensor] for padded rows"
+            "not a single tensor/array; use ItemTrie.from_csr for flat arrays"
         )
-    lengths: list[int] = []
-    flat: list[int] = []
+    rows: list[Sequence[int]] = []
     for index, seq in enumerate(sequences):
         if isinstance(seq, str | bytes):
             raise TypeError(
                 f"item {index} is a string; ItemTrie.from_token_ids takes token ids, "
                 "use ItemTrie.from_titles for text"
             )
-        row = seq.tolist() if isinstance(seq, torch.Tensor | np.ndarray) else list(seq)
-        lengths.append(len(row))
-        flat.extend(row)
-    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+        rows.append(seq.tolist() if isinstance(seq, torch.Tensor | np.ndarray) else seq)
+    lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
+    offsets = np.zeros(len(rows) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
     try:
-        tokens = np.asarray(flat, dtype=np.int64)
+        tokens = np.fromiter(
+            itertools.chain.from_iterable(rows), dtype=np.int64, count=int(offsets[-1])
+        )
     except (TypeError, ValueError, OverflowError) as exc:
         raise ValueError(f"token ids must be integers: {exc}") from exc
     return offsets, tokens
@@ -92,6 +103,56 @@ class ItemTrie:
         self._view: Any = None
 
     # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_csr(
+        cls,
+        offsets: np.ndarray | torch.Tensor,
+        tokens: np.ndarray | torch.Tensor,
+        weights: Sequence[float] | np.ndarray | torch.Tensor | None = None,
+        *,
+        entropy: str = "global",
+        vocab_size: int | None = None,
+        equal_ig_rtol: float = 1e-9,
+    ) -> ItemTrie:
+        """Build from paths in CSR form: item ``i`` is ``tokens[offsets[i]:offsets[i + 1]]``.
+
+        The fast path for large catalogs (no Python lists); arguments otherwise as
+        :meth:`from_token_ids`.
+        """
+        offsets = _as_int64(offsets, "offsets")
+        tokens = _as_int64(tokens, "tokens")
+        if entropy not in ENTROPY_MODES:
+            raise ValueError(f"entropy must be one of {sorted(ENTROPY_MODES)}, got {entropy!r}")
+        num_items = offsets.shape[0] - 1
+        w = None
+        if weights is not None:
+            w = np.asarray(
+                weights.detach().cpu().numpy() if isinstance(weights, torch.Tensor) else weights,
+                dtype=np.float64,
+            )
+            if w.ndim != 1 or w.shape[0] != num_items:
+                raise ValueError(
+                    f"weights must have one value per item ({num_items}), "
+                    f"got shape {tuple(w.shape)}"
+                )
+        raw = _C.build_trie(
+            offsets,
+            tokens,
+            w,
+            ENTROPY_MODES[entropy],
+            -1 if vocab_size is None else int(vocab_size),
+            float(equal_ig_rtol),
+        )
+        arrays = {name: torch.from_numpy(raw[name]) for name in NODE_ARRAYS + ITEM_ARRAYS}
+        meta = {
+            "entropy": entropy,
+            "vocab_size": -1 if vocab_size is None else int(vocab_size),
+            "max_depth": int(raw["max_depth"]),
+            "max_fanout": int(raw["max_fanout"]),
+            "num_items": int(num_items),
+        }
+        return cls(arrays, meta)
+
     @classmethod
     def from_token_ids(
         cls,
@@ -119,37 +180,15 @@ class ItemTrie:
                 that are negative, NaN or of the wrong length, or a path that is a prefix of
                 another.
         """
-        if entropy not in ENTROPY_MODES:
-            raise ValueError(f"entropy must be one of {sorted(ENTROPY_MODES)}, got {entropy!r}")
         offsets, tokens = _paths_to_csr(sequences)
-        w = None
-        if weights is not None:
-            w = np.asarray(
-                weights.detach().cpu().numpy() if isinstance(weights, torch.Tensor) else weights,
-                dtype=np.float64,
-            )
-            if w.ndim != 1 or w.shape[0] != offsets.shape[0] - 1:
-                raise ValueError(
-                    f"weights must have one value per item ({offsets.shape[0] - 1}), "
-                    f"got shape {tuple(w.shape)}"
-                )
-        raw = _C.build_trie(
+        return cls.from_csr(
             offsets,
             tokens,
-            w,
-            ENTROPY_MODES[entropy],
-            -1 if vocab_size is None else int(vocab_size),
-            float(equal_ig_rtol),
+            weights,
+            entropy=entropy,
+            vocab_size=vocab_size,
+            equal_ig_rtol=equal_ig_rtol,
         )
-        arrays = {name: torch.from_numpy(raw[name]) for name in NODE_ARRAYS + ITEM_ARRAYS}
-        meta = {
-            "entropy": entropy,
-            "vocab_size": -1 if vocab_size is None else int(vocab_size),
-            "max_depth": int(raw["max_depth"]),
-            "max_fanout": int(raw["max_fanout"]),
-            "num_items": int(offsets.shape[0] - 1),
-        }
-        return cls(arrays, meta)
 
     @classmethod
     def from_titles(

@@ -26,15 +26,15 @@ std::string Concat(const Parts&... parts) {
 }  // namespace igdbeam
 
 // Throws igdbeam::InvalidArgument with a message built from the remaining arguments.
-#define IGD_CHECK_ARG(cond, ...)                                        \
-  do {                                                                  \
+#define IGD_CHECK_ARG(cond, ...)                                                           \
+  do {                                                                                     \
     if (!(cond)) throw ::igdbeam::InvalidArgument(::igdbeam::detail::Concat(__VA_ARGS__)); \
   } while (0)
 
 // Internal invariant: throws std::runtime_error naming the file and line.
-#define IGD_CHECK(cond, ...)                                                                 \
-  do {                                                                                       \
-    if (!(cond))                                                                             \
-      throw std::runtime_error(::igdbeam::detail::Concat(__FILE__, ":", __LINE__, ": ",      \
-                                                         "igdbeam internal error: ", __VA_ARGS__)); \
+#define IGD_CHECK(cond, ...)                                                        \
+  do {                                                                              \
+    if (!(cond))                                                                    \
+      throw std::runtime_error(::igdbeam::detail::Concat(                           \
+          __FILE__, ":", __LINE__, ": ", "igdbeam internal error: ", __VA_ARGS__)); \
   } while (0)

@@ -37,10 +37,10 @@ void LabelWeights(const TrieView& trie, const int64_t* labels, int64_t rows, int
 
 // ---- Decoding: the logits-processor step (spec section 4) -------------------------------------
 struct DecodeParams {
-  float alpha = 0.0f;          // w = 1 - alpha * IG~
-  float temperature = 1.0f;    // != 1: log_softmax(scores / temperature) over the full row first
-  bool renormalize = false;    // renormalise log-probs over the allowed tokens before scaling
-  int64_t eos_token_id = -1;   // at a leaf, only this token is allowed (score 0); -1: none
+  float alpha = 0.0f;         // w = 1 - alpha * IG~
+  float temperature = 1.0f;   // != 1: log_softmax(scores / temperature) over the full row first
+  bool renormalize = false;   // renormalise log-probs over the allowed tokens before scaling
+  int64_t eos_token_id = -1;  // at a leaf, only this token is allowed (score 0); -1: none
 };
 
 // For each row: walks input_ids[r, prompt_len:seq_len] to its node (written to out_nodes), then
@@ -53,11 +53,11 @@ void ProcessorStep(const TrieView& trie, const int64_t* input_ids, int64_t rows,
 
 // ---- Decoding: the fused beam step of igdbeam.generate -----------------------------------------
 struct BeamStepOutput {
-  float* score;      // [batch, num_candidates]: beam_score + w * logp, descending; -inf pads
-  float* logp;       // [batch, num_candidates]: the unweighted logp of the token
-  int32_t* beam;     // [batch, num_candidates]: beam index within the batch row, -1 pads
-  int64_t* token;    // [batch, num_candidates]: token id, -1 pads
-  int32_t* node;     // [batch, num_candidates]: child node reached, -1 pads
+  float* score;    // [batch, num_candidates]: beam_score + w * logp, descending; -inf pads
+  float* logp;     // [batch, num_candidates]: the unweighted logp of the token
+  int32_t* beam;   // [batch, num_candidates]: beam index within the batch row, -1 pads
+  int64_t* token;  // [batch, num_candidates]: token id, -1 pads
+  int32_t* node;   // [batch, num_candidates]: child node reached, -1 pads
 };
 
 // logits: [batch * beams, vocab] raw model logits (any ScalarType), row r = b * beams + k.

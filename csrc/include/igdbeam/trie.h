@@ -54,8 +54,8 @@ struct TokenPaths {
 
 struct BuildOptions {
   EntropyMode entropy = EntropyMode::kGlobal;
-  int64_t vocab_size = -1;        // > 0: every token must lie in [0, vocab_size)
-  double equal_ig_rtol = 1e-9;    // siblings whose IG spread is below this count as equal
+  int64_t vocab_size = -1;      // > 0: every token must lie in [0, vocab_size)
+  double equal_ig_rtol = 1e-9;  // siblings whose IG spread is below this count as equal
 };
 
 // Builds the trie. weights may be null (uniform). Throws InvalidArgument naming the item.
