@@ -11,9 +11,8 @@ import math
 from collections.abc import Callable, Sequence
 
 import torch
-from transformers import LogitsProcessor
-
 from reference import ReferenceTrie
+from transformers import LogitsProcessor
 
 
 class ReferenceIGDProcessor(LogitsProcessor):

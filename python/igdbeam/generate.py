@@ -238,8 +238,8 @@ def generate(
     outputs = model(**inputs, return_dict=True)
     if outputs.get("cache") is None:
         raise ValueError(
-            f"{type(model).__name__} returned no KV cache (outputs.cache is None); igdbeam.generate "
-            "needs a model that supports use_cache=True"
+            f"{type(model).__name__} returned no KV cache (outputs.cache is None); "
+            "igdbeam.generate needs a model that supports use_cache=True"
         )
     kwargs = model._update_model_kwargs_for_generation(outputs, kwargs)
     logits = outputs.logits[:, -1, :]
