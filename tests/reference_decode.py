@@ -55,12 +55,17 @@ class ReferenceIGDProcessor(LogitsProcessor):
         return scores
 
 
-def prefix_allowed_tokens_fn(trie: ReferenceTrie, prompt_length: int) -> Callable:
-    """The public reference code's constraint: a ``prefix_allowed_tokens_fn`` over a dict trie."""
+def prefix_allowed_tokens_fn(
+    trie: ReferenceTrie, prompt_length: int, eos_token_id: int
+) -> Callable:
+    """The public reference code's constraint: a ``prefix_allowed_tokens_fn`` over a dict trie.
+
+    Transformers rejects an empty list, so complete (or off-trie) prefixes allow only EOS.
+    """
 
     def allowed(batch_id: int, sent: torch.Tensor) -> list[int]:
         prefix = tuple(sent[prompt_length:].tolist())
-        return trie.children.get(prefix, [])
+        return trie.children.get(prefix) or [eos_token_id]
 
     return allowed
 
@@ -97,4 +102,37 @@ def brute_force_scores(
             w = 1.0 - alpha * trie.normalized_info_gain(prefix, tok)
             total += w * lp
         out[path] = total / (len(path) ** length_penalty)
+    return out
+
+
+def hf_hypotheses(
+    sequences: torch.Tensor,
+    sequence_scores: torch.Tensor,
+    prompt_length: int,
+    trie: ReferenceTrie,
+    batch: int,
+) -> list[list[tuple[tuple[int, ...], float]]]:
+    """Split ``model.generate`` beam output into per-prompt ``(item path, score)`` lists.
+
+    Only real hypotheses (score > -1e8) are kept: transformers' ``-1e9`` initial beams can leak
+    junk into its output when fewer than ``num_beams`` items exist. A hypothesis's path is its
+    generated tokens up to the first complete item path.
+    """
+    per = sequences.shape[0] // batch
+    out: list[list[tuple[tuple[int, ...], float]]] = []
+    for b in range(batch):
+        hyps = []
+        for k in range(per):
+            score = float(sequence_scores[b * per + k])
+            if score <= -1e8:
+                continue
+            tokens = sequences[b * per + k, prompt_length:].tolist()
+            path: tuple[int, ...] = ()
+            for t in tokens:
+                path += (t,)
+                if path in trie.items_of_leaf:
+                    break
+            assert path in trie.items_of_leaf, f"hypothesis {tokens} is not an item path"
+            hyps.append((path, score))
+        out.append(hyps)
     return out
