@@ -9,6 +9,10 @@
 
 #include "igdbeam/kernels.h"
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 namespace igdbeam::cpu {
 
 inline float BitsToFloat(uint32_t bits) {
@@ -98,6 +102,28 @@ struct Scalar<ScalarType::kFloat16> {
   static float Load(uint16_t v) { return Float16ToFloat(v); }
   static uint16_t Store(float v) { return FloatToFloat16(v); }
 };
+
+// Fills n elements of 2 or 4 bytes with `value`. Rows of scores are large and written once, so
+// on x86 the bulk uses non-temporal stores (no read-for-ownership, no cache pollution).
+template <typename T>
+void FillRow(T* row, int64_t n, T value) {
+#if defined(__SSE2__)
+  static_assert(sizeof(T) == 2 || sizeof(T) == 4, "2- or 4-byte elements only");
+  int64_t i = 0;
+  while (i < n && (reinterpret_cast<std::uintptr_t>(row + i) & 15u) != 0) row[i++] = value;
+  if (n - i >= 64) {
+    alignas(16) T pattern[16 / sizeof(T)];
+    for (auto& p : pattern) p = value;
+    const __m128i v = _mm_load_si128(reinterpret_cast<const __m128i*>(pattern));
+    constexpr int64_t kPer = 16 / sizeof(T);
+    for (; i + kPer <= n; i += kPer) _mm_stream_si128(reinterpret_cast<__m128i*>(row + i), v);
+    _mm_sfence();
+  }
+  for (; i < n; ++i) row[i] = value;
+#else
+  for (int64_t i = 0; i < n; ++i) row[i] = value;
+#endif
+}
 
 // exp(x) for x <= 0 to about 2 ulp (Cephes-style range reduction and a degree-6 polynomial),
 // written without branches so that the compiler can vectorise the loops that call it.

@@ -1,5 +1,6 @@
 // CPU logits-processor step of IGD decoding (spec section 4): one call rewrites the scores of
 // every beam in place.
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -45,14 +46,14 @@ void ProcessorStepTyped(const TrieView& trie, const int64_t* input_ids, int64_t 
     out_nodes[r] = node;
     row_status[r] = kRowOk;
     if (node < 0) {
-      for (int64_t j = 0; j < vocab; ++j) row[j] = neg_inf;
+      cpu::FillRow(row, vocab, neg_inf);
       row_status[r] = kRowLeftTrie;
       continue;
     }
     const int32_t lo = trie.child_offsets[node];
     const int32_t hi = trie.child_offsets[node + 1];
     if (lo == hi) {  // a leaf: the item is complete, only the terminator may follow
-      for (int64_t j = 0; j < vocab; ++j) row[j] = neg_inf;
+      cpu::FillRow(row, vocab, neg_inf);
       if (params.eos_token_id >= 0 && params.eos_token_id < vocab) {
         row[params.eos_token_id] = S::Store(0.0f);
       }
@@ -79,7 +80,13 @@ void ProcessorStepTyped(const TrieView& trie, const int64_t* input_ids, int64_t 
         for (float& v : child_logp) v -= child_norm;
       }
     }
-    for (int64_t j = 0; j < vocab; ++j) row[j] = neg_inf;
+    // Few children: stream the -inf fill past the cache. Many: keep the row cached for the
+    // scattered child writes that follow.
+    if (static_cast<int64_t>(hi - lo) * 256 < vocab) {
+      cpu::FillRow(row, vocab, neg_inf);
+    } else {
+      std::fill(row, row + vocab, neg_inf);
+    }
     for (int32_t c = lo; c < hi; ++c) {
       const int64_t tok = trie.token[c];
       if (tok >= vocab) continue;
