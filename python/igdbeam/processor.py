@@ -38,8 +38,10 @@ class IGDLogitsProcessor(LogitsProcessor):
     from one call to the next, so one instance may serve any number of sequential ``generate``
     calls (including prompts of different lengths); the one ambiguous case, a new call whose
     prompt is the previous call's prompt plus one generated token, is avoided by calling
-    :meth:`reset` or passing an explicit ``prompt_length`` (which skips detection). One instance
-    must not be shared by concurrent ``generate`` calls.
+    :meth:`reset` or passing an explicit ``prompt_length`` (which skips detection). Detection
+    compares the prompt columns once per step (a host sync on CUDA); an explicit
+    ``prompt_length`` avoids it. One instance must not be shared by concurrent ``generate``
+    calls.
 
     Args:
         trie: the catalog; moved to the scores' device on first use.
