@@ -10,9 +10,12 @@ import random
 import igdbeam
 import pytest
 import torch
-from decode_models import EOS, left_pad, random_catalog, tiny_llama
+from decode_models import EOS, PAD, left_pad, random_catalog, tiny_llama
 from igdbeam.decode_ops import beam_step, processor_step
 from igdbeam.generate import generate
+from igdbeam.processor import IGDLogitsProcessor
+from reference import ReferenceTrie
+from reference_decode import hf_hypotheses
 
 pytestmark = [
     pytest.mark.cuda,
@@ -133,15 +136,12 @@ def test_beam_step_cuda_matches_cpu(dtype: torch.dtype, alpha: float, renormaliz
     assert torch.equal(gpu.node.cpu(), cpu.node)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_generate_cuda_matches_cpu(dtype: torch.dtype) -> None:
+def test_generate_cuda_matches_cpu() -> None:
     model = tiny_llama(seed=12, vocab_size=512)
     paths = random_catalog(60, 512, seed=13, max_len=5, branch=6)
     trie = igdbeam.ItemTrie.from_token_ids(paths)
     ids, mask = left_pad([[5, 6, 7], [30, 31, 32, 33], [40]])
-    cpu = generate(
-        model.to(dtype), ids, mask, trie=trie, num_beams=6, alpha=0.2, length_penalty=1.0
-    )
+    cpu = generate(model, ids, mask, trie=trie, num_beams=6, alpha=0.2, length_penalty=1.0)
     gpu = generate(
         model.to("cuda"),
         ids.cuda(),
@@ -152,5 +152,42 @@ def test_generate_cuda_matches_cpu(dtype: torch.dtype) -> None:
         length_penalty=1.0,
     )
     assert torch.equal(gpu.item_ids.cpu(), cpu.item_ids)
-    tol = 1e-4 if dtype == torch.float32 else 2e-2
-    torch.testing.assert_close(gpu.scores.cpu(), cpu.scores, rtol=tol, atol=tol)
+    torch.testing.assert_close(gpu.scores.cpu(), cpu.scores, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("lp", [0.0, 1.0])
+def test_generate_cuda_matches_processor_path_on_cuda(dtype: torch.dtype, lp: float) -> None:
+    """Both CUDA kernels on one device: igdbeam.generate = model.generate + the processor."""
+    model = tiny_llama(seed=14, vocab_size=512).to(device="cuda", dtype=dtype)
+    paths = random_catalog(60, 512, seed=15, max_len=5, branch=6)
+    trie = igdbeam.ItemTrie.from_token_ids(paths)
+    ref = ReferenceTrie(paths)
+    ids, mask = left_pad([[5, 6, 7], [30, 31, 32, 33], [40]])
+    ids, mask = ids.cuda(), mask.cuda()
+    gpu_trie = trie.to("cuda")
+    out = model.generate(
+        ids,
+        attention_mask=mask,
+        num_beams=6,
+        num_return_sequences=6,
+        length_penalty=lp,
+        max_new_tokens=trie.max_depth,
+        do_sample=False,
+        return_dict_in_generate=True,
+        output_scores=True,
+        pad_token_id=PAD,
+        eos_token_id=EOS,
+        logits_processor=[IGDLogitsProcessor(gpu_trie, alpha=0.3, validate=True)],
+    )
+    theirs = hf_hypotheses(out.sequences.cpu(), out.sequences_scores.cpu(), ids.shape[1], ref, 3)
+    ours = generate(model, ids, mask, trie=gpu_trie, num_beams=6, alpha=0.3, length_penalty=lp)
+    for b in range(3):
+        real = [
+            (tuple(trie.item_path(int(i))), float(s))
+            for i, s in zip(ours.item_ids[b].cpu(), ours.scores[b].cpu(), strict=True)
+            if int(i) >= 0
+        ]
+        assert [p for p, _ in real] == [p for p, _ in theirs[b]]
+        for (_, so), (_, st) in zip(real, theirs[b], strict=True):
+            assert so == pytest.approx(st, abs=1e-5)
