@@ -3,9 +3,9 @@
 Run: ``PYTHONPATH=python python -m pytest benchmarks/bench_decode.py -q -s``
 (``IGDBEAM_BENCH_QUICK=1`` shrinks every size to CI scale). On a shared machine also set
 ``OMP_NUM_THREADS=1``: torch's OpenMP workers spin-wait and the timings become noise when the
-cores are oversubscribed (igdbeam's CPU kernels are single-threaded either way). Each comparison checks correctness
-first, then times the implementations side by side (pytest-benchmark groups); the last test
-prints a ratio table.
+cores are oversubscribed (igdbeam's CPU kernels are single-threaded either way). Each
+comparison checks correctness first, then times the implementations side by side
+(pytest-benchmark groups); the last test prints a ratio table.
 
 Comparisons:
 * processor step, batch 16 x 10 beams, vocabularies 49,152 and 151,936: igdbeam's native step,

@@ -38,7 +38,7 @@ class BeamStepResult(NamedTuple):
     """
 
     score: torch.Tensor  # float32: beam_score + (1 - alpha * IG~) * logp
-    logp: torch.Tensor  # float32: the unweighted log-probability of the token
+    logp: torch.Tensor  # float32: the unweighted log-probability (renormalised if asked)
     beam: torch.Tensor  # int32: beam index within the batch row
     token: torch.Tensor  # int64: token id
     node: torch.Tensor  # int32: trie node reached
