@@ -1,0 +1,273 @@
+"""Backend dispatch of the two decode ops: C++ for CPU tensors, CUDA for GPU tensors.
+
+* :func:`processor_step` — the logits-processor step: constrain every beam's scores to its trie
+  children and reweight them by ``1 - alpha * IG~`` (spec section 4), in place.
+* :func:`beam_step` — the fused step of :func:`igdbeam.generate`: log-softmax, gather of each
+  beam's children, reweighting, per-row top-C and node advance.
+
+Both validate their inputs here, so that native code only ever sees pointers it can trust.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from typing import TYPE_CHECKING, NamedTuple
+
+import torch
+
+from igdbeam._checks import LOGIT_DTYPES, check_tensor, check_unit_interval, cuda_stream
+from igdbeam._native import _C
+from igdbeam.ops import require_cuda_kernels
+
+if TYPE_CHECKING:
+    from igdbeam.trie import ItemTrie
+
+ROW_OK, ROW_LEFT_TRIE, ROW_NAN = 0, 1, 2
+
+# Largest token id of each trie, computed once (one device sync on CUDA) and kept while the trie
+# lives.
+_MAX_TOKEN: weakref.WeakKeyDictionary[ItemTrie, int] = weakref.WeakKeyDictionary()
+
+
+class BeamStepResult(NamedTuple):
+    """The ``num_candidates`` best continuations of each batch row, best first.
+
+    Every field is ``[batch, num_candidates]``; pads (fewer candidates than asked for) have
+    ``score = logp = -inf`` and ``beam = token = node = -1``.
+    """
+
+    score: torch.Tensor  # float32: beam_score + (1 - alpha * IG~) * logp
+    logp: torch.Tensor  # float32: the unweighted log-probability (renormalised if asked)
+    beam: torch.Tensor  # int32: beam index within the batch row
+    token: torch.Tensor  # int64: token id
+    node: torch.Tensor  # int32: trie node reached
+
+
+def check_temperature(temperature: float) -> float:
+    """Return ``temperature`` as a float, or raise ValueError unless it is positive and finite."""
+    try:
+        t = float(temperature)
+    except (TypeError, ValueError):
+        raise ValueError(f"temperature must be a positive number, got {temperature!r}") from None
+    if not (math.isfinite(t) and t > 0.0):
+        raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
+    return t
+
+
+def check_vocab(trie: ItemTrie, vocab: int) -> None:
+    """Raise ValueError when ``trie`` cannot index a vocabulary of ``vocab`` tokens.
+
+    A trie built for a larger vocabulary, or holding a token id ``>= vocab``, belongs to another
+    tokenizer. A trie built for a smaller vocabulary is accepted: models often pad their output
+    layer beyond the tokenizer's size (e.g. Qwen2: 151,936 logits for 151,665 tokens).
+    """
+    if trie.vocab_size is not None and trie.vocab_size > vocab:
+        raise ValueError(
+            f"the trie was built for a vocabulary of {trie.vocab_size} tokens but the scores have "
+            f"{vocab} columns; build the trie with the model's own tokenizer"
+        )
+    max_token = _MAX_TOKEN.get(trie)
+    if max_token is None:
+        max_token = int(trie.token.max()) if trie.num_nodes > 1 else -1
+        _MAX_TOKEN[trie] = max_token
+    if max_token >= vocab:
+        raise ValueError(
+            f"the trie holds token id {max_token} but the scores have only {vocab} columns; "
+            "the trie was built for another vocabulary"
+        )
+
+
+def _check_eos(eos_token_id: int | None, vocab: int) -> int:
+    if eos_token_id is None:
+        return -1
+    eos = int(eos_token_id)
+    if eos >= vocab:
+        raise ValueError(f"eos_token_id {eos} is outside the vocabulary [0, {vocab})")
+    return eos if eos >= 0 else -1
+
+
+def processor_step(
+    trie: ItemTrie,
+    input_ids: torch.Tensor,
+    scores: torch.Tensor,
+    *,
+    prompt_length: int,
+    alpha: float = 0.0,
+    temperature: float = 1.0,
+    renormalize: bool = False,
+    eos_token_id: int | None = None,
+    validate: bool | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Constrain and IG-reweight ``scores`` ``[rows, vocab]`` in place, one native call.
+
+    Row ``r``'s generated tokens are ``input_ids[r, prompt_length:]``; they are walked from the
+    trie root to a node ``n``. Every child ``y`` of ``n`` gets ``(1 - alpha * IG~(y)) * logp(y)``
+    and every other token ``-inf``, where ``logp`` is ``scores`` itself, or
+    ``log_softmax(scores / temperature)`` when ``temperature != 1``, minus the log-sum-exp over
+    the children when ``renormalize``. A leaf allows only ``eos_token_id`` (score 0) when given.
+    A row whose tokens leave the trie becomes all ``-inf`` (status 1).
+
+    Args:
+        trie: the catalog, on the device of ``scores``.
+        input_ids: int64 ``[rows, seq_len]``, prompt followed by the generated tokens.
+        scores: float32 / bfloat16 / float16 ``[rows, vocab]``, modified in place.
+        prompt_length: number of prompt columns (left padding included).
+        alpha: debiasing strength in [0, 1].
+        temperature: > 0; see above.
+        renormalize: renormalise the log-probabilities over the allowed tokens first.
+        eos_token_id: the only token allowed at a leaf, or None.
+        validate: raise on NaN scores; defaults to True on CPU and False on CUDA (the check needs
+            a host sync there).
+
+    Returns:
+        ``(nodes, row_status)``: int32 ``[rows]`` trie node of each row (-1 when off the trie)
+        and int32 ``[rows]`` status (0 ok, 1 left the trie, 2 NaN among the child scores).
+
+    Raises:
+        ValueError: bad shapes, dtypes, devices, ``alpha`` outside [0, 1], a trie built for
+            another vocabulary, or (when validating) NaN scores.
+    """
+    alpha = check_unit_interval("alpha", alpha)
+    temperature = check_temperature(temperature)
+    check_tensor("input_ids", input_ids, ndim=2, dtypes=(torch.int64,), device=trie.device)
+    check_tensor("scores", scores, ndim=2, dtypes=tuple(LOGIT_DTYPES), device=trie.device)
+    rows, seq_len = input_ids.shape
+    if scores.shape[0] != rows:
+        raise ValueError(f"scores has {scores.shape[0]} rows but input_ids has {rows}")
+    prompt_length = int(prompt_length)
+    if not 0 <= prompt_length <= seq_len:
+        raise ValueError(f"prompt_length {prompt_length} must lie in [0, {seq_len}]")
+    vocab = scores.shape[1]
+    check_vocab(trie, vocab)
+    eos = _check_eos(eos_token_id, vocab)
+    if input_ids.stride(-1) != 1:
+        input_ids = input_ids.contiguous()
+    work = scores if scores.stride(-1) == 1 else scores.contiguous()
+    nodes = torch.empty(rows, dtype=torch.int32, device=scores.device)
+    status = torch.empty(rows, dtype=torch.int32, device=scores.device)
+    if rows > 0:
+        args = (
+            trie.native_view(),
+            input_ids.data_ptr(),
+            rows,
+            seq_len,
+            input_ids.stride(0),
+            prompt_length,
+            work.data_ptr(),
+            LOGIT_DTYPES[work.dtype],
+            vocab,
+            work.stride(0),
+            alpha,
+            temperature,
+            bool(renormalize),
+            eos,
+            nodes.data_ptr(),
+            status.data_ptr(),
+        )
+        if scores.device.type == "cuda":
+            require_cuda_kernels("processor_step")
+            _C.processor_step_cuda(*args, cuda_stream(scores))
+        else:
+            _C.processor_step_cpu(*args)
+    if work is not scores:
+        scores.copy_(work)
+    if validate is None:
+        validate = scores.device.type != "cuda"
+    if validate and rows > 0 and bool((status == ROW_NAN).any()):
+        bad = int(torch.nonzero(status == ROW_NAN)[0, 0])
+        raise ValueError(
+            f"NaN scores among the allowed tokens of row {bad}; the model produced NaN logits "
+            "(check its dtype and inputs)"
+        )
+    return nodes, status
+
+
+def beam_step(
+    trie: ItemTrie,
+    logits: torch.Tensor,
+    beam_scores: torch.Tensor,
+    nodes: torch.Tensor,
+    *,
+    beams: int,
+    num_candidates: int,
+    alpha: float = 0.0,
+    temperature: float = 1.0,
+    renormalize: bool = False,
+) -> BeamStepResult:
+    """Score every trie child of every active beam and keep the best ``num_candidates`` per row.
+
+    Row ``r = b * beams + k`` of ``logits`` ``[batch * beams, vocab]`` holds beam ``k`` of batch
+    row ``b``; ``nodes[r]`` is its trie node (``< 0`` or a leaf: inactive). A child ``y`` of an
+    active beam scores ``beam_scores[r] + (1 - alpha * IG~(y)) * logp(y)`` with
+    ``logp = log_softmax(logits[r] / temperature)`` over the full row (minus the log-sum-exp over
+    the children when ``renormalize``). Candidates are ordered by score descending, ties by
+    ``(beam, token)`` ascending.
+
+    Args:
+        trie: the catalog, on the device of ``logits``.
+        logits: float32 / bfloat16 / float16 raw model logits, unit stride in the last dim.
+        beam_scores: float32 ``[batch * beams]`` running scores.
+        nodes: int32 ``[batch * beams]`` trie node of each beam.
+        beams: beams per batch row.
+        num_candidates: candidates kept per batch row.
+        alpha: debiasing strength in [0, 1].
+        temperature: > 0.
+        renormalize: renormalise over each beam's children before weighting.
+
+    Returns:
+        A :class:`BeamStepResult` of ``[batch, num_candidates]`` tensors.
+    """
+    alpha = check_unit_interval("alpha", alpha)
+    temperature = check_temperature(temperature)
+    check_tensor("logits", logits, ndim=2, dtypes=tuple(LOGIT_DTYPES), device=trie.device)
+    check_tensor("beam_scores", beam_scores, ndim=1, dtypes=(torch.float32,), device=trie.device)
+    check_tensor("nodes", nodes, ndim=1, dtypes=(torch.int32,), device=trie.device)
+    beams, num_candidates = int(beams), int(num_candidates)
+    if beams < 1 or num_candidates < 1:
+        raise ValueError(f"beams ({beams}) and num_candidates ({num_candidates}) must be >= 1")
+    rows, vocab = logits.shape
+    if rows % beams:
+        raise ValueError(f"logits has {rows} rows, not a multiple of beams={beams}")
+    if beam_scores.shape[0] != rows or nodes.shape[0] != rows:
+        raise ValueError(
+            f"beam_scores ({beam_scores.shape[0]}) and nodes ({nodes.shape[0]}) need one entry "
+            f"per logits row ({rows})"
+        )
+    check_vocab(trie, vocab)
+    if logits.stride(-1) != 1:
+        logits = logits.contiguous()
+    beam_scores, nodes = beam_scores.contiguous(), nodes.contiguous()
+    batch = rows // beams
+    dev = logits.device
+    out = BeamStepResult(
+        torch.empty(batch, num_candidates, dtype=torch.float32, device=dev),
+        torch.empty(batch, num_candidates, dtype=torch.float32, device=dev),
+        torch.empty(batch, num_candidates, dtype=torch.int32, device=dev),
+        torch.empty(batch, num_candidates, dtype=torch.int64, device=dev),
+        torch.empty(batch, num_candidates, dtype=torch.int32, device=dev),
+    )
+    if batch == 0:
+        return out
+    args = (
+        trie.native_view(),
+        logits.data_ptr(),
+        LOGIT_DTYPES[logits.dtype],
+        batch,
+        beams,
+        vocab,
+        logits.stride(0),
+        beam_scores.data_ptr(),
+        nodes.data_ptr(),
+        alpha,
+        temperature,
+        bool(renormalize),
+        num_candidates,
+        *(t.data_ptr() for t in out),
+    )
+    if dev.type == "cuda":
+        require_cuda_kernels("beam_step")
+        _C.beam_step_cuda(*args, cuda_stream(logits))
+    else:
+        _C.beam_step_cpu(*args)
+    return out
