@@ -22,12 +22,13 @@ import os
 import random
 from collections import defaultdict
 
-import igdbeam
 import pytest
 import torch
-from igdbeam.decode_ops import processor_step
 from transformers import LlamaConfig, LlamaForCausalLM, LogitsProcessor
 from transformers.generation.logits_process import PrefixConstrainedLogitsProcessor
+
+import igdbeam
+from igdbeam.decode_ops import processor_step
 
 QUICK = os.environ.get("IGDBEAM_BENCH_QUICK", "0") not in ("", "0")
 BATCH, BEAMS = (4, 4) if QUICK else (16, 10)

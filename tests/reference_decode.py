@@ -11,8 +11,9 @@ import math
 from collections.abc import Callable, Sequence
 
 import torch
-from reference import ReferenceTrie
 from transformers import LogitsProcessor
+
+from reference import ReferenceTrie
 
 
 class ReferenceIGDProcessor(LogitsProcessor):

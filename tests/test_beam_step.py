@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 
-import igdbeam
 import pytest
 import torch
+
+import igdbeam
 from decode_models import EOS, random_catalog
 from igdbeam.decode_ops import beam_step
 from reference import ReferenceTrie

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import random
 
-import igdbeam
 import pytest
 import torch
+
+import igdbeam
 from decode_models import EOS, PAD, left_pad, random_catalog, tiny_llama
 from igdbeam.decode_ops import beam_step, processor_step
 from igdbeam.generate import generate

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import igdbeam
 import pytest
 import torch
+from transformers import LlamaForCausalLM
+
+import igdbeam
 from decode_models import EOS, PAD, left_pad, random_catalog, tiny_llama
 from igdbeam.generate import custom_generate, generate
 from igdbeam.processor import IGDLogitsProcessor
 from reference import ReferenceTrie
 from reference_decode import brute_force_scores, hf_hypotheses
-from transformers import LlamaForCausalLM
 
 
 def _processor_path(model, ids, mask, trie, ref, beams, alpha, lp, early_stopping=False):

@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 import random
 
-import igdbeam
 import pytest
 import torch
+
+import igdbeam
 from decode_models import EOS, PAD, left_pad, random_catalog, tiny_llama
 from igdbeam.decode_ops import processor_step
 from igdbeam.processor import IGDLogitsProcessor

@@ -6,9 +6,10 @@ import importlib.util
 import os
 
 import pytest
-from igdbeam import ItemTrie, tokenize_titles_in_context
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
+
+from igdbeam import ItemTrie, tokenize_titles_in_context
 
 TITLES = ["Toy Story (1995)", "Toy Soldiers (1991)", "GoldenEye (1995)", "Heat (1995)"]
 

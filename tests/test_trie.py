@@ -10,8 +10,8 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from igdbeam import ItemTrie, popularity_weights
 
+from igdbeam import ItemTrie, popularity_weights
 from reference import ReferenceTrie
 
 # Spec section 5: terminator 2.
