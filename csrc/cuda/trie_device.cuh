@@ -1,0 +1,47 @@
+// Device-side trie helpers beyond FindChild: child ranges clipped to the vocabulary.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "igdbeam/trie.h"
+#include "igdbeam/trie_lookup.h"
+
+namespace igdbeam::cuda {
+
+// First index in [lo, hi) whose token is >= value (tokens ascending there), else hi.
+__device__ __forceinline__ int32_t LowerBoundToken(const int32_t* token, int32_t lo, int32_t hi,
+                                                   int64_t value) {
+  while (lo < hi) {
+    const int32_t mid = lo + ((hi - lo) >> 1);
+    if (static_cast<int64_t>(__ldg(token + mid)) < value) {
+      lo = mid + 1;
+    } else {
+      hi = mid;
+    }
+  }
+  return lo;
+}
+
+// The children [lo, hi) of `node` whose tokens lie below `vocab`; empty for a leaf or for a node
+// id outside [0, num_nodes) (an inactive beam).
+struct ChildRange {
+  int32_t lo = 0;
+  int32_t hi = 0;
+  __device__ __forceinline__ int32_t size() const { return hi - lo; }
+};
+
+__device__ __forceinline__ ChildRange ChildrenInVocab(const TrieView& trie, int32_t node,
+                                                      int64_t vocab) {
+  ChildRange c;
+  if (node < 0 || node >= trie.num_nodes) return c;
+  c.lo = __ldg(trie.child_offsets + node);
+  const int32_t hi = __ldg(trie.child_offsets + node + 1);
+  c.hi = (hi > c.lo && __ldg(trie.token + hi - 1) >= vocab)
+             ? LowerBoundToken(trie.token, c.lo, hi, vocab)
+             : hi;
+  return c;
+}
+
+}  // namespace igdbeam::cuda
