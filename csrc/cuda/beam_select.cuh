@@ -2,9 +2,10 @@
 // the best num_candidates (K).
 //
 // Candidates are numbered in (beam, token) order: ordinal i of the row's N candidates lies in beam
-// k with prefix[k] <= i < prefix[k + 1]. The block walks them kSelectThreads at a time (a chunk);
-// a candidate enters a shared-memory buffer only when its key beats the current K-th best key
-// (the threshold), so after the first chunks almost nothing is written. When the buffer cannot
+// k with prefix[k] <= i < prefix[k + 1]. The block walks them one chunk (kSelectThreads *
+// kSelectItems candidates) at a time; a candidate enters a shared-memory buffer only when its key
+// beats the current K-th best key (the threshold), so after the first chunks almost nothing is
+// written. When the buffer cannot
 // take another chunk, the K best plus the buffer are bitonic-sorted and the threshold tightens.
 // This bounds shared memory by K, not by the fan-out: a root with 150k children works the same.
 #pragma once
@@ -23,6 +24,7 @@
 namespace igdbeam::cuda {
 
 constexpr int kSelectThreads = 512;
+constexpr int kSelectItems = 4;  // candidates per thread per chunk
 
 struct SelectArgs {
   int64_t beams, vocab, row_stride;
@@ -33,7 +35,7 @@ struct SelectArgs {
   float inv_temperature, alpha;
   bool renormalize;
   int num_candidates;  // K
-  int capacity;        // keys in the shared buffer (power of two >= K + kSelectThreads)
+  int capacity;        // keys in the shared buffer: power of two >= K + one chunk
 };
 
 // Shared memory of one block: keys[capacity] then per-beam arrays.
@@ -148,21 +150,28 @@ __global__ void __launch_bounds__(kSelectThreads)
     __syncthreads();
   };
 
-  // `fill` is kept per thread from __syncthreads_count, so every thread takes the same branch
-  // without re-reading s_fill while others already append to the next chunk.
+  // Each thread scores kSelectItems candidates per chunk (their loads overlap), then appends those
+  // that beat the threshold. All threads read the fill count between two barriers, so they all
+  // take the same branch before anyone appends to the next chunk.
+  const uint32_t chunk = blockDim.x * kSelectItems;
   int fill = 0;
-  for (uint32_t base = 0; base < total; base += blockDim.x) {
-    const uint32_t i = base + tid;
-    bool inserted = false;
-    if (i < total) {
-      const unsigned long long key = MakeKey(candidate(i).score, i);
-      if (key < s_threshold) {
-        keys[K + atomicAdd(&s_fill, 1)] = key;
-        inserted = true;
-      }
+  for (uint64_t base = 0; base < total; base += chunk) {
+    unsigned long long key[kSelectItems];
+#pragma unroll
+    for (int u = 0; u < kSelectItems; ++u) {
+      const uint64_t i = base + u * blockDim.x + tid;
+      key[u] = i < total
+                   ? MakeKey(candidate(static_cast<uint32_t>(i)).score, static_cast<uint32_t>(i))
+                   : kPadKey;
     }
-    fill += __syncthreads_count(inserted);
-    if (fill > a.capacity - K - static_cast<int>(blockDim.x)) {
+    const unsigned long long threshold = s_threshold;
+#pragma unroll
+    for (int u = 0; u < kSelectItems; ++u)
+      if (key[u] < threshold) keys[K + atomicAdd(&s_fill, 1)] = key[u];
+    __syncthreads();
+    fill = s_fill;
+    __syncthreads();
+    if (fill > a.capacity - K - static_cast<int>(chunk)) {
       merge(fill);
       fill = 0;
     }

@@ -14,6 +14,10 @@ namespace igdbeam::cuda {
 
 namespace {
 
+// Per-device facts read once: the multiprocessor count, and the device's current memory pool
+// told to keep (rather than return to the OS at every synchronisation) a little freed memory, so
+// the step's small cudaMallocAsync scratch is served from the pool. Only a pool whose release
+// threshold is still the default 0 is touched.
 int MultiprocessorCount() {
   int device = 0;
   IGD_CUDA_CHECK(cudaGetDevice(&device));
@@ -22,6 +26,17 @@ int MultiprocessorCount() {
   if (cached[device] == 0) {
     int count = 0;
     IGD_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
+    cudaMemPool_t pool;
+    if (cudaDeviceGetMemPool(&pool, device) == cudaSuccess) {
+      uint64_t threshold = 0;
+      if (cudaMemPoolGetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold) ==
+              cudaSuccess &&
+          threshold == 0) {
+        threshold = 64ull << 20;
+        (void)cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold);
+      }
+    }
+    (void)cudaGetLastError();  // a device without memory pools: cudaMallocAsync reports it
     cached[device] = count > 0 ? count : 1;
   }
   return cached[device];
@@ -69,8 +84,8 @@ void BeamStep(const TrieView& trie, const void* logits, ScalarType dtype, int64_
   a.alpha = params.alpha;
   a.renormalize = params.renormalize;
   a.num_candidates = static_cast<int>(num_candidates);
-  a.capacity =
-      static_cast<int>(NextPow2(static_cast<unsigned>(num_candidates) + 3 * kSelectThreads));
+  a.capacity = static_cast<int>(
+      NextPow2(static_cast<unsigned>(num_candidates) + kSelectThreads * kSelectItems));
   const size_t smem = SelectSharedBytes(a.capacity, beams);
 
   float2* partial = nullptr;

@@ -1,12 +1,13 @@
 // CUDA label token weights (spec section 3): one warp per row.
 //
 // The warp loads 32 labels at a time (coalesced), walks that chunk's completion tokens in order
-// (every lane runs the same child search, so the loads are broadcasts), keeps the result of
+// (the lanes search each node's children together, WarpFindChild), keeps the result of
 // position p in lane p and stores the chunk's outputs with coalesced writes. A row that leaves
 // the trie is swept a second time to give its completion tokens the off-trie weight.
 #include "cuda_check.cuh"
 #include "igdbeam/cuda_kernels.h"
 #include "igdbeam/trie_lookup.h"
+#include "trie_device.cuh"
 
 namespace igdbeam::cuda {
 
@@ -39,7 +40,7 @@ __global__ void LabelWeightsKernel(TrieView trie, const int64_t* __restrict__ la
       pending &= pending - 1;
       const int64_t token = __shfl_sync(0xffffffffu, label, src);
       if (!left) {
-        const int32_t child = FindChild(trie, node, token);
+        const int32_t child = WarpFindChild(trie, node, token);
         if (child < 0) {
           left = true;
         } else {

@@ -56,12 +56,12 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ int32_t s_node;
   const int64_t r = blockIdx.x;
   T* row = scores + r * a.scores_row_stride;
-  if (threadIdx.x == 0) {
+  if (threadIdx.x < 32) {  // warp 0 walks the generated tokens with warp-wide child searches
     const int64_t* ids = a.input_ids + r * a.ids_row_stride;
     int32_t node = 0;
     for (int64_t i = a.prompt_len; i < a.seq_len && node >= 0; ++i)
-      node = FindChild(trie, node, ids[i]);
-    s_node = node;
+      node = WarpFindChild(trie, node, ids[i]);
+    if (threadIdx.x == 0) s_node = node;
   }
   __syncthreads();
   const int32_t node = s_node;
