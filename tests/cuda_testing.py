@@ -128,6 +128,21 @@ def logsumexp(x: np.ndarray) -> float:
 
 
 # ---------------------------------------------------------------------------------- references
+class CandidateTable:
+    """Every candidate of one batch row: (beam * vocab + token) -> (score, logp), by search."""
+
+    def __init__(self, ids: np.ndarray, score: np.ndarray, logp: np.ndarray) -> None:
+        order = np.argsort(ids, kind="stable")
+        self.ids, self.score, self.logp = ids[order], score[order], logp[order]
+
+    def get(self, beam: int, token: int, vocab: int) -> tuple[float, float] | None:
+        key = beam * vocab + token
+        k = int(np.searchsorted(self.ids, key))
+        if k < self.ids.shape[0] and self.ids[k] == key:
+            return float(self.score[k]), float(self.logp[k])
+        return None
+
+
 def ref_beam_step(
     t: NumpyTrie,
     logits: torch.Tensor,
@@ -140,7 +155,7 @@ def ref_beam_step(
     temperature: float = 1.0,
     renormalize: bool = False,
 ):
-    """float64 reference of kernels.h BeamStep. Returns (outputs dict, {(beam, token): score})."""
+    """float64 reference of kernels.h BeamStep: (outputs dict, a CandidateTable per row)."""
     x_all = logits.detach().float().cpu().numpy().astype(np.float64)
     bs = beam_scores.detach().cpu().numpy().astype(np.float64)
     nd = nodes.detach().cpu().numpy()
@@ -153,7 +168,7 @@ def ref_beam_step(
         "token": np.full((batch, num_candidates), -1, dtype=np.int64),
         "node": np.full((batch, num_candidates), -1, dtype=np.int64),
     }
-    every: list[dict[tuple[int, int], tuple[float, float]]] = []
+    every: list[CandidateTable] = []
     for b in range(batch):
         cand_s, cand_lp, cand_k, cand_tok, cand_node = [], [], [], [], []
         for k in range(beams):
@@ -173,7 +188,7 @@ def ref_beam_step(
             cand_k.append(np.full(toks.shape, k))
             cand_tok.append(toks)
             cand_node.append(kids)
-        table: dict[tuple[int, int], tuple[float, float]] = {}
+        table = CandidateTable(np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0))
         if cand_s:
             s = np.concatenate(cand_s)
             lp = np.concatenate(cand_lp)
@@ -187,15 +202,14 @@ def ref_beam_step(
             out["beam"][b, :n] = kk[order]
             out["token"][b, :n] = tt[order]
             out["node"][b, :n] = nn[order]
-            table = {
-                (int(a), int(c)): (float(d), float(e))
-                for a, c, d, e in zip(kk, tt, s, lp, strict=True)
-            }
+            table = CandidateTable(kk * vocab + tt, s, lp)
         every.append(table)
     return out, every
 
 
-def check_beam_step(got: dict, ref: dict, table: list, *, atol: float, rtol: float) -> None:
+def check_beam_step(
+    got: dict, ref: dict, table: list, *, vocab: int, atol: float, rtol: float
+) -> None:
     """Check a beam step's outputs against the reference, tolerating reordered near-ties.
 
     * the sorted scores match the reference's within tolerance, padding included;
@@ -217,8 +231,9 @@ def check_beam_step(got: dict, ref: dict, table: list, *, atol: float, rtol: flo
             if ref["beam"][b, j] < 0:
                 assert beam == -1 and tok == -1 and g["node"][b, j] == -1, (b, j)
                 continue
-            assert (beam, tok) in table[b], f"row {b} slot {j}: ({beam}, {tok}) is no candidate"
-            ref_s, ref_lp = table[b][(beam, tok)]
+            hit = table[b].get(beam, tok, vocab)
+            assert hit is not None, f"row {b} slot {j}: ({beam}, {tok}) is no candidate"
+            ref_s, ref_lp = hit
             assert abs(ref_s - s[j]) <= atol + rtol * abs(ref_s), (b, j, ref_s, s[j])
             assert abs(ref_lp - g["logp"][b, j]) <= atol + rtol * abs(ref_lp), (b, j)
             rs = ref["score"][b]

@@ -57,13 +57,13 @@ def _compare(trie, logits, beam_scores, nodes, *, beams, alpha, K, temperature=1
     torch.cuda.synchronize()
     ref, table = ref_beam_step(NumpyTrie(trie), logits, beam_scores, nodes, **kw)
     atol, rtol = 2e-4, 2e-5
-    check_beam_step(got, ref, table, atol=atol, rtol=rtol)
+    check_beam_step(got, ref, table, vocab=logits.shape[1], atol=atol, rtol=rtol)
     op = cpu_op("beam_step")
     if cpu and op is not None:
         c = run_beam_step(op, trie.native_view(), logits.contiguous(), beam_scores, nodes, **kw)
         check_beam_step(got, {f: c[f].double().numpy() if f in ("score", "logp")
                               else c[f].numpy().astype(np.int64) for f in FIELDS},
-                        table, atol=atol, rtol=rtol)  # fmt: skip
+                        table, vocab=logits.shape[1], atol=atol, rtol=rtol)  # fmt: skip
     return got, ref
 
 
@@ -152,7 +152,7 @@ def test_beam_step_strided_logits_and_graph_capture() -> None:
     eager = run_beam_step(_C.beam_step_cuda, gpu.native_view(), view, bs_d, nodes_d,
                           stream=cuda_stream(), **kw)  # fmt: skip
     torch.cuda.synchronize()
-    check_beam_step(eager, ref, table, atol=2e-4, rtol=2e-5)
+    check_beam_step(eager, ref, table, vocab=vocab, atol=2e-4, rtol=2e-5)
     # No host synchronisation inside: the step captures into a CUDA graph and replays.
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())

@@ -13,7 +13,7 @@ pytestmark = cuda_marks
 IGNORE = -100
 
 
-def _labels(rng, paths, rows, cols, off_rate=0.2):
+def _labels(rng, paths, rows, cols, off_rate=0.2, holes=0.1):
     labels = np.full((rows, cols), IGNORE, dtype=np.int64)
     for r in range(rows):
         p = list(paths[int(rng.integers(len(paths)))])
@@ -22,7 +22,7 @@ def _labels(rng, paths, rows, cols, off_rate=0.2):
         if rng.random() < off_rate:
             p[int(rng.integers(len(p)))] = 999
         labels[r, start : start + len(p)] = p
-        if rng.random() < 0.1:  # an ignored hole inside the completion
+        if rng.random() < holes:  # an ignored hole inside the completion
             labels[r, start] = IGNORE
     labels[0] = IGNORE  # a padding row: no completion at all
     return torch.from_numpy(labels)
@@ -73,7 +73,7 @@ def test_label_weights_strided_labels() -> None:
     rng = np.random.default_rng(5)
     paths, _ = random_catalog(rng, 50)
     trie = build(paths)
-    wide = _labels(rng, paths, 20, 40, off_rate=0.0)
+    wide = _labels(rng, paths, 20, 40, off_rate=0.0, holes=0.0)
     view = torch.cat([wide, wide], dim=1)[:, :40].cuda()  # row stride 80
     got = _run(_C.label_weights_cuda, trie.to("cuda").native_view(), view, 0.1, 1, "cuda",
                cuda_stream())  # fmt: skip
