@@ -5,8 +5,7 @@
 // writes it to partial[row * splits + split]. Inactive beams (node < 0 or a leaf) read nothing.
 #pragma once
 
-#include <cuda_runtime.h>
-
+#include "cuda_compat.cuh"
 #include "igdbeam/trie.h"
 #include "logits_load.cuh"
 #include "reduce.cuh"

@@ -10,10 +10,9 @@
 // This bounds shared memory by K, not by the fan-out: a root with 150k children works the same.
 #pragma once
 
-#include <cuda_runtime.h>
-
 #include <cstdint>
 
+#include "cuda_compat.cuh"
 #include "igdbeam/kernels.h"
 #include "igdbeam/trie.h"
 #include "logits_load.cuh"
@@ -67,7 +66,7 @@ template <typename T>
 __global__ void __launch_bounds__(kSelectThreads)
     BeamSelectKernel(TrieView trie, const T* __restrict__ logits, SelectArgs a,
                      BeamStepOutput out) {
-  extern __shared__ __align__(16) unsigned char smem[];
+  IGD_DYNAMIC_SHARED(unsigned char, smem);
   const int beams = static_cast<int>(a.beams);
   const int K = a.num_candidates;
   unsigned long long* keys = reinterpret_cast<unsigned long long*>(smem);

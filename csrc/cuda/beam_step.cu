@@ -2,12 +2,10 @@
 // log-softmax normaliser; kernel 2 (beam_select.cuh) gathers the children, reweights them and
 // selects the top num_candidates per batch row. With renormalize the full-row normaliser cancels
 // and kernel 1 is skipped. Scratch comes from cudaMallocAsync on the caller's stream.
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-
 #include "beam_norm.cuh"
 #include "beam_select.cuh"
 #include "cuda_check.cuh"
+#include "cuda_compat.cuh"
 #include "igdbeam/cuda_kernels.h"
 
 namespace igdbeam::cuda {
@@ -99,9 +97,9 @@ void BeamStep(const TrieView& trie, const void* logits, ScalarType dtype, int64_
   IGD_DISPATCH_FLOAT_TYPES(dtype, {
     const scalar_t* x = static_cast<const scalar_t*>(logits);
     if (partial != nullptr) {
-      BeamNormKernel<scalar_t>
-          <<<dim3(static_cast<unsigned>(rows), static_cast<unsigned>(a.splits)), kNormThreads, 0,
-             s>>>(trie, x, vocab, logits_row_stride, nodes, inv_t, aligned, partial);
+      IGD_LAUNCH(BeamNormKernel<scalar_t>,
+                 dim3(static_cast<unsigned>(rows), static_cast<unsigned>(a.splits)), kNormThreads,
+                 0, s)(trie, x, vocab, logits_row_stride, nodes, inv_t, aligned, partial);
       IGD_CUDA_CHECK_LAUNCH();
     }
     if (smem > 48 * 1024) {
@@ -109,8 +107,8 @@ void BeamStep(const TrieView& trie, const void* logits, ScalarType dtype, int64_
                                           cudaFuncAttributeMaxDynamicSharedMemorySize,
                                           static_cast<int>(smem)));
     }
-    BeamSelectKernel<scalar_t>
-        <<<static_cast<unsigned>(batch), kSelectThreads, smem, s>>>(trie, x, a, out);
+    IGD_LAUNCH(BeamSelectKernel<scalar_t>, static_cast<unsigned>(batch), kSelectThreads, smem, s)(
+        trie, x, a, out);
     IGD_CUDA_CHECK_LAUNCH();
   });
   if (partial != nullptr) IGD_CUDA_CHECK(cudaFreeAsync(partial, s));

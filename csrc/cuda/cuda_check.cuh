@@ -1,10 +1,9 @@
 // Launch-error checks for the CUDA host wrappers: never synchronise, only read the last error.
 #pragma once
 
-#include <cuda_runtime.h>
-
 #include <stdexcept>
 
+#include "cuda_compat.cuh"
 #include "igdbeam/errors.h"
 
 // Throws std::runtime_error with the CUDA error string and the file:line of the failing call.

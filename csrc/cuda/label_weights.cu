@@ -77,9 +77,9 @@ void LabelWeights(const TrieView& trie, const int64_t* labels, int64_t rows, int
                     policy == OffTriePolicy::kIgnore,
                 "off-trie policy must be 0 (error), 1 (uniform) or 2 (ignore)");
   if (rows == 0) return;
-  LabelWeightsKernel<<<static_cast<unsigned>(CeilDiv(rows, kWarpsPerBlock)), kWarpsPerBlock * 32, 0,
-                       AsStream(stream)>>>(trie, labels, rows, cols, row_stride, ignore_index, beta,
-                                           static_cast<int32_t>(policy), out);
+  IGD_LAUNCH(LabelWeightsKernel, static_cast<unsigned>(CeilDiv(rows, kWarpsPerBlock)),
+             kWarpsPerBlock * 32, 0, AsStream(stream))(
+      trie, labels, rows, cols, row_stride, ignore_index, beta, static_cast<int32_t>(policy), out);
   IGD_CUDA_CHECK_LAUNCH();
 }
 

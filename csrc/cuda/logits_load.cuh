@@ -2,13 +2,10 @@
 // and the dispatch from igdbeam::ScalarType to a C++ type.
 #pragma once
 
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#include <cuda_runtime.h>
-
 #include <cstdint>
 #include <stdexcept>
 
+#include "cuda_compat.cuh"
 #include "igdbeam/errors.h"
 #include "igdbeam/kernels.h"
 

@@ -6,10 +6,8 @@
 // allowed tokens is filled with -inf by 16-byte stores, no barrier; a tile with children is staged
 // in shared memory (own slots -inf, barrier, children scattered from their old global values,
 // barrier, 16-byte stores), so every child is read before its tile is overwritten.
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-
 #include "cuda_check.cuh"
+#include "cuda_compat.cuh"
 #include "igdbeam/cuda_kernels.h"
 #include "logits_load.cuh"
 #include "reduce.cuh"
@@ -185,8 +183,8 @@ void ProcessorStep(const TrieView& trie, const int64_t* input_ids, int64_t rows,
   a.out_nodes = out_nodes;
   a.row_status = row_status;
   IGD_DISPATCH_FLOAT_TYPES(dtype, {
-    ProcessorStepKernel<scalar_t><<<static_cast<unsigned>(rows), kThreads, 0, AsStream(stream)>>>(
-        trie, static_cast<scalar_t*>(scores), a);
+    IGD_LAUNCH(ProcessorStepKernel<scalar_t>, static_cast<unsigned>(rows), kThreads, 0,
+               AsStream(stream))(trie, static_cast<scalar_t*>(scores), a);
   });
   IGD_CUDA_CHECK_LAUNCH();
 }

@@ -1,9 +1,9 @@
 // Warp and block reductions: the online (max, sum of exp) pair behind every logsumexp.
 #pragma once
 
-#include <cuda_runtime.h>
-
 #include <cmath>
+
+#include "cuda_compat.cuh"
 
 namespace igdbeam::cuda {
 

@@ -2,9 +2,9 @@
 // candidate's ordinal ascending (ordinal = position in the (beam, token) order of a batch row).
 #pragma once
 
-#include <cuda_runtime.h>
-
 #include <cstdint>
+
+#include "cuda_compat.cuh"
 
 namespace igdbeam::cuda {
 

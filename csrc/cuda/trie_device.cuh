@@ -1,10 +1,9 @@
 // Device-side trie helpers beyond FindChild: child ranges clipped to the vocabulary.
 #pragma once
 
-#include <cuda_runtime.h>
-
 #include <cstdint>
 
+#include "cuda_compat.cuh"
 #include "igdbeam/trie.h"
 #include "igdbeam/trie_lookup.h"
 

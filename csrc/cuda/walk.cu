@@ -27,8 +27,8 @@ void WalkPaths(const TrieView& trie, const int64_t* tokens, int64_t rows, int64_
   IGD_CHECK_ARG(rows >= 0 && cols >= 0, "rows and cols must not be negative");
   if (rows == 0) return;
   constexpr int kThreads = 128;
-  WalkPathsKernel<<<static_cast<unsigned>(CeilDiv(rows, kThreads)), kThreads, 0,
-                    AsStream(stream)>>>(trie, tokens, rows, cols, row_stride, lengths, out_nodes);
+  IGD_LAUNCH(WalkPathsKernel, static_cast<unsigned>(CeilDiv(rows, kThreads)), kThreads, 0,
+             AsStream(stream))(trie, tokens, rows, cols, row_stride, lengths, out_nodes);
   IGD_CUDA_CHECK_LAUNCH();
 }
 
