@@ -42,15 +42,42 @@ struct Vec {
   static constexpr int kSize = 16 / static_cast<int>(sizeof(T));
 };
 
+// The elements of one 32-bit word as floats, and back. Bit operations, not pointer casts between
+// unrelated types (which strict aliasing lets a compiler miscompile).
+__device__ __forceinline__ void WordToFloats(uint32_t w, float* out, float) {
+  out[0] = __uint_as_float(w);
+}
+__device__ __forceinline__ void WordToFloats(uint32_t w, float* out, __nv_bfloat16) {
+  out[0] = __uint_as_float(w << 16);
+  out[1] = __uint_as_float(w & 0xffff0000u);
+}
+__device__ __forceinline__ void WordToFloats(uint32_t w, float* out, __half) {
+  out[0] = __half2float(__ushort_as_half(static_cast<unsigned short>(w & 0xffffu)));
+  out[1] = __half2float(__ushort_as_half(static_cast<unsigned short>(w >> 16)));
+}
+__device__ __forceinline__ uint32_t FloatsToWord(const float* v, float) {
+  return __float_as_uint(v[0]);
+}
+__device__ __forceinline__ uint32_t FloatsToWord(const float* v, __nv_bfloat16) {
+  return static_cast<uint32_t>(__bfloat16_as_ushort(__float2bfloat16_rn(v[0]))) |
+         (static_cast<uint32_t>(__bfloat16_as_ushort(__float2bfloat16_rn(v[1]))) << 16);
+}
+__device__ __forceinline__ uint32_t FloatsToWord(const float* v, __half) {
+  return static_cast<uint32_t>(__half_as_ushort(__float2half_rn(v[0]))) |
+         (static_cast<uint32_t>(__half_as_ushort(__float2half_rn(v[1]))) << 16);
+}
+
 // Loads a 16-byte vector and converts it to floats. kStream: read-once data (evict first, never
 // written by the kernel); otherwise a plain coherent load.
 template <typename T, bool kStream>
 __device__ __forceinline__ void LoadVec(const T* p, float (&out)[Vec<T>::kSize]) {
+  constexpr int kPerWord = 4 / static_cast<int>(sizeof(T));
   const uint4 raw =
       kStream ? __ldcs(reinterpret_cast<const uint4*>(p)) : *reinterpret_cast<const uint4*>(p);
-  const T* v = reinterpret_cast<const T*>(&raw);
-#pragma unroll
-  for (int i = 0; i < Vec<T>::kSize; ++i) out[i] = ToFloat(v[i]);
+  WordToFloats(raw.x, out, T());
+  WordToFloats(raw.y, out + kPerWord, T());
+  WordToFloats(raw.z, out + 2 * kPerWord, T());
+  WordToFloats(raw.w, out + 3 * kPerWord, T());
 }
 
 // Plain coherent load of one element (for rows the same kernel rewrites).
@@ -59,23 +86,14 @@ __device__ __forceinline__ float LoadFloatPlain(const T* p) {
   return ToFloat(*p);
 }
 
-// Stores VEC copies of `value` as one 16-byte vector.
-template <typename T>
-__device__ __forceinline__ void StoreVecFill(T* p, float value) {
-  uint4 raw;
-  T* v = reinterpret_cast<T*>(&raw);
-  const T x = FromFloat<T>(value);
-#pragma unroll
-  for (int i = 0; i < Vec<T>::kSize; ++i) v[i] = x;
-  *reinterpret_cast<uint4*>(p) = raw;
-}
-
 template <typename T>
 __device__ __forceinline__ void StoreVec(T* p, const float (&values)[Vec<T>::kSize]) {
+  constexpr int kPerWord = 4 / static_cast<int>(sizeof(T));
   uint4 raw;
-  T* v = reinterpret_cast<T*>(&raw);
-#pragma unroll
-  for (int i = 0; i < Vec<T>::kSize; ++i) v[i] = FromFloat<T>(values[i]);
+  raw.x = FloatsToWord(values, T());
+  raw.y = FloatsToWord(values + kPerWord, T());
+  raw.z = FloatsToWord(values + 2 * kPerWord, T());
+  raw.w = FloatsToWord(values + 3 * kPerWord, T());
   *reinterpret_cast<uint4*>(p) = raw;
 }
 

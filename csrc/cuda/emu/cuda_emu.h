@@ -81,6 +81,10 @@ inline __half __float2half_rn(float f) {
   return out;
 }
 
+inline unsigned short __half_as_ushort(__half h) { return h.bits; }
+inline __half __ushort_as_half(unsigned short u) { return {u}; }
+inline unsigned short __bfloat16_as_ushort(__nv_bfloat16 h) { return h.bits; }
+
 // ---- math and bit intrinsics ----------------------------------------------------------------
 inline uint32_t __float_as_uint(float f) {
   uint32_t u;
