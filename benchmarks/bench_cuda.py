@@ -144,7 +144,7 @@ def _bench(benchmark, fn) -> None:
         fn()
         torch.cuda.synchronize()
 
-    benchmark.pedantic(run, rounds=30, warmup_rounds=3, iterations=1)
+    benchmark.pedantic(run, rounds=20, warmup_rounds=3, iterations=1)
 
 
 @pytest.mark.parametrize("where", ["mid", "root"])
