@@ -1,0 +1,199 @@
+"""CUDA fused beam step vs the float64 reference and the C++ kernel (skipped without a GPU)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from cuda_testing import (
+    _C,
+    DTYPES,
+    NumpyTrie,
+    build,
+    check_beam_step,
+    cpu_op,
+    cuda_marks,
+    random_catalog,
+    ref_beam_step,
+    wide_root_catalog,
+)
+from cuda_testing import stream as cuda_stream
+
+pytestmark = cuda_marks
+
+FIELDS = ("score", "logp", "beam", "token", "node")
+
+
+def run_beam_step(op, view, logits, beam_scores, nodes, *, beams, alpha, num_candidates,
+                  temperature=1.0, renormalize=False, stream=None):  # fmt: skip
+    """Call _C.beam_step_{cpu,cuda} on tensors of one device; return the output dict."""
+    rows, vocab = logits.shape
+    batch = rows // beams
+    dev = logits.device
+    shape = (batch, num_candidates)
+    out = {
+        "score": torch.empty(shape, dtype=torch.float32, device=dev),
+        "logp": torch.empty(shape, dtype=torch.float32, device=dev),
+        "beam": torch.empty(shape, dtype=torch.int32, device=dev),
+        "token": torch.empty(shape, dtype=torch.int64, device=dev),
+        "node": torch.empty(shape, dtype=torch.int32, device=dev),
+    }
+    args = [view, logits.data_ptr(), DTYPES[logits.dtype], batch, beams, vocab, logits.stride(0),
+            beam_scores.data_ptr(), nodes.data_ptr(), alpha, temperature, renormalize,
+            num_candidates, *(out[f].data_ptr() for f in FIELDS)]  # fmt: skip
+    if stream is not None:
+        args.append(stream)
+    op(*args)
+    return out
+
+
+def _compare(trie, logits, beam_scores, nodes, *, beams, alpha, K, temperature=1.0,
+             renormalize=False, cpu=True):  # fmt: skip
+    kw = dict(beams=beams, alpha=alpha, num_candidates=K, temperature=temperature,
+              renormalize=renormalize)  # fmt: skip
+    gpu = trie.to("cuda")
+    got = run_beam_step(_C.beam_step_cuda, gpu.native_view(), logits.cuda(), beam_scores.cuda(),
+                        nodes.cuda(), stream=cuda_stream(), **kw)  # fmt: skip
+    torch.cuda.synchronize()
+    ref, table = ref_beam_step(NumpyTrie(trie), logits, beam_scores, nodes, **kw)
+    atol, rtol = 2e-4, 2e-5
+    check_beam_step(got, ref, table, vocab=logits.shape[1], atol=atol, rtol=rtol)
+    op = cpu_op("beam_step")
+    if cpu and op is not None:
+        c = run_beam_step(op, trie.native_view(), logits.contiguous(), beam_scores, nodes, **kw)
+        check_beam_step(got, {f: c[f].double().numpy() if f in ("score", "logp")
+                              else c[f].numpy().astype(np.int64) for f in FIELDS},
+                        table, vocab=logits.shape[1], atol=atol, rtol=rtol)  # fmt: skip
+    return got, ref
+
+
+def _beam_inputs(rng, t: NumpyTrie, batch, beams, vocab, dtype, *, inactive=0.2):
+    rows = batch * beams
+    logits = (torch.randn(rows, vocab) * 4).to(dtype)
+    beam_scores = torch.from_numpy(rng.normal(-5, 2, size=rows).astype(np.float32))
+    nodes = torch.from_numpy(t.random_nodes(rng, rows).astype(np.int32))
+    dead = rng.random(rows) < inactive
+    nodes[torch.from_numpy(dead)] = -1
+    leaves = np.nonzero(t.offsets[1:] == t.offsets[:-1])[0]
+    nodes[:beams] = -1  # batch row 0: no active beam at all, only padding
+    nodes[-1] = int(leaves[0])  # a leaf: inactive
+    return logits, beam_scores, nodes
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize(
+    "opts",
+    [
+        dict(alpha=0.2),
+        dict(alpha=0.0, temperature=0.7),
+        dict(alpha=0.5, renormalize=True),
+        dict(alpha=0.1, temperature=1.5, renormalize=True),
+    ],  # fmt: skip
+)
+def test_beam_step_random(dtype, opts) -> None:
+    rng = np.random.default_rng(21)
+    vocab = 3001  # odd: unaligned rows
+    paths, weights = random_catalog(rng, 400, alphabet=50, vocab=vocab)
+    trie = build(paths, weights, vocab=vocab)
+    t = NumpyTrie(trie)
+    batch, beams = 6, 5
+    logits, bs, nodes = _beam_inputs(rng, t, batch, beams, vocab, dtype)
+    for K in (2 * beams, 3, 64):  # 64 > most rows' candidates: padding
+        _compare(trie, logits, bs, nodes, beams=beams, K=K, **opts)
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES))
+def test_beam_step_wide_root_chunked_topk(dtype) -> None:
+    rng = np.random.default_rng(22)
+    vocab = 151_936
+    paths = wide_root_catalog(rng, 60_000, vocab)
+    trie = build(paths, vocab=vocab)
+    t = NumpyTrie(trie)
+    batch, beams = 3, 4
+    logits, bs, nodes = _beam_inputs(rng, t, batch, beams, vocab, dtype, inactive=0.0)
+    nodes[beams:] = 0  # every beam of rows 1..2 at the root: 240k candidates per row
+    nodes[beams + 1] = 5  # one beam elsewhere
+    for K in (8, 128):
+        _compare(trie, logits, bs, nodes, beams=beams, K=K, alpha=0.3)
+    _compare(trie, logits, bs, nodes, beams=beams, K=20, alpha=0.3, renormalize=True)
+
+
+def test_beam_step_exact_ties_order() -> None:
+    """Equal scores are ordered by (beam, token); padding follows with -inf and -1."""
+    paths = [[10, 11, 12, 2], [10, 11, 13, 2], [10, 14, 2], [20, 21, 2]]
+    trie = build(paths, [4, 2, 1, 1])
+    vocab = 32
+    logits = torch.zeros(3, vocab)
+    bs = torch.zeros(3)
+    node_10 = NumpyTrie(trie).child(0, 10)
+    nodes = torch.tensor([0, node_10, 0], dtype=torch.int32)
+    got, _ = _compare(trie, logits, bs, nodes, beams=3, K=8, alpha=0.0)
+    assert got["beam"].cpu().tolist() == [[0, 0, 1, 1, 2, 2, -1, -1]]
+    assert got["token"].cpu().tolist() == [[10, 20, 11, 14, 10, 20, -1, -1]]
+    s = got["score"].cpu()
+    assert torch.isinf(s[0, 6:]).all() and (s[0, :6] == s[0, 0]).all()
+
+
+def test_beam_step_strided_logits_and_graph_capture() -> None:
+    rng = np.random.default_rng(23)
+    vocab = 4096
+    paths, weights = random_catalog(rng, 500, alphabet=80, vocab=vocab)
+    trie = build(paths, weights, vocab=vocab)
+    t = NumpyTrie(trie)
+    batch, beams, K = 8, 4, 8
+    logits, bs, nodes = _beam_inputs(rng, t, batch, beams, vocab, torch.bfloat16, inactive=0.1)
+    big = torch.zeros(batch * beams, vocab + 64, dtype=torch.bfloat16, device="cuda")
+    big[:, :vocab] = logits.cuda()
+    view = big[:, :vocab]  # row stride vocab + 64, still 16-byte aligned
+    gpu = trie.to("cuda")
+    kw = dict(beams=beams, alpha=0.2, num_candidates=K)
+    ref, table = ref_beam_step(t, logits, bs, nodes, **kw)
+    bs_d, nodes_d = bs.cuda(), nodes.cuda()
+    eager = run_beam_step(_C.beam_step_cuda, gpu.native_view(), view, bs_d, nodes_d,
+                          stream=cuda_stream(), **kw)  # fmt: skip
+    torch.cuda.synchronize()
+    check_beam_step(eager, ref, table, vocab=vocab, atol=2e-4, rtol=2e-5)
+    # No host synchronisation inside: the step captures into a CUDA graph and replays.
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.stream(side):
+        graph_out = run_beam_step(_C.beam_step_cuda, gpu.native_view(), view, bs_d, nodes_d,
+                                  stream=cuda_stream(), **kw)  # warm-up  # fmt: skip
+        torch.cuda.synchronize()
+        with torch.cuda.graph(graph):
+            graph_out = run_beam_step(_C.beam_step_cuda, gpu.native_view(), view, bs_d, nodes_d,
+                                      stream=cuda_stream(), **kw)  # fmt: skip
+    for f in FIELDS:
+        graph_out[f].fill_(7)
+    graph.replay()
+    torch.cuda.synchronize()
+    for f in FIELDS:
+        assert torch.equal(graph_out[f], eager[f]), f
+
+
+@pytest.mark.slow
+def test_beam_step_million_item_catalog() -> None:
+    rng = np.random.default_rng(24)
+    vocab = 151_936
+    n = 1_000_000
+    first = rng.integers(3, vocab, size=n)
+    rest = rng.integers(3, vocab, size=(n, 3))
+    paths = np.concatenate([first[:, None] % 40_000 + 3, rest, np.full((n, 1), 2)], axis=1)
+    trie = build(paths.tolist(), vocab=vocab)
+    assert trie.num_items == n and trie.max_fanout >= 30_000
+    t = NumpyTrie(trie)
+    batch, beams = 4, 10
+    logits, bs, nodes = _beam_inputs(rng, t, batch, beams, vocab, torch.bfloat16, inactive=0.1)
+    nodes[beams : 2 * beams] = 0  # batch row 1 at the root
+    _compare(trie, logits, bs, nodes, beams=beams, K=2 * beams, alpha=0.2)
+
+
+def test_beam_step_rejects_bad_arguments() -> None:
+    trie = build([[10, 2], [11, 2]]).to("cuda")
+    logits = torch.zeros(2, 16, device="cuda")
+    bs = torch.zeros(2, device="cuda")
+    nodes = torch.zeros(2, dtype=torch.int32, device="cuda")
+    with pytest.raises(ValueError, match="num_candidates"):
+        run_beam_step(_C.beam_step_cuda, trie.native_view(), logits, bs, nodes, beams=2, alpha=0.1,
+                      num_candidates=0, stream=cuda_stream())  # fmt: skip

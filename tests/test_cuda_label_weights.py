@@ -1,0 +1,84 @@
+"""CUDA label token weights vs the reference and the C++ kernel (skipped without a GPU)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from cuda_testing import _C, NumpyTrie, build, cpu_op, cuda_marks, random_catalog, ref_label_weights
+from cuda_testing import stream as cuda_stream
+
+pytestmark = cuda_marks
+
+IGNORE = -100
+
+
+def _labels(rng, paths, rows, cols, off_rate=0.2, holes=0.1):
+    labels = np.full((rows, cols), IGNORE, dtype=np.int64)
+    for r in range(rows):
+        p = list(paths[int(rng.integers(len(paths)))])
+        start = int(rng.integers(0, max(1, cols - len(p))))
+        p = p[: cols - start]
+        if rng.random() < off_rate:
+            p[int(rng.integers(len(p)))] = 999
+        labels[r, start : start + len(p)] = p
+        if rng.random() < holes:  # an ignored hole inside the completion
+            labels[r, start] = IGNORE
+    labels[0] = IGNORE  # a padding row: no completion at all
+    return torch.from_numpy(labels)
+
+
+def _run(op, view, labels, beta, policy, device, *stream):
+    rows, cols = labels.shape
+    out = (
+        torch.empty((rows, cols), dtype=torch.float32, device=device),
+        torch.empty((rows, cols), dtype=torch.uint8, device=device),
+        torch.empty((rows, cols), dtype=torch.float32, device=device),
+        torch.empty(rows, dtype=torch.int32, device=device),
+    )
+    op(view, labels.data_ptr(), rows, cols, labels.stride(0), IGNORE, beta, policy,
+       *(t.data_ptr() for t in out), *stream)  # fmt: skip
+    return [t.cpu() for t in out]
+
+
+@pytest.mark.parametrize("policy", [0, 1, 2])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_label_weights_match_reference_and_cpu(policy: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    paths, weights = random_catalog(rng, 200, alphabet=6, max_len=8)
+    trie = build(paths, weights)
+    gpu = trie.to("cuda")
+    labels = _labels(rng, paths, 97, 75)  # 75 columns: more than two warp chunks
+    beta = 0.25
+    got = _run(_C.label_weights_cuda, gpu.native_view(), labels.cuda(), beta, policy, "cuda",
+               cuda_stream())  # fmt: skip
+    torch.cuda.synchronize()
+    ig, zero, w, status = ref_label_weights(NumpyTrie(trie), labels, IGNORE, beta, policy)
+    assert got[3].numpy().tolist() == status.tolist()
+    assert 0 < status.sum() < len(status)
+    np.testing.assert_allclose(got[0].numpy(), ig, rtol=0, atol=0)
+    assert (got[1].numpy() == zero).all()
+    np.testing.assert_allclose(got[2].numpy(), w, rtol=0, atol=0)
+    op = cpu_op("label_weights")
+    if op is not None:
+        cpu = _run(op, trie.native_view(), labels, beta, policy, "cpu")
+        ok = cpu[3] == 0
+        assert cpu[3].tolist() == got[3].tolist()
+        torch.testing.assert_close(got[2], cpu[2], rtol=0, atol=0)
+        torch.testing.assert_close(got[0][ok], cpu[0][ok], rtol=0, atol=0)
+        torch.testing.assert_close(got[1][ok], cpu[1][ok], rtol=0, atol=0)
+
+
+def test_label_weights_strided_labels() -> None:
+    rng = np.random.default_rng(5)
+    paths, _ = random_catalog(rng, 50)
+    trie = build(paths)
+    wide = _labels(rng, paths, 20, 40, off_rate=0.0, holes=0.0)
+    view = torch.cat([wide, wide], dim=1)[:, :40].cuda()  # row stride 80
+    got = _run(_C.label_weights_cuda, trie.to("cuda").native_view(), view, 0.1, 1, "cuda",
+               cuda_stream())  # fmt: skip
+    torch.cuda.synchronize()
+    ig, zero, w, status = ref_label_weights(NumpyTrie(trie), wide, IGNORE, 0.1, 1)
+    assert (status == 0).all() and got[3].tolist() == status.tolist()
+    np.testing.assert_allclose(got[2].numpy(), w)
+    np.testing.assert_allclose(got[0].numpy(), ig)

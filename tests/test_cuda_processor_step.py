@@ -1,0 +1,141 @@
+"""CUDA logits-processor step vs the float64 reference and the C++ kernel (skipped without GPU)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from cuda_testing import (
+    _C,
+    DTYPES,
+    NumpyTrie,
+    build,
+    cpu_op,
+    cuda_marks,
+    random_catalog,
+    ref_processor_step,
+    wide_root_catalog,
+)
+from cuda_testing import stream as cuda_stream
+
+pytestmark = cuda_marks
+
+TOL = {torch.float32: (1e-4, 1e-5), torch.bfloat16: (2e-2, 1.6e-2), torch.float16: (4e-3, 2e-3)}
+
+
+def _inputs(rng, paths, rows, prompt_len, vocab, dtype, *, off_rate=0.15):
+    """Prompt + a random prefix of an item path per row; some rows off the trie, some at a leaf."""
+    gen = []
+    for r in range(rows):
+        p = list(paths[int(rng.integers(len(paths)))])
+        cut = len(p) if r % 7 == 3 else int(rng.integers(0, len(p)))
+        g = p[:cut]
+        if g and rng.random() < off_rate:
+            g[-1] = 1  # token 1 is never in the catalog
+        gen.append(g)
+    width = max(len(g) for g in gen)
+    # The generated parts are right-aligned: row r's prompt is the first plens[r] columns, and rows
+    # with the same prompt length are stepped together (the walk reads input_ids[:, prompt_len:]).
+    ids = np.zeros((rows, prompt_len + width), dtype=np.int64)
+    plens = []
+    for r, g in enumerate(gen):
+        ids[r, prompt_len + width - len(g) :] = g
+        plens.append(prompt_len + width - len(g))
+    scores = torch.randn(rows, vocab, dtype=torch.float32) * 3
+    return ids, plens, scores.to(dtype)
+
+
+def _run_rows(op, view, ids, plen, scores, params, device, *stream):
+    rows = ids.shape[0]
+    nodes = torch.empty(rows, dtype=torch.int32, device=device)
+    status = torch.empty(rows, dtype=torch.int32, device=device)
+    op(view, ids.data_ptr(), rows, ids.shape[1], ids.stride(0), plen, scores.data_ptr(),
+       DTYPES[scores.dtype], scores.shape[1], scores.stride(0), *params, nodes.data_ptr(),
+       status.data_ptr(), *stream)  # fmt: skip
+    return nodes, status
+
+
+def _check(trie, gpu, ids_np, plens, scores, params, *, cpu=True):
+    """Run row groups of equal prompt length on CUDA (and CPU), compare with the reference."""
+    alpha, temperature, renormalize, eos = params
+    atol, rtol = TOL[scores.dtype]
+    t = NumpyTrie(trie)
+    for plen in sorted(set(plens)):
+        idx = [i for i, p in enumerate(plens) if p == plen]
+        ids = torch.from_numpy(ids_np[idx])
+        s = scores[idx].contiguous()
+        want, want_nodes, want_status = ref_processor_step(
+            t, ids, plen, s, alpha=alpha, temperature=temperature, renormalize=renormalize,
+            eos_token_id=eos,
+        )  # fmt: skip
+        got = s.cuda()
+        nodes, status = _run_rows(_C.processor_step_cuda, gpu.native_view(), ids.cuda(), plen,
+                                  got, params, "cuda", cuda_stream())  # fmt: skip
+        torch.cuda.synchronize()
+        assert nodes.cpu().tolist() == want_nodes.tolist()
+        assert status.cpu().tolist() == want_status.tolist()
+        ref = torch.from_numpy(want).to(scores.dtype).float()
+        torch.testing.assert_close(got.float().cpu(), ref, atol=atol, rtol=rtol, equal_nan=True)
+        op = cpu_op("processor_step")
+        if cpu and op is not None:
+            c = s.clone()
+            cn, cs = _run_rows(op, trie.native_view(), ids, plen, c, params, "cpu")
+            assert cn.tolist() == nodes.cpu().tolist() and cs.tolist() == status.cpu().tolist()
+            torch.testing.assert_close(got.cpu().float(), c.float(), atol=atol, rtol=rtol,
+                                       equal_nan=True)  # fmt: skip
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize(
+    "params",
+    [
+        (0.2, 1.0, False, 2),
+        (0.0, 1.0, False, -1),
+        (0.5, 0.7, False, 2),
+        (0.3, 1.0, True, 2),
+        (0.1, 1.3, True, -1),
+    ],  # fmt: skip
+)
+def test_processor_step_random(dtype, params) -> None:
+    rng = np.random.default_rng(11)
+    vocab = 5003  # odd: rows are not 16-byte aligned, exercises the scalar path
+    paths, weights = random_catalog(rng, 300, alphabet=40, vocab=vocab)
+    trie = build(paths, weights, vocab=vocab)
+    ids, plens, scores = _inputs(rng, paths, 64, 5, vocab, dtype)
+    _check(trie, trie.to("cuda"), ids, plens, scores, params)
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES))
+def test_processor_step_aligned_rows_and_wide_root(dtype) -> None:
+    rng = np.random.default_rng(12)
+    vocab = 151_936
+    paths = wide_root_catalog(rng, 55_000, vocab)
+    trie = build(paths, vocab=vocab)
+    ids, plens, scores = _inputs(rng, paths, 24, 3, vocab, dtype, off_rate=0.1)
+    ids[:4, :] = 0  # some rows at the root: 55k children
+    plens = [ids.shape[1] if r < 4 else p for r, p in enumerate(plens)]
+    for params in [(0.2, 1.0, False, 2), (0.4, 0.8, True, 2)]:
+        _check(trie, trie.to("cuda"), ids, plens, scores, params)
+
+
+def test_processor_step_nan_child_off_trie_and_strided_scores() -> None:
+    paths = [[10, 11, 12, 2], [10, 11, 13, 2], [10, 14, 2], [20, 21, 2]]
+    trie = build(paths, [4, 2, 1, 1])
+    vocab = 40
+    big = torch.randn(3, 64)
+    big[2, 21] = float("nan")  # the only child of node (20,)
+    ids = torch.tensor([[5, 10], [5, 9], [5, 20]], dtype=torch.int64)  # row 1 leaves the trie
+    want, want_nodes, want_status = ref_processor_step(
+        NumpyTrie(trie), ids, 1, big[:, :vocab], alpha=0.3
+    )
+    assert want_status.tolist() == [0, 1, 2]
+    gpu_scores = big.clone().cuda()
+    nodes, status = _run_rows(_C.processor_step_cuda, trie.to("cuda").native_view(), ids.cuda(), 1,
+                              gpu_scores[:, :vocab], (0.3, 1.0, False, -1), "cuda",
+                              cuda_stream())  # fmt: skip
+    torch.cuda.synchronize()
+    assert status.cpu().tolist() == [0, 1, 2]
+    assert nodes.cpu().tolist() == want_nodes.tolist()
+    torch.testing.assert_close(gpu_scores[:, :vocab].cpu(), torch.from_numpy(want).float(),
+                               atol=1e-5, rtol=1e-5, equal_nan=True)  # fmt: skip
+    torch.testing.assert_close(gpu_scores[:, vocab:].cpu(), big[:, vocab:])  # untouched padding

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs the CUDA kernels' tests on the CPU through the emulation in csrc/cuda/emu/ (no GPU needed):
+# builds build/emu/igdbeam (the Python package with a _C whose *_cuda ops run the real kernel
+# sources on std::threads), then runs the CUDA tests against it with torch's CUDA calls patched
+# to stay on the CPU. A developer check of the kernels' indexing and barrier logic, not of speed
+# or of the real compiler; tests that need real device memory are deselected.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=build/emu
+mkdir -p "$out"
+rm -rf "$out/igdbeam" && cp -r python/igdbeam "$out/igdbeam" && rm -f "$out"/igdbeam/_C*.so
+g++ -std=c++17 -O2 -fPIC -shared -Wall -Wno-unknown-pragmas -DIGDBEAM_WITH_CUDA=1 -DIGDBEAM_CUDA_EMU \
+  -I csrc/include -I csrc/cuda $(python3 -m pybind11 --includes) \
+  -x c++ csrc/cuda/*.cu -x none csrc/cuda/emu/emu_state.cc csrc/cpu/*.cc csrc/bindings/*.cc \
+  -o "$out/igdbeam/_C$(python3-config --extension-suffix)" -lpthread
+PYTHONPATH="$out:tests:tools" timeout "${EMU_TIMEOUT:-1800}" python3 -m pytest -p cuda_emu_plugin \
+  -m cuda -q -x -p no:cacheprovider "$@" \
+  --deselect tests/test_cuda_beam_step.py::test_beam_step_strided_logits_and_graph_capture \
+  --deselect tests/test_cuda_beam_step.py::test_beam_step_rejects_bad_arguments \
+  --deselect tests/test_cuda_walk.py

@@ -1,0 +1,41 @@
+"""pytest plugin for tools/cuda_emu_check.sh: keeps torch's CUDA calls on the CPU.
+
+The emulated ``_C.*_cuda`` ops read host memory, so ``.cuda()`` and ``trie.to("cuda")`` return
+their input and ``torch.cuda.synchronize`` does nothing.
+"""
+
+from __future__ import annotations
+
+import types
+
+import igdbeam
+import torch
+from igdbeam import _native
+
+assert _native._C.has_cuda(), "build/emu must hold the emulated CUDA build"
+torch.Tensor.cuda = lambda self, *a, **k: self  # type: ignore[method-assign]
+torch.cuda.synchronize = lambda *a, **k: None
+torch.cuda.is_available = lambda: True
+torch.cuda.current_stream = lambda *a, **k: types.SimpleNamespace(cuda_stream=0)
+_to = igdbeam.ItemTrie.to
+
+
+def _to_cpu_for_cuda(self, device):
+    return self if torch.device(device).type == "cuda" else _to(self, device)
+
+
+igdbeam.ItemTrie.to = _to_cpu_for_cuda  # type: ignore[method-assign]
+
+
+def _cpu_device(fn):
+    def wrapper(*args, **kwargs):
+        dev = kwargs.get("device")
+        if dev is not None and torch.device(dev).type == "cuda":
+            kwargs["device"] = "cpu"
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+for _name in ("empty", "zeros", "ones", "full", "randn", "rand", "arange", "tensor", "empty_like"):
+    setattr(torch, _name, _cpu_device(getattr(torch, _name)))
