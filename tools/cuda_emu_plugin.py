@@ -1,7 +1,8 @@
 """pytest plugin for tools/cuda_emu_check.sh: keeps torch's CUDA calls on the CPU.
 
-The emulated ``_C.*_cuda`` ops read host memory, so ``.cuda()`` and ``trie.to("cuda")`` return
-their input and ``torch.cuda.synchronize`` does nothing.
+The emulated ``_C.*_cuda`` ops read host memory, so ``.cuda()`` returns a CPU copy (a real
+transfer copies too), ``trie.to("cuda")`` returns its input and ``torch.cuda.synchronize`` does
+nothing.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import torch
 from igdbeam import _native
 
 assert _native._C.has_cuda(), "build/emu must hold the emulated CUDA build"
-torch.Tensor.cuda = lambda self, *a, **k: self  # type: ignore[method-assign]
+torch.Tensor.cuda = lambda self, *a, **k: self.clone()  # type: ignore[method-assign]
 torch.cuda.synchronize = lambda *a, **k: None
 torch.cuda.is_available = lambda: True
 torch.cuda.current_stream = lambda *a, **k: types.SimpleNamespace(cuda_stream=0)
