@@ -98,7 +98,9 @@ def check_labels(
         )
 
 
-def _left_trie_message(labels: torch.Tensor, trie: ItemTrie, rows: list[int], ignore_index: int) -> str:
+def _left_trie_message(
+    labels: torch.Tensor, trie: ItemTrie, rows: list[int], ignore_index: int
+) -> str:
     """Describe the first offending token of the first rows that left the trie."""
     details = []
     for r in rows[:3]:
@@ -119,7 +121,9 @@ def _left_trie_message(labels: torch.Tensor, trie: ItemTrie, rows: list[int], ig
                 where = f"position {pos} (completion token {k}): token {tok} is {reason}"
                 break
             node = lo + int(hit[0])
-        details.append(f"row {r}: {where}; completion {tokens[:12]}{' ...' if len(tokens) > 12 else ''}")
+        details.append(
+            f"row {r}: {where}; completion {tokens[:12]}{' ...' if len(tokens) > 12 else ''}"
+        )
     more = f" (and {len(rows) - 3} more)" if len(rows) > 3 else ""
     return (
         f"{len(rows)} row(s) {rows[:20]}{' ...' if len(rows) > 20 else ''} have a completion that "
@@ -173,7 +177,9 @@ def label_token_weights(
         labels = labels.to(torch.int64)
     check_tensor("labels", labels, ndim=2, dtypes=(torch.int64,), device=trie.device)
     if validate:
-        check_labels(labels, vocab_size if vocab_size is not None else trie.vocab_size, ignore_index)
+        check_labels(
+            labels, vocab_size if vocab_size is not None else trie.vocab_size, ignore_index
+        )
     labels = row_major(labels)
     rows, cols = labels.shape
     device = labels.device
