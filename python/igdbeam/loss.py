@@ -48,7 +48,7 @@ __all__ = [
     "weighted_token_mean",
 ]
 
-LOGIT_FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+LOGIT_FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,8 @@ def token_cross_entropy(
         ignore_index=ignore_index,
         reduction="none",
     )
-    return ce.view(B, L).float()
+    ce = ce.view(B, L)
+    return ce if ce.dtype == torch.float64 else ce.float()
 
 
 def weighted_token_mean(
@@ -158,7 +159,7 @@ def igd_loss(
     others. ``beta = 1`` is plain token-mean cross-entropy.
 
     Args:
-        logits: ``[B, L, V]`` float32 / bfloat16 / float16 model logits (not shifted).
+        logits: ``[B, L, V]`` float32 / bfloat16 / float16 (or float64) logits, not shifted.
         labels: int ``[B, L]`` labels, ``ignore_index`` on prompt and padding positions.
         trie: item trie on the logits' device.
         beta: weight of zero-IG tokens, in ``[0, 1]``.
