@@ -10,37 +10,51 @@ namespace igdbeam {
 
 namespace {
 
+// Returns the first position >= i whose label is not ignore_index, or cols. Prompt and padding
+// are long runs of ignore_index, so blocks of 8 are tested at once (vectorised compares).
+inline int64_t NextLabel(const int64_t* row, int64_t i, int64_t cols, int64_t ignore_index) {
+  constexpr int64_t kBlock = 8;
+  for (; i + kBlock <= cols; i += kBlock) {
+    bool all_ignored = true;
+    for (int64_t k = 0; k < kBlock; ++k) all_ignored &= row[i + k] == ignore_index;
+    if (!all_ignored) break;
+  }
+  while (i < cols && row[i] == ignore_index) ++i;
+  return i;
+}
+
 // Processes one row; outputs are the row's slices (contiguous, `cols` long).
 void LabelWeightsRow(const TrieView& trie, const int64_t* row, int64_t cols, int64_t ignore_index,
                      float beta, OffTriePolicy policy, float* info_gain, uint8_t* zero_ig,
                      float* weight, int32_t* status) {
+  // Most positions are prompt or padding: clear the outputs with vectorised fills, then visit
+  // only the completion tokens.
+  std::fill(info_gain, info_gain + cols, 0.0f);
+  std::fill(zero_ig, zero_ig + cols, uint8_t{0});
+  std::fill(weight, weight + cols, 0.0f);
   int32_t node = 0;
-  bool left = false;
-  for (int64_t i = 0; i < cols; ++i) {
-    const int64_t label = row[i];
-    info_gain[i] = 0.0f;
-    zero_ig[i] = 0;
-    weight[i] = 0.0f;
-    if (label == ignore_index || left) continue;
-    const int32_t child = FindChild(trie, node, label);
-    if (child < 0) {  // also covers tokens after a leaf: a leaf has no children
-      left = true;
-      continue;
-    }
+  int64_t i = NextLabel(row, 0, cols, ignore_index);
+  for (; i < cols; i = NextLabel(row, i + 1, cols, ignore_index)) {
+    const int32_t child = FindChild(trie, node, row[i]);
+    if (child < 0) break;  // also covers tokens after a leaf: a leaf has no children
     node = child;
+    const uint8_t zero = trie.zero_ig[node];
     info_gain[i] = trie.info_gain[node];
-    zero_ig[i] = trie.zero_ig[node];
-    weight[i] = trie.zero_ig[node] ? beta : 1.0f;
+    zero_ig[i] = zero;
+    weight[i] = zero ? beta : 1.0f;
   }
-  *status = left ? kRowLeftTrie : kRowOk;
-  if (!left) return;
+  if (i == cols) {
+    *status = kRowOk;
+    return;
+  }
   // The row left the trie: its IG values are meaningless, so every completion token gets the
   // policy's weight and IG / zero-IG flags are cleared.
+  *status = kRowLeftTrie;
   const float off_weight = policy == OffTriePolicy::kUniform ? beta : 0.0f;
-  for (int64_t i = 0; i < cols; ++i) {
-    info_gain[i] = 0.0f;
-    zero_ig[i] = 0;
-    weight[i] = row[i] == ignore_index ? 0.0f : off_weight;
+  for (int64_t j = 0; j < cols; ++j) {
+    info_gain[j] = 0.0f;
+    zero_ig[j] = 0;
+    weight[j] = row[j] == ignore_index ? 0.0f : off_weight;
   }
 }
 
@@ -59,9 +73,14 @@ void LabelWeights(const TrieView& trie, const int64_t* labels, int64_t rows, int
   // Rows are independent. Threads only pay off for large batches (a 16 x 512 batch takes a few
   // microseconds on one core), so small inputs stay on the calling thread.
   constexpr int64_t kMinElementsPerThread = int64_t{1} << 20;
-  const int64_t hw = std::max<int64_t>(1, std::thread::hardware_concurrency());
-  const int64_t threads =
-      std::min({hw, rows, std::max<int64_t>(1, rows * cols / kMinElementsPerThread)});
+  const int64_t wanted = std::min(rows, rows * cols / kMinElementsPerThread);
+  if (wanted <= 1) {
+    run(0, rows);
+    return;
+  }
+  // hardware_concurrency() reads sysfs on Linux (tens of microseconds): query it once.
+  static const int64_t hw = std::max<int64_t>(1, std::thread::hardware_concurrency());
+  const int64_t threads = std::min(hw, wanted);
   if (threads <= 1) {
     run(0, rows);
     return;
