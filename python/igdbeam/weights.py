@@ -84,6 +84,12 @@ def check_labels(
     With ``vocab_size=None`` only negative labels other than ``ignore_index`` are rejected. One
     reduction over the batch; on a GPU it synchronises once per call.
     """
+    if labels.numel() == 0:
+        return
+    # Fast path: one masked fill and one min/max reduction (a single sync on GPU).
+    lo, hi = torch.stack(torch.aminmax(labels.masked_fill(labels == ignore_index, 0))).tolist()
+    if lo >= 0 and (vocab_size is None or hi < vocab_size):
+        return
     bad = (labels < 0) & (labels != ignore_index)
     if vocab_size is not None:
         bad |= labels >= vocab_size

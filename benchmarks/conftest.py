@@ -1,0 +1,31 @@
+"""Prints the side-by-side ratio table of bench_loss.py after pytest-benchmark's own table."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# The pure-Python reference lives in tests/.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+
+def pytest_terminal_summary(terminalreporter) -> None:  # noqa: ANN001 - pytest hook
+    """Print baseline vs igdbeam mean times and their ratio for every benchmark group."""
+    from bench_loss import RESULTS
+
+    if not RESULTS:
+        return
+    tr = terminalreporter
+    tr.section("igdbeam: baseline vs ours (seconds; ratio = ours / baseline)")
+    tr.write_line(
+        f"{'group':<28}{'base mean':>12}{'ours mean':>12}{'ratio':>8}"
+        f"{'base median':>13}{'ours median':>13}{'ratio':>8}"
+    )
+    for group, row in RESULTS.items():
+        if not {"baseline", "ours"} <= row.keys():
+            continue
+        (bm, bmed), (om, omed) = row["baseline"], row["ours"]
+        tr.write_line(
+            f"{group:<28}{bm:>12.6f}{om:>12.6f}{om / bm:>8.3f}{bmed:>13.6f}{omed:>13.6f}"
+            f"{omed / bmed:>8.3f}"
+        )
