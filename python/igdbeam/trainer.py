@@ -9,7 +9,7 @@
   accumulated loss equals the reference loss of the whole step), supports the CFT baseline, and
   logs at evaluation the mean loss of zero-IG and of positive-IG tokens (the paper's "bias in SFT"
   analysis) as ``eval_loss_zero_ig`` / ``eval_loss_pos_ig``.
-* :func:`IGDSFTTrainer` is TRL's ``SFTTrainer`` with ``compute_loss`` overridden (TRL deprecates
+* :class:`IGDSFTTrainer` is TRL's ``SFTTrainer`` with ``compute_loss`` overridden (TRL deprecates
   ``compute_loss_func`` from 1.15); it scores tokens with TRL's fused LM head (per-token
   log-probs, no full logits) when available.
 """
@@ -37,7 +37,13 @@ from igdbeam.weights import OFF_TRIE_POLICIES, label_token_weights, positional_t
 if TYPE_CHECKING:
     from igdbeam.trie import ItemTrie
 
-__all__ = ["IGDLossFunc", "IGDSFTTrainer", "IGDTrainer", "make_compute_loss_func"]
+__all__ = [
+    "IGDLossFunc",
+    "IGDSFTTrainer",  # noqa: F822 - built lazily by __getattr__
+    "IGDTrainer",
+    "igd_sft_trainer_class",
+    "make_compute_loss_func",
+]
 
 LOSS_KINDS = ("igd", "pos", "ce", "cft")
 CF_KEYS = ("cf_input_ids", "cf_attention_mask", "cf_labels")
@@ -405,7 +411,15 @@ def _build_sft_class() -> type:
     base = _sft_trainer_class()
 
     class _IGDSFTTrainer(_IGDTrainerMixin, base):  # type: ignore[misc, valid-type]
-        """TRL ``SFTTrainer`` whose ``compute_loss`` is the IGD loss (see ``IGDSFTTrainer``)."""
+        """TRL ``SFTTrainer`` fine-tuning with the IGD loss (or the Pos / plain CE baselines).
+
+        Takes ``SFTTrainer``'s arguments plus ``trie``, ``beta``, ``loss`` (``"igd"``, ``"pos"``
+        or ``"ce"``), ``off_trie``, ``normalize`` and ``ignore_index`` as :class:`IGDTrainer`.
+        ``compute_loss`` is overridden (TRL deprecates ``compute_loss_func`` from 1.15); when TRL's
+        fused LM head is present (recent SFTTrainers patch the model with it) the loss comes from
+        its per-token log-probabilities without materialising the full logits, otherwise from the
+        logits. Evaluation logs ``eval_loss_zero_ig`` / ``eval_loss_pos_ig`` like IGDTrainer.
+        """
 
         def __init__(
             self,
@@ -434,6 +448,8 @@ def _build_sft_class() -> type:
         ) -> Any:
             """IGD loss on TRL's fused per-token log-probs (full logits only as a fallback)."""
             mode = "train" if self.model.training else "eval"
+            if inputs.get("labels") is None:
+                raise ValueError("IGDSFTTrainer needs 'labels' in every batch")
             inputs["use_cache"] = False
             labels = inputs["labels"]
             fused = _has_fused_head(self.model)
@@ -485,22 +501,20 @@ def _has_fused_head(model: Any) -> bool:
     return code is not None and "fused_lm_head" in code.co_varnames
 
 
-def IGDSFTTrainer(*args: Any, **kwargs: Any) -> Any:  # noqa: N802 - a class factory
-    """TRL ``SFTTrainer`` fine-tuning with the IGD loss; TRL is imported on first use.
-
-    Takes ``SFTTrainer``'s arguments plus ``trie``, ``beta``, ``loss`` (``"igd"``, ``"pos"`` or
-    ``"ce"``), ``off_trie``, ``normalize`` and ``ignore_index`` as in :class:`IGDTrainer`.
-    ``compute_loss`` is overridden (TRL deprecates ``compute_loss_func`` from 1.15) and, when
-    TRL's fused LM head is available, the loss is computed from its per-token log-probabilities
-    without materialising the full logits. ``igdbeam.trainer.igd_sft_trainer_class()`` returns
-    the class itself, for subclassing or ``isinstance``.
-    """
-    return igd_sft_trainer_class()(*args, **kwargs)
-
-
 def igd_sft_trainer_class() -> type:
-    """Return the ``IGDSFTTrainer`` class (a subclass of ``trl.SFTTrainer``), built once."""
+    """Return the ``IGDSFTTrainer`` class (a subclass of ``trl.SFTTrainer``), built once.
+
+    ``igdbeam.IGDSFTTrainer`` / ``igdbeam.trainer.IGDSFTTrainer`` resolve to this class on first
+    access, so TRL is imported only when it is used.
+    """
     global _IGD_SFT_CLASS
     if _IGD_SFT_CLASS is None:
         _IGD_SFT_CLASS = _build_sft_class()
     return _IGD_SFT_CLASS
+
+
+def __getattr__(name: str) -> Any:
+    """Build ``IGDSFTTrainer`` (which imports TRL) on first access."""
+    if name == "IGDSFTTrainer":
+        return igd_sft_trainer_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
