@@ -84,7 +84,7 @@ class CompletionCollator:
                     f"max_length={self.max_length}"
                 )
             keep = self.max_length - len(completion)
-            prompt = prompt[len(prompt) - keep :] if keep > 0 else []
+            prompt = prompt[max(0, len(prompt) - keep) :] if keep > 0 else []
         return prompt + completion, [self.ignore_index] * len(prompt) + completion
 
     def _batch(
