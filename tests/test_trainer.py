@@ -353,3 +353,29 @@ def test_igd_sft_trainer(tmp_path, items, trie, loss: str) -> None:
         logits = trainer.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
         full = trainer.igd_loss_func(logits, batch["labels"])
     torch.testing.assert_close(fused, full, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["igd", "pos", "ce"])
+def test_compute_loss_func_contract(trie, kind: str) -> None:
+    """f(outputs, unshifted labels, num_items_in_batch) = sum w CE / num_items (or / sum w)."""
+    from igdbeam import igd_loss, pos_loss
+    from transformers.loss.loss_utils import ForCausalLMLoss
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 9, VOCAB, generator=g)
+    labels = torch.full((2, 9), IGNORE)
+    labels[0, 4:8] = torch.tensor([3, 4, 10, EOS])
+    labels[1, 2:5] = torch.tensor([9, 12, EOS])
+    func = make_compute_loss_func(trie, 0.2, loss=kind)
+    outputs = transformers.modeling_outputs.CausalLMOutputWithPast(logits=logits)
+    for n in (None, torch.tensor(13)):
+        got = func(outputs, labels, num_items_in_batch=n)
+        if kind == "igd":
+            want = igd_loss(logits, labels, trie, 0.2, num_items_in_batch=n)
+        elif kind == "pos":
+            want = pos_loss(logits, labels, 0.2, num_items_in_batch=n)
+        else:
+            want = ForCausalLMLoss(logits, labels, VOCAB, num_items_in_batch=n)
+        torch.testing.assert_close(got, want)
+    with pytest.raises(ValueError, match="needs labels"):
+        func(outputs, None)
