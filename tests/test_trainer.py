@@ -379,3 +379,36 @@ def test_compute_loss_func_contract(trie, kind: str) -> None:
         torch.testing.assert_close(got, want)
     with pytest.raises(ValueError, match="needs labels"):
         func(outputs, None)
+
+
+def test_left_trie_rows_are_logged(tmp_path, items, trie) -> None:
+    rows = make_rows(items, 8, seed=7)
+    for r in rows[:3]:
+        r["completion_ids"] = r["completion_ids"][:-1] + [5, EOS]  # leaves the trie
+    trainer = IGDTrainer(
+        model=tiny_llama(),
+        args=train_args(tmp_path, max_steps=2, logging_strategy="steps", logging_steps=1),
+        train_dataset=ListDataset(rows),
+        data_collator=CompletionCollator(PAD),
+        trie=trie,
+        beta=0.1,
+    )
+    trainer.train()
+    logged = [h["igd_left_trie_rows"] for h in trainer.state.log_history if "loss" in h]
+    assert len(logged) == 2 and sum(logged) == 3
+
+
+def test_label_validation_policy(trie) -> None:
+    g = torch.Generator().manual_seed(0)
+    outputs = {"logits": torch.randn(1, 4, VOCAB, generator=g)}
+    good = torch.tensor([[IGNORE, 3, 4, EOS]])
+    bad = torch.tensor([[IGNORE, 3, -7, EOS]])
+    first = make_compute_loss_func(trie, 0.1)
+    with pytest.raises(ValueError, match=r"labels\[0, 2\] = -7"):
+        first(outputs, bad)
+    always = make_compute_loss_func(trie, 0.1, validate="always")
+    always(outputs, good)
+    with pytest.raises(ValueError, match=r"labels\[0, 2\] = -7"):
+        always(outputs, bad)
+    with pytest.raises(ValueError, match="validate must be"):
+        make_compute_loss_func(trie, 0.1, validate="sometimes")

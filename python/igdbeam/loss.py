@@ -205,6 +205,7 @@ def igd_loss_from_log_probs(
     ignore_index: int = -100,
     num_items_in_batch: int | float | torch.Tensor | None = None,
     off_trie: str = "uniform",
+    validate: bool = True,
     return_output: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, IGDLossOutput]:
     """IGD loss from per-token label log-probabilities (e.g. TRL's fused LM head).
@@ -215,6 +216,7 @@ def igd_loss_from_log_probs(
         target: int ``[B, T]`` labels aligned with ``log_probs`` (already shifted).
         trie, beta, ignore_index, num_items_in_batch, off_trie, return_output: as in
             :func:`igd_loss`.
+        validate: check the targets against the trie's vocabulary (a host sync on GPU).
     """
     beta = check_unit_interval("beta", beta)
     check_tensor("log_probs", log_probs, ndim=2, dtypes=LOGIT_FLOAT_DTYPES)
@@ -224,7 +226,9 @@ def igd_loss_from_log_probs(
             f"target has shape {tuple(target.shape)} but log_probs {tuple(log_probs.shape)}"
         )
     _check_num_items(num_items_in_batch)
-    tw = label_token_weights(target, trie, beta, ignore_index=ignore_index, off_trie=off_trie)
+    tw = label_token_weights(
+        target, trie, beta, ignore_index=ignore_index, off_trie=off_trie, validate=validate
+    )
     mask = target != ignore_index
     nll = torch.where(mask, -log_probs.float(), torch.zeros((), device=log_probs.device))
     loss, den = weighted_token_mean(nll, tw.weight, num_items_in_batch)

@@ -32,7 +32,12 @@ from igdbeam.loss import (
     token_cross_entropy,
     weighted_token_mean,
 )
-from igdbeam.weights import OFF_TRIE_POLICIES, label_token_weights, positional_token_weights
+from igdbeam.weights import (
+    OFF_TRIE_POLICIES,
+    check_labels,
+    label_token_weights,
+    positional_token_weights,
+)
 
 if TYPE_CHECKING:
     from igdbeam.trie import ItemTrie
@@ -64,6 +69,13 @@ class IGDLossFunc:
         alpha: weight of the counterfactual term (``"cft"`` only).
         ignore_index: label value of non-completion positions.
         off_trie: policy for completions that leave the trie (see ``label_token_weights``).
+        validate: check that labels lie in the vocabulary ``"always"``, only on the ``"first"``
+            call (default: the check costs a host sync per call on GPU, and CUDA's
+            cross-entropy asserts on bad labels anyway) or ``"never"``.
+
+    Training with ``"igd"`` also counts, on the device and without synchronising, the rows whose
+    completion left the trie; :meth:`pop_left_trie_rows` reads and resets the count (the trainers
+    log it as ``igd_left_trie_rows``).
     """
 
     def __init__(
@@ -75,6 +87,7 @@ class IGDLossFunc:
         alpha: float = 1.0,
         ignore_index: int = -100,
         off_trie: str = "uniform",
+        validate: str = "first",
     ) -> None:
         """Validate the options; see the class docstring."""
         if loss not in LOSS_KINDS:
@@ -85,6 +98,11 @@ class IGDLossFunc:
             raise ValueError(
                 f"off_trie must be one of {sorted(OFF_TRIE_POLICIES)}, got {off_trie!r}"
             )
+        if validate not in ("always", "first", "never"):
+            raise ValueError(f"validate must be 'always', 'first' or 'never', got {validate!r}")
+        self.validate = validate
+        self._validated = False
+        self._left_rows: torch.Tensor | None = None
         self.trie = trie
         self.beta = check_unit_interval("beta", beta)
         self.kind = loss
@@ -121,6 +139,24 @@ class IGDLossFunc:
     def step_denominator(self, shifted_labels: list[torch.Tensor]) -> torch.Tensor:
         """Sum of this loss's token weights over the (already shifted) micro-batches of a step."""
         return sum(self.token_weights(t).sum() for t in shifted_labels)  # type: ignore[return-value]
+
+    def _check_now(self) -> bool:
+        """Whether this call validates the labels (see ``validate``)."""
+        if self.validate == "always" or (self.validate == "first" and not self._validated):
+            self._validated = True
+            return True
+        return False
+
+    def _count_left(self, token_weights: Any) -> None:
+        if token_weights is None or self._collecting:
+            return
+        n = token_weights.left_trie.sum()
+        self._left_rows = n if self._left_rows is None else self._left_rows + n
+
+    def pop_left_trie_rows(self) -> int | None:
+        """Rows whose completion left the trie since the last call (None: no IGD loss ran)."""
+        n, self._left_rows = self._left_rows, None
+        return None if n is None else int(n)
 
     # ------------------------------------------------------------------ statistics
     def start_collecting(self) -> None:
@@ -166,7 +202,11 @@ class IGDLossFunc:
         logits = outputs["logits"] if isinstance(outputs, Mapping) else outputs.logits
         labels = labels.to(logits.device)
         target = shift_labels(labels, self.ignore_index)
-        common = {"ignore_index": self.ignore_index, "num_items_in_batch": num_items_in_batch}
+        common = {
+            "ignore_index": self.ignore_index,
+            "num_items_in_batch": num_items_in_batch,
+            "validate": self._check_now(),
+        }
         if self.kind == "cft":
             cf = self.pending_cf_outputs
             self.pending_cf_outputs = None
@@ -194,11 +234,14 @@ class IGDLossFunc:
                 return_output=True,
                 **common,
             )
+            self._count_left(out.token_weights)
         elif self.kind == "pos":
             loss, out = pos_loss(logits, labels, self.beta, return_output=True, **common)
         else:
+            if common["validate"]:
+                check_labels(labels, logits.shape[-1], self.ignore_index)
             ce = token_cross_entropy(logits, target, ignore_index=self.ignore_index)
-            loss, den = weighted_token_mean(
+            loss, _ = weighted_token_mean(
                 ce, (target != self.ignore_index).float(), num_items_in_batch
             )
             self._collect(ce, target)
@@ -222,8 +265,10 @@ class IGDLossFunc:
                 ignore_index=self.ignore_index,
                 num_items_in_batch=num_items_in_batch,
                 off_trie=self.off_trie,
+                validate=self._check_now(),
                 return_output=True,
             )
+            self._count_left(out.token_weights)
             self._collect(out.token_loss, target)
             return loss
         if self.kind == "cft":
@@ -241,6 +286,7 @@ def make_compute_loss_func(
     loss: str = "igd",
     ignore_index: int = -100,
     off_trie: str = "uniform",
+    validate: str = "first",
 ) -> IGDLossFunc:
     """Return a ``compute_loss_func`` for ``transformers.Trainer(compute_loss_func=...)``.
 
@@ -249,11 +295,13 @@ def make_compute_loss_func(
     count), so the gradient is independent of gradient accumulation. With a stock Trainer the
     loss is therefore ``sum w CE / N_tokens``; :class:`IGDTrainer` divides by the step's weight sum
     instead (the reference ``Omega``). ``loss`` is ``"igd"``, ``"pos"`` or ``"ce"`` (``"cft"``
-    needs :class:`IGDTrainer`).
+    needs :class:`IGDTrainer`); ``off_trie`` and ``validate`` are as in :class:`IGDLossFunc`.
     """
     if loss == "cft":
         raise ValueError("loss='cft' needs a second forward pass; use igdbeam.IGDTrainer")
-    return IGDLossFunc(trie, beta, loss=loss, ignore_index=ignore_index, off_trie=off_trie)
+    return IGDLossFunc(
+        trie, beta, loss=loss, ignore_index=ignore_index, off_trie=off_trie, validate=validate
+    )
 
 
 class _IGDTrainerMixin:
@@ -271,11 +319,18 @@ class _IGDTrainerMixin:
         off_trie: str,
         normalize: str,
         ignore_index: int,
+        validate: str = "first",
     ) -> None:
         if normalize not in ("weights", "tokens"):
             raise ValueError(f"normalize must be 'weights' or 'tokens', got {normalize!r}")
         self.igd_loss_func = IGDLossFunc(
-            trie, beta, loss=loss, alpha=alpha, ignore_index=ignore_index, off_trie=off_trie
+            trie,
+            beta,
+            loss=loss,
+            alpha=alpha,
+            ignore_index=ignore_index,
+            off_trie=off_trie,
+            validate=validate,
         )
         self.igd_normalize = normalize
 
@@ -308,6 +363,14 @@ class _IGDTrainerMixin:
             ratio = self.accelerator.gather(ratio[None]).sum(0)  # type: ignore[attr-defined]
         scale = torch.where(ratio[1] > 0, ratio[0] / ratio[1].clamp(min=1), ratio.new_ones(()))
         return (base * scale).to(torch.float32)
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        """Add ``igd_left_trie_rows`` (rows off the trie since the last log) to training logs."""
+        if "loss" in logs:
+            n = self.igd_loss_func.pop_left_trie_rows()
+            if n is not None:
+                logs["igd_left_trie_rows"] = n
+        super().log(logs, *args, **kwargs)  # type: ignore[misc]
 
     def evaluation_loop(self, *args: Any, **kwargs: Any) -> Any:
         """Run the Trainer's evaluation loop and add the zero-IG / positive-IG mean token losses."""
@@ -345,10 +408,14 @@ class IGDTrainer(_IGDTrainerMixin, transformers.Trainer):
             step, so the accumulated loss is exactly the reference loss of the step and does not
             depend on the split into micro-batches; ``"tokens"``: by its token count, like
             :func:`make_compute_loss_func`.
+        ignore_index: label value of prompt and padding positions.
+        validate: label checks, ``"first"`` (default), ``"always"`` or ``"never"`` (see
+            :class:`IGDLossFunc`).
 
-    At evaluation it logs ``eval_loss_zero_ig`` and ``eval_loss_pos_ig``: the mean token
-    cross-entropy of zero-IG and of positive-IG completion tokens (rows that leave the trie are
-    left out), and ``eval_zero_ig_token_share``.
+    Training logs include ``igd_left_trie_rows``, the number of rows whose completion left the
+    trie since the previous log. At evaluation it logs ``eval_loss_zero_ig`` and
+    ``eval_loss_pos_ig``: the mean token cross-entropy of zero-IG and of positive-IG completion
+    tokens (rows that leave the trie are left out), and ``eval_zero_ig_token_share``.
     """
 
     def __init__(
@@ -361,12 +428,13 @@ class IGDTrainer(_IGDTrainerMixin, transformers.Trainer):
         off_trie: str = "uniform",
         normalize: str = "weights",
         ignore_index: int = -100,
+        validate: str = "first",
         **kwargs: Any,
     ) -> None:
         """Build the trainer; see the class docstring."""
         if kwargs.get("compute_loss_func") is not None:
             raise ValueError("IGDTrainer sets compute_loss_func itself; pass loss=... instead")
-        self._init_igd(trie, beta, loss, alpha, off_trie, normalize, ignore_index)
+        self._init_igd(trie, beta, loss, alpha, off_trie, normalize, ignore_index, validate)
         kwargs["compute_loss_func"] = self.igd_loss_func
         super().__init__(*args, **kwargs)
 
@@ -430,13 +498,14 @@ def _build_sft_class() -> type:
             off_trie: str = "uniform",
             normalize: str = "weights",
             ignore_index: int = -100,
+            validate: str = "first",
             **kwargs: Any,
         ) -> None:
             if loss not in ("igd", "pos", "ce"):
                 raise ValueError(f"IGDSFTTrainer supports loss 'igd', 'pos' or 'ce', got {loss!r}")
             if kwargs.get("compute_loss_func") is not None:
                 raise ValueError("IGDSFTTrainer computes the loss itself; pass loss=... instead")
-            self._init_igd(trie, beta, loss, 1.0, off_trie, normalize, ignore_index)
+            self._init_igd(trie, beta, loss, 1.0, off_trie, normalize, ignore_index, validate)
             super().__init__(*args, **kwargs)
 
         def compute_loss(
