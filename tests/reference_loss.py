@@ -97,9 +97,14 @@ def reference_igd_loss(
     num_items_in_batch: float | None = None,
     off_trie: str = "uniform",
 ) -> float:
-    """The IGD loss of unshifted labels, as the reference trainer computes it."""
+    """The IGD loss of unshifted labels.
+
+    Each row's completion is walked from its first token (also when it starts at position 0,
+    whose token no logits predict); the weight of ``labels[t + 1]`` multiplies the loss of the
+    logits at ``t``.
+    """
     target = reference_shift(labels)
-    weights = [reference_row_weights(trie, row, beta, off_trie)[2] for row in target]
+    weights = [reference_row_weights(trie, row, beta, off_trie)[2][1:] + [0.0] for row in labels]
     return reference_weighted_loss(logits, target, weights, num_items_in_batch)
 
 

@@ -192,13 +192,36 @@ def test_no_copy_of_the_logits_is_saved(trie: ItemTrie) -> None:
 
 def test_from_log_probs_matches(trie: ItemTrie) -> None:
     logits = _logits(8)
-    target = LABELS[:, 1:]
+    labels = LABELS.clone()
+    labels[2] = torch.tensor([10, 14, 2, I, I, I, I, I])  # completion from position 0
+    target = labels[:, 1:]
     lp = logits[:, :-1].log_softmax(-1).gather(-1, target.clamp(min=0)[..., None])[..., 0]
     lp = torch.where(target != I, lp, torch.zeros(()))
     for n in (None, 9):
-        a = igd_loss_from_log_probs(lp, target, trie, 0.1, num_items_in_batch=n)
-        b = igd_loss(logits, LABELS, trie, 0.1, num_items_in_batch=n)
-        torch.testing.assert_close(a, b)
+        b = igd_loss(logits, labels, trie, 0.1, num_items_in_batch=n)
+        torch.testing.assert_close(
+            igd_loss_from_log_probs(lp, labels, trie, 0.1, num_items_in_batch=n), b
+        )
+    t0 = LABELS[:, 1:]
+    lp0 = logits[:, :-1].log_softmax(-1).gather(-1, t0.clamp(min=0)[..., None])[..., 0]
+    aligned = igd_loss_from_log_probs(lp0, t0, trie, 0.1, shift=False)
+    torch.testing.assert_close(aligned, igd_loss(logits, LABELS, trie, 0.1))
+    with pytest.raises(ValueError, match=r"expected labels \(3, 8\)"):
+        igd_loss_from_log_probs(lp, target, trie, 0.1)
+
+
+def test_completion_starting_at_position_zero(trie: ItemTrie, ref: ReferenceTrie) -> None:
+    """The walk starts at the first completion token even when no logits predict it."""
+    labels = torch.tensor([[10, 14, 2, I], [20, 21, 2, I]])
+    logits = _logits(14, shape=(2, 4, V))
+    _, out = igd_loss(logits, labels, trie, 0.1, return_output=True)
+    # predicted tokens: 14 (IG 0.693, weight 1), 2 (zero IG); 21, 2 (both zero IG)
+    torch.testing.assert_close(
+        out.weight, torch.tensor([[1, 0.1, 0, 0], [0.1, 0.1, 0, 0]]), atol=1e-7, rtol=0
+    )
+    assert out.token_weights.row_status.tolist() == [0, 0]
+    expected = _ref_loss(logits, labels, ref, 0.1)
+    assert igd_loss(logits, labels, trie, 0.1).item() == pytest.approx(expected, rel=1e-5)
 
 
 def test_pos_loss_against_reference() -> None:

@@ -44,6 +44,7 @@ __all__ = [
     "igd_loss_from_log_probs",
     "pos_loss",
     "shift_labels",
+    "shifted_token_weights",
     "token_cross_entropy",
     "weighted_token_mean",
 ]
@@ -78,6 +79,30 @@ def shift_labels(labels: torch.Tensor, ignore_index: int = -100) -> torch.Tensor
     """
     check_tensor("labels", labels, ndim=2)
     return nnf.pad(labels[:, 1:], (0, 1), value=ignore_index)
+
+
+def _shift_left(t: torch.Tensor, fill: float | bool) -> torch.Tensor:
+    """``t[:, 1:]`` padded on the right with ``fill`` (same shape)."""
+    if t.shape[1] == 0:
+        return t
+    out = torch.empty_like(t)
+    out[:, :-1] = t[:, 1:]
+    out[:, -1] = fill
+    return out
+
+
+def shifted_token_weights(tw: TokenWeights) -> TokenWeights:
+    """Align the token weights of unshifted labels with the logits that predict them.
+
+    The trie walk runs on the unshifted labels (so a completion that starts at position 0 is
+    walked from its first token), then every per-token field moves left by one position.
+    """
+    return TokenWeights(
+        _shift_left(tw.info_gain, 0.0),
+        _shift_left(tw.zero_ig, False),
+        _shift_left(tw.weight, 0.0),
+        tw.row_status,
+    )
 
 
 def _check_logits_labels(logits: torch.Tensor, labels: torch.Tensor, name: str = "logits") -> None:
@@ -185,10 +210,12 @@ def igd_loss(
     _check_num_items(num_items_in_batch)
     if validate:
         check_labels(labels, logits.shape[-1], ignore_index)
-    target = shift_labels(labels, ignore_index) if shift else labels
     tw = label_token_weights(
-        target, trie, beta, ignore_index=ignore_index, off_trie=off_trie, validate=False
+        labels, trie, beta, ignore_index=ignore_index, off_trie=off_trie, validate=False
     )
+    if shift:
+        tw = shifted_token_weights(tw)
+    target = shift_labels(labels, ignore_index) if shift else labels
     ce = token_cross_entropy(logits, target, ignore_index=ignore_index)
     loss, den = weighted_token_mean(ce, tw.weight, num_items_in_batch)
     if not return_output:
@@ -198,11 +225,12 @@ def igd_loss(
 
 def igd_loss_from_log_probs(
     log_probs: torch.Tensor,
-    target: torch.Tensor,
+    labels: torch.Tensor,
     trie: ItemTrie,
     beta: float = 0.1,
     *,
     ignore_index: int = -100,
+    shift: bool = True,
     num_items_in_batch: int | float | torch.Tensor | None = None,
     off_trie: str = "uniform",
     validate: bool = True,
@@ -211,25 +239,33 @@ def igd_loss_from_log_probs(
     """IGD loss from per-token label log-probabilities (e.g. TRL's fused LM head).
 
     Args:
-        log_probs: float ``[B, T]`` log-probability of each target token (any value where the
-            target is ``ignore_index``).
-        target: int ``[B, T]`` labels aligned with ``log_probs`` (already shifted).
+        log_probs: float ``[B, T]`` log-probability of each predicted label (any value where the
+            label is ``ignore_index``).
+        labels: int labels: with ``shift=True`` (default, TRL's convention) the unshifted
+            ``[B, T + 1]`` input labels, ``log_probs[:, t]`` scoring ``labels[:, t + 1]``; with
+            ``shift=False`` labels ``[B, T]`` aligned with ``log_probs``.
         trie, beta, ignore_index, num_items_in_batch, off_trie, return_output: as in
             :func:`igd_loss`.
-        validate: check the targets against the trie's vocabulary (a host sync on GPU).
+        validate: check the labels against the trie's vocabulary (a host sync on GPU).
     """
     beta = check_unit_interval("beta", beta)
     check_tensor("log_probs", log_probs, ndim=2, dtypes=LOGIT_FLOAT_DTYPES)
-    check_tensor("target", target, ndim=2, dtypes=(torch.int64, torch.int32))
-    if tuple(target.shape) != tuple(log_probs.shape):
+    check_tensor("labels", labels, ndim=2, dtypes=(torch.int64, torch.int32))
+    B, T = log_probs.shape
+    expected = (B, T + 1) if shift else (B, T)
+    if tuple(labels.shape) != expected:
         raise ValueError(
-            f"target has shape {tuple(target.shape)} but log_probs {tuple(log_probs.shape)}"
+            f"labels have shape {tuple(labels.shape)} but log_probs {tuple(log_probs.shape)}; "
+            f"expected labels {expected} (shift={shift})"
         )
     _check_num_items(num_items_in_batch)
     tw = label_token_weights(
-        target, trie, beta, ignore_index=ignore_index, off_trie=off_trie, validate=validate
+        labels, trie, beta, ignore_index=ignore_index, off_trie=off_trie, validate=validate
     )
-    mask = target != ignore_index
+    if shift:
+        tw = TokenWeights(tw.info_gain[:, 1:], tw.zero_ig[:, 1:], tw.weight[:, 1:], tw.row_status)
+        labels = labels[:, 1:]
+    mask = labels != ignore_index
     nll = torch.where(mask, -log_probs.float(), torch.zeros((), device=log_probs.device))
     loss, den = weighted_token_mean(nll, tw.weight, num_items_in_batch)
     if not return_output:

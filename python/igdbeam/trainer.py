@@ -121,24 +121,30 @@ class IGDLossFunc:
             self.trie = self.trie.to(device)
         return self.trie
 
-    def token_weights(self, target: torch.Tensor) -> torch.Tensor:
-        """Weights ``[B, T]`` of already-shifted labels under this loss kind (1 for ce / cft)."""
+    def token_weights(self, labels: torch.Tensor) -> torch.Tensor:
+        """Weights ``[B, L - 1]`` of the predicted tokens ``labels[:, 1:]`` (unshifted labels).
+
+        IGD walks the unshifted labels, so a completion starting at position 0 is walked from
+        its first token; ``"pos"`` runs from 1 on the first predicted completion token; ``"ce"``
+        and ``"cft"`` weigh every completion token 1.
+        """
+        target = labels[:, 1:]
         if self.kind == "igd":
             return label_token_weights(
-                target,
-                self.trie_on(target.device),
+                labels,
+                self.trie_on(labels.device),
                 self.beta,
                 ignore_index=self.ignore_index,
                 off_trie=self.off_trie,
                 validate=False,
-            ).weight
+            ).weight[:, 1:]
         if self.kind == "pos":
             return positional_token_weights(target, self.beta, ignore_index=self.ignore_index)
         return (target != self.ignore_index).to(torch.float32)
 
-    def step_denominator(self, shifted_labels: list[torch.Tensor]) -> torch.Tensor:
-        """Sum of this loss's token weights over the (already shifted) micro-batches of a step."""
-        return sum(self.token_weights(t).sum() for t in shifted_labels)  # type: ignore[return-value]
+    def step_denominator(self, labels: list[torch.Tensor]) -> torch.Tensor:
+        """Sum of this loss's token weights over the micro-batches (unshifted labels) of a step."""
+        return sum(self.token_weights(t).sum() for t in labels)  # type: ignore[return-value]
 
     def _check_now(self) -> bool:
         """Whether this call validates the labels (see ``validate``)."""
@@ -170,20 +176,21 @@ class IGDLossFunc:
         stats, self._stats = self._stats, None
         return stats
 
-    def _collect(self, token_loss: torch.Tensor, target: torch.Tensor) -> None:
+    def _collect(self, token_loss: torch.Tensor, labels: torch.Tensor) -> None:
+        """Accumulate the statistics; ``token_loss[:, t]`` is the loss of ``labels[:, t + 1]``."""
         if not self._collecting or self.trie is None:
             return
         tw = label_token_weights(
-            target,
-            self.trie_on(target.device),
+            labels,
+            self.trie_on(labels.device),
             1.0,
             ignore_index=self.ignore_index,
             validate=False,
         )
-        ok = (target != self.ignore_index) & ~tw.left_trie[:, None]
-        zero = ok & tw.zero_ig
-        pos = ok & ~tw.zero_ig
-        tl = token_loss.detach().float()
+        ok = (labels[:, 1:] != self.ignore_index) & ~tw.left_trie[:, None]
+        zero = ok & tw.zero_ig[:, 1:]
+        pos = ok & ~tw.zero_ig[:, 1:]
+        tl = token_loss[:, : labels.shape[1] - 1].detach().float()
         stats = torch.stack(
             [(tl * zero).sum(), zero.sum().float(), (tl * pos).sum(), pos.sum().float()]
         )
@@ -221,7 +228,7 @@ class IGDLossFunc:
             )
             if self._collecting:
                 self._collect(
-                    token_cross_entropy(logits, target, ignore_index=self.ignore_index), target
+                    token_cross_entropy(logits, target, ignore_index=self.ignore_index), labels
                 )
             return loss
         if self.kind == "igd":
@@ -244,22 +251,26 @@ class IGDLossFunc:
             loss, _ = weighted_token_mean(
                 ce, (target != self.ignore_index).float(), num_items_in_batch
             )
-            self._collect(ce, target)
+            self._collect(ce, labels)
             return loss
-        self._collect(out.token_loss, target)
+        self._collect(out.token_loss, labels)
         return loss
 
     def loss_from_log_probs(
         self,
         log_probs: torch.Tensor,
-        target: torch.Tensor,
+        labels: torch.Tensor,
         num_items_in_batch: int | float | torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """The loss from per-token label log-probs ``[B, T]`` and shifted labels ``[B, T]``."""
+        """The loss from per-token log-probs ``[B, L - 1]`` of unshifted labels ``[B, L]``.
+
+        ``log_probs[:, t]`` is the log-probability of ``labels[:, t + 1]`` (TRL's fused LM head).
+        """
+        labels = labels.to(log_probs.device)
         if self.kind == "igd":
             loss, out = igd_loss_from_log_probs(
                 log_probs,
-                target,
+                labels,
                 self.trie_on(log_probs.device),
                 self.beta,
                 ignore_index=self.ignore_index,
@@ -269,13 +280,13 @@ class IGDLossFunc:
                 return_output=True,
             )
             self._count_left(out.token_weights)
-            self._collect(out.token_loss, target)
+            self._collect(out.token_loss, labels)
             return loss
         if self.kind == "cft":
             raise ValueError("loss='cft' needs full logits; use IGDTrainer")
-        nll = torch.where(target != self.ignore_index, -log_probs.float(), 0.0)
-        loss, _ = weighted_token_mean(nll, self.token_weights(target), num_items_in_batch)
-        self._collect(nll, target)
+        nll = torch.where(labels[:, 1:] != self.ignore_index, -log_probs.float(), 0.0)
+        loss, _ = weighted_token_mean(nll, self.token_weights(labels), num_items_in_batch)
+        self._collect(nll, labels)
         return loss
 
 
@@ -343,19 +354,15 @@ class _IGDTrainerMixin:
             or self.igd_loss_func.kind in ("ce", "cft")
         ):
             return base
+        ignore = self.igd_loss_func.ignore_index
         try:
-            targets = [
-                shift_labels(b["labels"].to(device), self.igd_loss_func.ignore_index)
-                for b in batch_samples
-            ]
+            labels = [b["labels"].to(device) for b in batch_samples]
         except (KeyError, TypeError, AttributeError):
             return base
         ratio = torch.stack(
             [
-                self.igd_loss_func.step_denominator(targets).to(device, torch.float64),
-                sum((t != self.igd_loss_func.ignore_index).sum() for t in targets).to(
-                    device, torch.float64
-                ),
+                self.igd_loss_func.step_denominator(labels).to(device, torch.float64),
+                sum((t[:, 1:] != ignore).sum() for t in labels).to(device, torch.float64),
             ]
         )
         args = self.args  # type: ignore[attr-defined]
@@ -524,9 +531,8 @@ def _build_sft_class() -> type:
             fused = _has_fused_head(self.model)
             if fused:
                 outputs = model(**inputs, fused_lm_head=True)
-                target = labels[:, 1:].to(outputs.log_probs.device)
                 loss = self.igd_loss_func.loss_from_log_probs(
-                    outputs.log_probs, target, num_items_in_batch
+                    outputs.log_probs, labels, num_items_in_batch
                 )
                 mask = outputs.label_mask
                 self._log_sft_metrics(mode, outputs, mask)
