@@ -212,3 +212,45 @@ def test_train_step_interleaved_ratio(step_case) -> None:
     RESULTS[f"train step {tuple(labels.shape)} alt"] = {
         name: (statistics.fmean(t), statistics.median(t)) for name, t in times.items()
     }
+
+
+@pytest.fixture(scope="module")
+def loss_case(step_case):
+    trie, input_ids, labels = step_case
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(*labels.shape, trie.vocab_size, generator=g).requires_grad_()
+    return trie, logits, labels
+
+
+def _hf_loss_step(logits, labels) -> None:
+    from transformers.loss.loss_utils import ForCausalLMLoss
+
+    logits.grad = None
+    ForCausalLMLoss(logits, labels, logits.shape[-1]).backward()
+
+
+def _igd_loss_step(logits, labels, trie) -> None:
+    logits.grad = None
+    igd_loss(logits, labels, trie, 0.1).backward()
+
+
+@pytest.mark.benchmark(group="loss")
+def test_loss_transformers_ce(benchmark, loss_case) -> None:
+    """The loss alone (forward + backward on fixed logits): transformers' causal-LM loss."""
+    trie, logits, labels = loss_case
+    from transformers.loss.loss_utils import ForCausalLMLoss
+
+    with torch.no_grad():
+        torch.testing.assert_close(
+            ForCausalLMLoss(logits, labels, logits.shape[-1]), igd_loss(logits, labels, trie, 1.0)
+        )
+    benchmark.pedantic(_hf_loss_step, (logits, labels), rounds=20, warmup_rounds=2)
+    RESULTS[f"loss fwd+bwd {tuple(logits.shape)}"]["baseline"] = _stats(benchmark)
+
+
+@pytest.mark.benchmark(group="loss")
+def test_loss_igd(benchmark, loss_case) -> None:
+    """The loss alone (forward + backward on fixed logits): igd_loss."""
+    trie, logits, labels = loss_case
+    benchmark.pedantic(_igd_loss_step, (logits, labels, trie), rounds=20, warmup_rounds=2)
+    RESULTS[f"loss fwd+bwd {tuple(logits.shape)}"]["ours"] = _stats(benchmark)
