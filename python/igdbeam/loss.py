@@ -62,7 +62,8 @@ class IGDLossOutput:
             completion.
         weight: float32 ``[B, L]`` per-token weight (aligned with ``token_loss``).
         denominator: float32 0-d tensor the weighted sum was divided by.
-        token_weights: the IGD :class:`~igdbeam.weights.TokenWeights` (``None`` for baselines).
+        token_weights: the IGD :class:`~igdbeam.weights.TokenWeights`, aligned with
+            ``token_loss`` (``None`` for the baselines).
     """
 
     loss: torch.Tensor

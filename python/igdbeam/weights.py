@@ -220,7 +220,7 @@ def label_token_weights(
         zero_ig.zero_()
         weight.zero_()
         row_status.zero_()
-    out = TokenWeights(info_gain, zero_ig.bool(), weight, row_status)
+    out = TokenWeights(info_gain, zero_ig.view(torch.bool), weight, row_status)
     if policy == OFF_TRIE_POLICIES["error"] and rows > 0:
         left = out.left_trie_rows
         if left:
