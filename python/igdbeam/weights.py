@@ -152,8 +152,10 @@ def label_token_weights(
     """Compute the IGD token weights of a label batch (spec section 3, Eq. 7).
 
     Each row's completion (its labels that are not ``ignore_index``, in order) is walked from the
-    trie root. Labels must already be aligned with the positions they weight: pass the *shifted*
-    labels when the weights multiply next-token losses (``igd_loss`` does this for you).
+    trie root; position ``t`` of every output describes the token ``labels[t]``. For next-token
+    losses, walk the unshifted labels and then shift the outputs left by one
+    (:func:`igdbeam.loss.shifted_token_weights`), as ``igd_loss`` does, so that a completion that
+    starts at position 0 is still walked from its first token.
 
     Args:
         labels: int64 ``[rows, cols]`` on the trie's device (int32 is accepted and widened).
