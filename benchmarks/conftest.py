@@ -32,11 +32,11 @@ def pytest_terminal_summary(terminalreporter) -> None:  # noqa: ANN001 - pytest 
     # The IGD overhead of a training step, from the two losses alone over the plain step time
     # (stable under load, unlike the difference of two noisy step times).
     loss = next((r for g, r in RESULTS.items() if g.startswith("loss")), None)
-    step = next((r for g, r in RESULTS.items() if g.startswith("train step")), None)
-    if loss and step and {"baseline", "ours"} <= loss.keys() and "baseline" in step:
+    steps = [r["baseline"][0] for g, r in RESULTS.items() if g.startswith("train step")]
+    if loss and steps and {"baseline", "ours"} <= loss.keys():
         extra = loss["ours"][0] - loss["baseline"][0]
+        step = min(steps)  # the fastest plain step seen: a conservative (larger) percentage
         tr.write_line(
             f"estimated IGD overhead per training step: {extra * 1e3:.3f} ms of "
-            f"{step['baseline'][0] * 1e3:.1f} ms = {100 * extra / step['baseline'][0]:.2f}% "
-            "(minimum times)"
+            f"{step * 1e3:.1f} ms = {100 * extra / step:.2f}% (minimum times)"
         )
