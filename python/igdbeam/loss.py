@@ -124,18 +124,20 @@ def token_cross_entropy(
     """Per-token cross-entropy ``[B, L]`` (float32, 0 where ``target == ignore_index``).
 
     ``target`` is aligned with ``logits`` (already shifted). The logits are viewed as
-    ``[B * L, V]`` without a copy when contiguous; the softmax runs in the logits' dtype with
-    float32 accumulation (PyTorch's kernels) and only the per-token losses are upcast.
+    ``[B * L, V]`` without a copy when contiguous; the log-softmax runs in the logits' dtype with
+    float32 accumulation (PyTorch's kernels) and only the per-token losses are upcast. The label
+    log-probabilities are gathered rather than computed by ``nll_loss(reduction="none")``, which
+    is markedly slower on CPU.
     """
     B, L, V = logits.shape
-    ce = nnf.cross_entropy(
-        logits.reshape(B * L, V),
-        target.reshape(B * L).to(torch.int64),
-        ignore_index=ignore_index,
-        reduction="none",
-    )
-    ce = ce.view(B, L)
-    return ce if ce.dtype == torch.float64 else ce.float()
+    flat_target = target.reshape(B * L).to(torch.int64)
+    mask = flat_target != ignore_index
+    log_probs = logits.reshape(B * L, V).log_softmax(-1)
+    index = torch.where(mask, flat_target, torch.zeros((), dtype=torch.int64, device=mask.device))
+    nll = -log_probs.gather(1, index[:, None])[:, 0]
+    if nll.dtype != torch.float64:
+        nll = nll.float()
+    return torch.where(mask, nll, torch.zeros((), dtype=nll.dtype, device=nll.device)).view(B, L)
 
 
 def weighted_token_mean(
