@@ -5,25 +5,54 @@ loss, and IG-reweighted trie-constrained beam search for Hugging Face transforme
 """
 
 from igdbeam._native import built_with_cuda, cuda_available
+from igdbeam.collators import CFTCollator, CompletionCollator
 from igdbeam.decode_ops import beam_step, processor_step
 from igdbeam.generate import RecommendationOutput, custom_generate, generate
+from igdbeam.loss import cft_loss, igd_loss, igd_loss_from_log_probs, pos_loss
 from igdbeam.processor import IGDLogitsProcessor
 from igdbeam.titles import tokenize_titles_in_context
 from igdbeam.trie import ItemTrie, popularity_weights
+from igdbeam.weights import TokenWeights, label_token_weights, positional_token_weights
 
 __version__ = "0.1.0"
 
+# The Trainer integration imports transformers.Trainer (seconds); load it on first use.
+_TRAINER_NAMES = ("IGDLossFunc", "IGDSFTTrainer", "IGDTrainer", "make_compute_loss_func")
+
+
+def __getattr__(name: str) -> object:
+    """Import the transformers Trainer integration lazily (``igdbeam.IGDTrainer`` etc.)."""
+    if name in _TRAINER_NAMES:
+        from igdbeam import trainer
+
+        return getattr(trainer, name)
+    raise AttributeError(f"module 'igdbeam' has no attribute {name!r}")
+
+
 __all__ = [
+    "CFTCollator",
+    "CompletionCollator",
     "IGDLogitsProcessor",
+    "IGDLossFunc",
+    "IGDSFTTrainer",
+    "IGDTrainer",
     "ItemTrie",
     "RecommendationOutput",
+    "TokenWeights",
     "__version__",
     "beam_step",
     "built_with_cuda",
+    "cft_loss",
     "cuda_available",
     "custom_generate",
     "generate",
+    "igd_loss",
+    "igd_loss_from_log_probs",
+    "label_token_weights",
+    "make_compute_loss_func",
     "popularity_weights",
+    "pos_loss",
+    "positional_token_weights",
     "processor_step",
     "tokenize_titles_in_context",
 ]
