@@ -18,10 +18,11 @@ import os
 import sys
 from collections.abc import Callable
 
-import igdbeam
 import numpy as np
 import pytest
 import torch
+
+import igdbeam
 from igdbeam import _native
 
 _C = _native._C

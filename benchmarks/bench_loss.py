@@ -19,6 +19,7 @@ from collections import defaultdict
 
 import pytest
 import torch
+
 from igdbeam import ItemTrie, igd_loss, label_token_weights
 
 QUICK = os.environ.get("IGDBEAM_BENCH_QUICK", "0") not in ("", "0")

@@ -7,10 +7,11 @@ literally in float64; they share no code with the kernels.
 
 from __future__ import annotations
 
-import igdbeam
 import numpy as np
 import pytest
 import torch
+
+import igdbeam
 from igdbeam import _native
 
 _C = _native._C

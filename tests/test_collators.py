@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from igdbeam import CFTCollator, CompletionCollator
 
 I = -100  # noqa: E741

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from cuda_testing import _C, NumpyTrie, build, cpu_op, cuda_marks, random_catalog, ref_label_weights
 from cuda_testing import stream as cuda_stream
 

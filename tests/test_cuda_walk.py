@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import igdbeam
 import numpy as np
 import pytest
 import torch
+
+import igdbeam
 from cuda_testing import build, cuda_marks, random_catalog, wide_root_catalog
 from reference import ReferenceTrie
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from igdbeam import ItemTrie, label_token_weights, positional_token_weights
 from reference import ReferenceTrie
 from reference_loss import IGNORE, reference_positional_weights, reference_row_weights

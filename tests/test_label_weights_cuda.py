@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import random
 
-import igdbeam
 import pytest
 import torch
+
+import igdbeam
 from igdbeam import ItemTrie, igd_loss, label_token_weights
 
 pytestmark = [

@@ -7,6 +7,7 @@ import random
 
 import pytest
 import torch
+
 from reference_loss import IGNORE
 
 transformers = pytest.importorskip("transformers")
@@ -358,8 +359,9 @@ def test_igd_sft_trainer(tmp_path, items, trie, loss: str) -> None:
 @pytest.mark.parametrize("kind", ["igd", "pos", "ce"])
 def test_compute_loss_func_contract(trie, kind: str) -> None:
     """f(outputs, unshifted labels, num_items_in_batch) = sum w CE / num_items (or / sum w)."""
-    from igdbeam import igd_loss, pos_loss
     from transformers.loss.loss_utils import ForCausalLMLoss
+
+    from igdbeam import igd_loss, pos_loss
 
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(2, 9, VOCAB, generator=g)

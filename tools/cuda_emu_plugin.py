@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import types
 
-import igdbeam
 import torch
+
+import igdbeam
 from igdbeam import _native
 
 assert _native._C.has_cuda(), "build/emu must hold the emulated CUDA build"
