@@ -1,0 +1,184 @@
+"""End-to-end GPU benchmarks: decoding and a training step with a SmolLM2-135M-shaped model.
+
+Skipped without a CUDA build and a GPU. The model has SmolLM2-135M's architecture (30 layers,
+hidden 576, vocabulary 49,152) with random weights in bf16: no download. Run:
+``python -m pytest benchmarks/bench_cuda_e2e.py -q`` (``IGDBEAM_BENCH_QUICK=1``: 4 layers).
+
+* decoding, batch 16 x 10 beams: ``igdbeam.generate`` against unconstrained ``model.generate``
+  beam search, ``model.generate`` + ``IGDLogitsProcessor`` and ``model.generate`` + the per-beam
+  Python loop over a dict trie in the public reference code's style;
+* a training step (forward + backward, 16 x 512 tokens): ``igd_loss`` against transformers'
+  causal-LM loss, i.e. the overhead of IGD weighting.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+import igdbeam
+from benchmarks.bench_decode import DictTrieLoopProcessor, make_catalog
+from benchmarks.conftest import QUICK
+
+pytestmark = pytest.mark.skipif(
+    not igdbeam.cuda_available(), reason="needs a CUDA build of igdbeam and a GPU"
+)
+
+VOCAB, EOS, PAD = 49_152, 2, 0
+BATCH, BEAMS, ALPHA = 16, 10, 0.2
+
+
+def _model(layers: int) -> LlamaForCausalLM:
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=VOCAB,
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=layers,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        bos_token_id=1,
+        eos_token_id=EOS,
+        pad_token_id=PAD,
+    )
+    return LlamaForCausalLM(config).to("cuda", torch.bfloat16)
+
+
+@pytest.fixture(scope="module")
+def model() -> LlamaForCausalLM:
+    return _model(4 if QUICK else 30).eval()
+
+
+@pytest.fixture(scope="module")
+def decode_case(model: LlamaForCausalLM) -> dict[str, Any]:
+    paths = make_catalog(VOCAB, 20_000, seed=3)
+    trie = igdbeam.ItemTrie.from_token_ids(paths, vocab_size=VOCAB).to("cuda")
+    rng = random.Random(4)
+    prompts = [[rng.randrange(3, VOCAB) for _ in range(rng.randint(60, 120))] for _ in range(BATCH)]
+    width = max(len(p) for p in prompts)
+    ids = torch.tensor([[PAD] * (width - len(p)) + p for p in prompts], device="cuda")
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device="cuda")
+    kw = dict(
+        attention_mask=mask,
+        num_beams=BEAMS,
+        num_return_sequences=BEAMS,
+        length_penalty=0.0,
+        max_new_tokens=trie.max_depth,
+        do_sample=False,
+        return_dict_in_generate=True,
+        output_scores=True,
+        pad_token_id=PAD,
+        eos_token_id=EOS,
+    )
+    with torch.no_grad():
+        ours = igdbeam.generate(model, ids, mask, trie=trie, num_beams=BEAMS, alpha=ALPHA)
+        hf = model.generate(
+            ids, logits_processor=[igdbeam.IGDLogitsProcessor(trie, alpha=ALPHA)], **kw
+        )
+    # Correctness first: the fused search returns the processor path's items, in order.
+    hf_scores = hf.sequences_scores.view(BATCH, BEAMS).float()
+    real = hf_scores > -1e8
+    torch.testing.assert_close(ours.scores.float()[real], hf_scores[real], rtol=0, atol=2e-2)
+    return {"trie": trie, "ids": ids, "mask": mask, "kw": kw, "width": width, "paths": paths}
+
+
+@pytest.mark.parametrize(
+    "impl", ["igdbeam", "unconstrained", "IGDLogitsProcessor", "python_loop_processor"]
+)
+def test_generate_cuda(
+    benchmark: Any, ratios: Any, model: Any, decode_case: Any, impl: str
+) -> None:
+    c = decode_case
+    benchmark.group = "cuda generate 16x10 SmolLM2-135M-shaped"
+    if impl == "igdbeam":
+
+        def run() -> None:
+            igdbeam.generate(
+                model, c["ids"], c["mask"], trie=c["trie"], num_beams=BEAMS, alpha=ALPHA
+            )
+
+    elif impl == "unconstrained":
+
+        def run() -> None:
+            model.generate(c["ids"], **c["kw"])
+
+    elif impl == "IGDLogitsProcessor":
+
+        def run() -> None:
+            proc = igdbeam.IGDLogitsProcessor(c["trie"], alpha=ALPHA, prompt_length=c["width"])
+            model.generate(c["ids"], logits_processor=[proc], **c["kw"])
+
+    else:
+        proc = DictTrieLoopProcessor(c["trie"].cpu(), c["width"], ALPHA)
+
+        def run() -> None:
+            model.generate(c["ids"], logits_processor=[proc], **c["kw"])
+
+    def timed() -> None:
+        with torch.no_grad():
+            run()
+        torch.cuda.synchronize()
+
+    benchmark.pedantic(timed, rounds=3, iterations=1, warmup_rounds=1)
+    ratios.record(benchmark.group, impl, benchmark)
+
+
+@pytest.fixture(scope="module")
+def train_case(model: LlamaForCausalLM) -> dict[str, Any]:
+    paths = make_catalog(VOCAB, 20_000, seed=5)
+    trie = igdbeam.ItemTrie.from_token_ids(paths, vocab_size=VOCAB).to("cuda")
+    rng = random.Random(6)
+    rows, cols = (4, 256) if QUICK else (16, 512)
+    ids = torch.full((rows, cols), PAD, dtype=torch.long)
+    labels = torch.full((rows, cols), -100, dtype=torch.long)
+    for r in range(rows):
+        item = paths[rng.randrange(len(paths))]
+        prompt = [rng.randrange(3, VOCAB) for _ in range(cols - len(item) - rng.randint(0, 40))]
+        seq = prompt + item
+        ids[r, : len(seq)] = torch.tensor(seq)
+        labels[r, len(prompt) : len(seq)] = torch.tensor(item)
+    return {"trie": trie, "ids": ids.cuda(), "labels": labels.cuda()}
+
+
+@pytest.mark.parametrize("impl", ["igdbeam", "transformers_ce"])
+def test_train_step_cuda(
+    benchmark: Any, ratios: Any, model: Any, train_case: Any, impl: str
+) -> None:
+    from transformers.loss.loss_utils import ForCausalLMLoss
+
+    c = train_case
+    model.train()
+    benchmark.group = "cuda train step (fwd+bwd) SmolLM2-135M-shaped"
+
+    def step() -> None:
+        logits = model(input_ids=c["ids"]).logits
+        if impl == "igdbeam":
+            loss = igdbeam.igd_loss(logits, c["labels"], c["trie"], beta=0.1, validate=False)
+        else:
+            loss = ForCausalLMLoss(logits, c["labels"], vocab_size=VOCAB)
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+        torch.cuda.synchronize()
+
+    benchmark.pedantic(step, rounds=10, iterations=1, warmup_rounds=2)
+    model.eval()
+    ratios.record(benchmark.group, impl, benchmark)
+
+
+def test_label_weights_op_cuda(benchmark: Any, ratios: Any, train_case: Any) -> None:
+    """The weight op alone on the 16 x 512 batch (CUDA), for the record."""
+    c = train_case
+    benchmark.group = "cuda label weights 16x512"
+
+    def op() -> None:
+        igdbeam.label_token_weights(c["labels"], c["trie"], 0.1, validate=False)
+        torch.cuda.synchronize()
+
+    benchmark.pedantic(op, rounds=50, iterations=1, warmup_rounds=5)
+    ratios.record(benchmark.group, "igdbeam", benchmark)
