@@ -8,7 +8,7 @@ from transformers import LlamaForCausalLM
 
 import igdbeam
 from decode_models import EOS, PAD, left_pad, random_catalog, tiny_llama
-from igdbeam.generate import custom_generate, generate
+from igdbeam.generate import cache_field_name, custom_generate, generate
 from igdbeam.processor import IGDLogitsProcessor
 from reference import ReferenceTrie
 from reference_decode import brute_force_scores, hf_hypotheses
@@ -211,7 +211,7 @@ def test_repeated_calls_are_independent() -> None:
 class _NoCacheLlama(LlamaForCausalLM):
     def forward(self, *args, **kwargs):  # noqa: D102 - test double
         out = super().forward(*args, **kwargs)
-        out["cache"] = None
+        out[cache_field_name()] = None
         return out
 
 

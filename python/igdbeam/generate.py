@@ -92,6 +92,14 @@ def _paths_of_nodes(
 
 
 @torch.no_grad()
+def cache_field_name() -> str:
+    """Name of the KV-cache argument and output field: ``cache`` in recent transformers 5.x,
+    ``past_key_values`` before the rename."""
+    from transformers.modeling_outputs import CausalLMOutputWithPast
+
+    return "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
+
+
 def generate(
     model: Any,
     input_ids: torch.Tensor,
@@ -229,16 +237,17 @@ def generate(
         kwargs["position_ids"] = torch.arange(L, device=device).unsqueeze(0).expand(B, L)
     if attention_mask is not None and not bool((attention_mask == 1).all()):
         kwargs["attention_mask"] = attention_mask
-    kwargs["cache"] = DynamicCache(config=model.config)
+    cache_key = cache_field_name()
+    kwargs[cache_key] = DynamicCache(config=model.config)
     kwargs["use_cache"] = True
     if "logits_to_keep" in forward_params:
         kwargs["logits_to_keep"] = 1
 
     inputs = model.prepare_inputs_for_generation(input_ids, is_first_iteration=True, **kwargs)
     outputs = model(**inputs, return_dict=True)
-    if outputs.get("cache") is None:
+    if outputs.get(cache_key) is None:
         raise ValueError(
-            f"{type(model).__name__} returned no KV cache (outputs.cache is None); "
+            f"{type(model).__name__} returned no KV cache (outputs.{cache_key} is None); "
             "igdbeam.generate needs a model that supports use_cache=True"
         )
     kwargs = model._update_model_kwargs_for_generation(outputs, kwargs)
@@ -310,7 +319,7 @@ def generate(
 
         # Reorder (and on the first step expand) the KV cache, then run the model.
         beam_idx = (batch_base * beams_now + src).reshape(-1)
-        kwargs["cache"].reorder_cache(beam_idx)
+        kwargs[cache_key].reorder_cache(beam_idx)
         if beams_now == 1:
             for name in ("attention_mask", "position_ids", "token_type_ids"):
                 if isinstance(kwargs.get(name), torch.Tensor):

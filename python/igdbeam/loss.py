@@ -131,6 +131,13 @@ def token_cross_entropy(
     """
     B, L, V = logits.shape
     flat_target = target.reshape(B * L).to(torch.int64)
+    if logits.is_cuda:
+        # On GPUs the fused cross-entropy kernel (log-softmax + NLL, float32 accumulation)
+        # saves the full-size log-softmax tensor and its backward.
+        nll = torch.nn.functional.cross_entropy(
+            logits.reshape(B * L, V), flat_target, ignore_index=ignore_index, reduction="none"
+        )
+        return (nll if nll.dtype == torch.float64 else nll.float()).view(B, L)
     mask = flat_target != ignore_index
     log_probs = logits.reshape(B * L, V).log_softmax(-1)
     index = torch.where(mask, flat_target, torch.zeros((), dtype=torch.int64, device=mask.device))

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Diagnostics of how C++ errors reach Python in a CUDA build (run after the build step of
+# gpu_check.sh): a CPU-side and a CUDA-side invalid argument, each in its own process.
+set -u
+python3 - <<'PY' 2>&1 | tail -3
+import igdbeam
+try:
+    igdbeam.ItemTrie.from_token_ids([])
+except ValueError as e:
+    print("cpu error OK:", e)
+PY
+echo "cpu rc=$?"
+python3 - <<'PY' 2>&1 | tail -3
+import torch, igdbeam
+from igdbeam._native import _C
+t = igdbeam.ItemTrie.from_token_ids([[10, 2], [11, 2]]).to("cuda")
+x = torch.zeros(2, 16, device="cuda")
+try:
+    _C.beam_step_cuda(t.native_view(), x.data_ptr(), 0, 1, 2, 16, 16, 0, 0, 0.1, 1.0, False, 0,
+                      0, 0, 0, 0, 0, torch.cuda.current_stream().cuda_stream)
+except ValueError as e:
+    print("cuda error OK:", e)
+PY
+echo "cuda rc=$?"
