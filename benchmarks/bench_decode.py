@@ -61,7 +61,7 @@ class DictTrieLoopProcessor(LogitsProcessor):
 
     def __init__(self, trie: igdbeam.ItemTrie, prompt_length: int, alpha: float) -> None:
         self.prompt_length = prompt_length
-        self.alpha = torch.tensor(float(alpha))
+        self.alpha = float(alpha)
         off = trie.child_offsets.tolist()
         tok = trie.token.tolist()
         ent = trie.entropy.tolist()

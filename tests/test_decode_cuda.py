@@ -45,7 +45,7 @@ def _prefixes(paths: list[list[int]], rows: int, seed: int, width: int) -> torch
         # Every 9th row leaves the trie (token 1 is never a child).
         out.append([p[0], 1][:width] if i % 9 == 8 else p[: min(width, len(p))])
     # Rows share one width: short prefixes are completed with EOS (a leaf or an off-trie walk).
-    return torch.tensor([g + [EOS] * (width - len(g)) for g in out])
+    return torch.tensor([g + [EOS] * (width - len(g)) for g in out], dtype=torch.int64)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])

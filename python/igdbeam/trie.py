@@ -338,10 +338,13 @@ class ItemTrie:
         """Return the cached ``_C.TrieView`` of raw pointers that the kernels read."""
         if self._view is None:
             a = self._arrays
-            self._view = _C.TrieView(
+            view = _C.TrieView(
                 self.num_nodes,
                 *(a[name].data_ptr() for name in NODE_ARRAYS),
             )
+            # The view holds raw pointers: keep the arrays alive as long as the view is.
+            view.owner = self
+            self._view = view
         return self._view
 
     # ------------------------------------------------------------------ queries
