@@ -27,10 +27,9 @@ def has_smollm2() -> bool:
 
 def tiny_tokenizer(extra_text: list[str] | None = None) -> Any:
     """A byte-level BPE tokenizer trained on the titles and prompt text (pad 0, eos 1)."""
+    from igdbeam.prompts import TEMPLATES
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
-
-    from igdbeam.prompts import TEMPLATES
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

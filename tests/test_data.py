@@ -5,8 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from pipeline_fixtures import TITLES, write_tiny_data
-
 from igdbeam.data import (
     Catalog,
     DataFormatError,
@@ -19,6 +17,7 @@ from igdbeam.data import (
     write_dataset,
 )
 from igdbeam.data.movielens import make_samples
+from pipeline_fixtures import TITLES, write_tiny_data
 
 
 def test_round_trip(tmp_path: Path) -> None:
@@ -56,8 +55,9 @@ def test_missing_file(tmp_path: Path) -> None:
 
 def test_wrong_columns_named(tmp_path: Path) -> None:
     (tmp_path / "t.csv").write_text("user_id,item_title,item_id\n1,A,2\n")
-    with pytest.raises(DataFormatError, match="missing column\\(s\\) history_item_title, "
-                       "history_item_id"):
+    with pytest.raises(
+        DataFormatError, match="missing column\\(s\\) history_item_title, history_item_id"
+    ):
         read_samples(tmp_path / "t.csv")
 
 
@@ -72,7 +72,7 @@ def test_empty_history(tmp_path: Path) -> None:
 
 def test_bad_values(tmp_path: Path) -> None:
     head = "user_id,history_item_title,item_title,history_item_id,item_id\n"
-    (tmp_path / "a.csv").write_text(head + '1,"[\'A\', \'B\']",C,[1],2\n')
+    (tmp_path / "a.csv").write_text(head + "1,\"['A', 'B']\",C,[1],2\n")
     with pytest.raises(DataFormatError, match="2 history titles but 1 history ids"):
         read_samples(tmp_path / "a.csv")
     (tmp_path / "b.csv").write_text(head + "1,[oops,C,[1],2\n")

@@ -190,6 +190,15 @@ def asset_path(name: str, *, allow_installed: bool = True, allow_download: bool 
     return cached
 
 
+def _dequantize_kwargs(gguf_path: Path) -> dict[str, Any]:
+    """Ask transformers for dense weights (newer versions can keep GGUF blocks packed)."""
+    try:
+        from transformers import GgufConfig  # type: ignore[attr-defined]
+    except ImportError:
+        return {}
+    return {"quantization_config": GgufConfig(gguf_file=str(gguf_path), dequantize=True)}
+
+
 def smollm2_checkpoint(*, progress: bool = True) -> Path:
     """Return the cached transformers checkpoint of SmolLM2-135M-Instruct, converting it once.
 
@@ -207,7 +216,14 @@ def smollm2_checkpoint(*, progress: bool = True) -> Path:
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".convert-"))
     try:
         tok = AutoTokenizer.from_pretrained(str(folder), gguf_file=SMOLLM2_GGUF)
-        model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=SMOLLM2_GGUF)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(folder), gguf_file=SMOLLM2_GGUF, **_dequantize_kwargs(folder / SMOLLM2_GGUF)
+        )
+        # The weights are plain float tensors now; drop the GGUF quantizer so that the model
+        # saves (and later loads) as an ordinary checkpoint.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         (tmp / ".igdbeam-complete").write_text(ASSETS["smollm2-135m-instruct"].requirement + "\n")

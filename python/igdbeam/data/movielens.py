@@ -16,8 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from igdbeam.data.bigrec_csv import Catalog, DataFormatError, Sample, _clean_title, write_dataset
 from tqdm.auto import tqdm
+
+from igdbeam.data.bigrec_csv import Catalog, DataFormatError, Sample, _clean_title, write_dataset
 
 INTER_COLUMNS = ("user_id", "item_id", "timestamp")
 ITEM_COLUMNS = ("item_id", "movie_title")
