@@ -28,9 +28,13 @@ def test_round_trip(tmp_path: Path) -> None:
     s = ds.split("test")[0]
     assert s.user_id == "u0"
     assert len(s.history_item_title) == 3 and len(s.history_item_id) == 3
-    # The history column is a Python list literal, as the reference code writes and evals it.
-    text = (d / "test.csv").read_text()
-    assert "['" in text or '["' in text
+    # The history column is a JSON list, which the reference code's eval() reads as well.
+    import ast
+    import csv
+
+    with (d / "test.csv").open() as fh:
+        row = next(csv.DictReader(fh))
+    assert ast.literal_eval(row["history_item_title"]) == s.history_item_title
     assert sorted(p.name for p in d.iterdir()) == ["info.txt", "test.csv", "train.csv", "valid.csv"]
 
 

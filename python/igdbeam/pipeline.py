@@ -40,13 +40,13 @@ def prepare_movielens(
 ) -> Path:
     """Return a folder with the BIGRec-format splits of MovieLens, building it on first use.
 
-    The default folder is ``<cache>/data/<name>-h<max_history>``; the RecBole files come from the
+    The default folder is ``<cache>/data/<name>-h<max_history>-v2``; the RecBole files come from the
     pinned wheels (:func:`igdbeam.assets.asset_path`).
     """
     from igdbeam.assets import asset_path, cache_dir
     from igdbeam.data.movielens import build_movielens
 
-    out = Path(out_dir) if out_dir is not None else cache_dir() / "data" / f"{name}-h{max_history}"
+    out = Path(out_dir) if out_dir is not None else cache_dir() / "data" / f"{name}-h{max_history}-v2"
     if (out / "test.csv").is_file() and not overwrite:
         return out
     build_movielens(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import csv
+import json
 import os
 import shutil
 import tempfile
@@ -126,7 +127,14 @@ def read_item_info(path: str | os.PathLike[str]) -> Catalog:
 
 def _parse_list(value: str, where: str, column: str) -> list:
     try:
-        parsed = ast.literal_eval(value) if value.strip() else []
+        # The writer emits JSON lists (also valid Python, so the reference code's eval reads
+        # them); files from the reference code use Python quoting and need literal_eval.
+        parsed = json.loads(value) if value.strip() else []
+    except ValueError:
+        parsed = None
+    try:
+        if parsed is None:
+            parsed = ast.literal_eval(value)
     except (ValueError, SyntaxError):
         raise DataFormatError(
             f"{where}: column {column!r} is not a list literal: {value[:80]!r}"
@@ -259,9 +267,9 @@ def _write_split(path: Path, samples: Iterable[Sample]) -> int:
             writer.writerow(
                 [
                     s.user_id,
-                    repr(list(s.history_item_title)),
+                    json.dumps(list(s.history_item_title), ensure_ascii=False),
                     s.item_title,
-                    repr(list(s.history_item_id)),
+                    json.dumps([int(x) for x in s.history_item_id]),
                     s.item_id,
                 ]
                 + [s.extra.get(k, "") for k in extra_cols]
