@@ -46,7 +46,8 @@ def prepare_movielens(
     from igdbeam.assets import asset_path, cache_dir
     from igdbeam.data.movielens import build_movielens
 
-    out = Path(out_dir) if out_dir is not None else cache_dir() / "data" / f"{name}-h{max_history}-v2"
+    default = cache_dir() / "data" / f"{name}-h{max_history}-v2"
+    out = Path(out_dir) if out_dir is not None else default
     if (out / "test.csv").is_file() and not overwrite:
         return out
     build_movielens(
