@@ -203,9 +203,9 @@ def test_accelerate_two_processes(tiny, tmp_path: Path) -> None:
         sys.executable,
         "-m",
         "accelerate.commands.launch",
+        "--multi_gpu",  # accelerate's torchrun launcher; igdbeam picks CPU ranks without CUDA
         "--num_processes",
         "2",
-        "--cpu",
         "--num_machines",
         "1",
         "--mixed_precision",

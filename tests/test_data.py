@@ -191,3 +191,19 @@ def test_real_ml100k(tmp_path: Path) -> None:
     assert report.num_users == 943 and report.num_items == 1682
     assert sum(report.num_samples.values()) == 100_000 - 943
     assert report.num_samples == {"train": 79245, "valid": 9905, "test": 9907}
+
+
+def test_read_target_ids_and_popularity(tmp_path: Path) -> None:
+    from igdbeam.data.bigrec_csv import read_target_ids
+    from igdbeam.pipeline import popularity
+
+    d = write_tiny_data(tmp_path / "d")
+    full = load_dataset(d)
+    lazy = load_dataset(d, splits=("test",))
+    ids = read_target_ids(d / "train.csv")
+    assert ids == [s.item_id for s in full.split("train")]
+    assert popularity(lazy).tolist() == popularity(full).tolist()
+    assert popularity(full).sum() == len(ids)
+    (d / "train.csv").write_text("user_id\n1\n")
+    with pytest.raises(DataFormatError, match="missing column item_id"):
+        read_target_ids(d / "train.csv")

@@ -8,7 +8,6 @@ status 2; outputs are written atomically, so a failed run leaves no half-written
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,7 +24,10 @@ SmolLM2-135M-Instruct, fetched and converted into the cache ($IGDBEAM_CACHE or
 ~/.cache/igdbeam) on first use. Run 'igdbeam demo' for a complete example.
 """
 
-EPILOG = "Scale out with accelerate: 'accelerate launch -m igdbeam.cli evaluate ...' (or train)."
+EPILOG = """\
+Scale out with accelerate: 'accelerate launch --num_processes N -m igdbeam.cli evaluate ...'
+(or train). On a machine without GPUs add --multi_gpu (it selects accelerate's torchrun
+launcher; igdbeam then runs N CPU processes with the gloo backend)."""
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -257,14 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ------------------------------------------------------------------------------------ helpers
 def _load_decoder(spec: str) -> Callable[..., Any]:
-    module, _, name = spec.partition(":")
-    if not module or not name:
-        raise ValueError(f"--decoder must be MODULE:FUNCTION, got {spec!r}")
-    try:
-        fn = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as exc:
-        raise ValueError(f"cannot load the decoder {spec!r}: {exc}") from None
-    return fn
+    from igdbeam.pipeline import resolve_decoder
+
+    return resolve_decoder(spec)
 
 
 def _dataset_dir(args: argparse.Namespace) -> Path:
@@ -299,7 +296,7 @@ def _setup(args: argparse.Namespace, splits: Sequence[str]) -> tuple[Any, Any, A
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    ds = load_dataset(_dataset_dir(args), splits=tuple(dict.fromkeys(("train", *splits))))
+    ds = load_dataset(_dataset_dir(args), splits=tuple(splits))
     model, tok = load_model_and_tokenizer(args.model)
     trie = build_trie(ds, tok, args.template, weighting=args.weighting, entropy=args.entropy)
     return ds, model, tok, trie
@@ -412,9 +409,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=not args.no_progress,
     )
-    from accelerate import PartialState
+    from igdbeam.pipeline import dist_state
 
-    if PartialState().is_main_process:
+    if dist_state().is_main_process:
         write_json(
             Path(args.output_dir) / "train_metrics.json",
             {"loss": args.loss, "beta": args.beta, **metrics},
@@ -437,10 +434,8 @@ def _decode_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_recommend(args: argparse.Namespace) -> int:
     """Write recommendations for a split."""
-    from accelerate import PartialState
-
     from igdbeam.io_utils import write_csv, write_json
-    from igdbeam.pipeline import METHODS, recommend_sharded, recommendations_table
+    from igdbeam.pipeline import METHODS, dist_state, recommend_sharded, recommendations_table
     from igdbeam.pipeline import select_test_users as pick
 
     if args.method == "custom":
@@ -452,7 +447,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     ds, model, tok, trie = _setup(args, (args.split,))
     rows = pick(ds.split(args.split), args.num_users, args.seed)
     recs = recommend_sharded(model, tok, trie, rows, **_decode_kwargs(args), **settings)
-    if PartialState().is_main_process:
+    if dist_state().is_main_process:
         table = recommendations_table(ds, rows, recs, top=args.num_beams)
         write_csv(args.out, table)
         write_json(
@@ -468,13 +463,12 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate one or more decoders."""
-    from accelerate import PartialState
-
     from igdbeam.analysis import entropy_curves, plot_entropy_curves
     from igdbeam.demo import RESULT_COLUMNS, format_table
     from igdbeam.io_utils import write_csv, write_json
     from igdbeam.metrics import evaluate_recommendations
     from igdbeam.pipeline import (
+        dist_state,
         popularity,
         recommend_sharded,
         recommendations_table,
@@ -487,7 +481,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     rows = pick(ds.split(args.split), args.num_users, args.seed)
     targets = target_positions(ds, rows)
     pop = popularity(ds)
-    state = PartialState()
+    state = dist_state()
     results, ranked, rec_rows = [], {}, []
     for name, settings in methods.items():
         recs = recommend_sharded(

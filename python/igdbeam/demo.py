@@ -159,7 +159,9 @@ def run_demo(
         smollm2_checkpoint()
         model, tokenizer = load_model_and_tokenizer("smollm2")
     with clock("load splits"):
-        ds = load_dataset(data_dir, splits=("train", "test"))
+        ds = load_dataset(
+            data_dir, splits=("test",) if prof.train_steps == 0 else ("train", "test")
+        )
     with clock("build trie"):
         trie = build_trie(ds, tokenizer, "igd", weighting="popularity")
     report = zero_ig_report(trie)

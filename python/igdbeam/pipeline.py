@@ -67,12 +67,19 @@ def target_positions(dataset: Dataset, samples: Sequence[Sample]) -> np.ndarray:
 
 
 def popularity(dataset: Dataset) -> np.ndarray:
-    """How often each catalog item is a target in the training split (the paper's ``w_i``)."""
+    """How often each catalog item is a target in the training split (the paper's ``w_i``).
+
+    Uses the loaded training split, or reads only the ``item_id`` column of ``train.csv``.
+    """
+    from igdbeam.data.bigrec_csv import read_target_ids
     from igdbeam.trie import popularity_weights
 
-    return popularity_weights(
-        target_positions(dataset, dataset.split("train")), len(dataset.catalog)
-    )
+    if "train" in dataset.splits or dataset.directory is None:
+        positions = target_positions(dataset, dataset.split("train"))
+    else:
+        ids = read_target_ids(dataset.directory / "train.csv")
+        positions = np.asarray([dataset.catalog.position(i) for i in ids], dtype=np.int64)
+    return popularity_weights(positions, len(dataset.catalog))
 
 
 def build_trie(
@@ -155,12 +162,36 @@ def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, 
 GenerateFn = Callable[..., Any]
 
 
-def _default_generate() -> GenerateFn:
+def resolve_decoder(spec: str = "igdbeam:generate") -> GenerateFn:
+    """Return the decoder named ``MODULE:FUNCTION`` (default :func:`igdbeam.generate`).
+
+    When ``MODULE.FUNCTION`` is itself a module (e.g. the submodule ``igdbeam.generate``), its
+    attribute of the same name is used.
+
+    Raises:
+        ValueError: a malformed spec or a decoder that cannot be imported.
+    """
+    import importlib
+
+    module, _, name = spec.partition(":")
+    if not module or not name:
+        raise ValueError(f"a decoder is MODULE:FUNCTION, got {spec!r}")
     try:
-        from igdbeam import generate  # type: ignore[attr-defined]
-    except ImportError:
-        from igdbeam.generate import generate  # type: ignore[no-redef]
-    return generate
+        obj = getattr(importlib.import_module(module), name, None)
+        if obj is None or inspect.ismodule(obj):
+            obj = getattr(importlib.import_module(f"{module}.{name}"), name)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(
+            f"cannot load the decoder {spec!r}: {exc}. igdbeam.generate comes with igdbeam's "
+            "decoding module; pass another MODULE:FUNCTION with the same signature otherwise"
+        ) from None
+    if not callable(obj):
+        raise ValueError(f"the decoder {spec!r} is not callable")
+    return obj
+
+
+def _default_generate() -> GenerateFn:
+    return resolve_decoder("igdbeam:generate")
 
 
 @dataclass
@@ -256,6 +287,18 @@ def recommendations_table(
     return rows
 
 
+def dist_state() -> Any:
+    """The process group of ``accelerate launch`` / ``torchrun`` (one process when not launched).
+
+    Without CUDA it asks accelerate for CPU processes, so that
+    ``accelerate launch --multi_gpu --num_processes N`` (torchrun underneath) gives N gloo ranks
+    on a CPU machine; accelerate's ``--cpu`` flag alone starts one process unless MPI is set up.
+    """
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
 def recommend_sharded(
     model: Any,
     tokenizer: Any,
@@ -267,17 +310,16 @@ def recommend_sharded(
 
     Each process decodes a contiguous shard (``Accelerator.split_between_processes``); the
     shards are gathered with ``gather_object`` so every process returns all rows in order. With
-    a single process this is plain :func:`recommend`.
+    a single process this is plain :func:`recommend`. See :func:`dist_state`.
     """
-    from accelerate import Accelerator
     from accelerate.utils import gather_object
 
-    acc = Accelerator()
+    acc = dist_state()
     if acc.num_processes == 1:
         return recommend(model, tokenizer, trie, samples, **kwargs)
     model = model.to(acc.device)
     rows = list(range(len(samples)))
-    with acc.split_between_processes(rows) as mine:
+    with acc.split_between_processes(rows) as mine:  # type: ignore[attr-defined]
         part = recommend(
             model,
             tokenizer,

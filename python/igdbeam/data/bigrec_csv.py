@@ -214,6 +214,7 @@ class Dataset:
 
     catalog: Catalog
     splits: dict[str, list[Sample]]
+    directory: Path | None = None
 
     def split(self, name: str) -> list[Sample]:
         """Return one split by name, with a clear error for a split that was not loaded."""
@@ -247,7 +248,26 @@ def load_dataset(
                         catalog.position(h)
                 except DataFormatError as exc:
                     raise DataFormatError(f"{d / (name + '.csv')} row {r + 1}: {exc}") from None
-    return Dataset(catalog, loaded)
+    return Dataset(catalog, loaded, d)
+
+
+def read_target_ids(path: str | os.PathLike[str]) -> list[int]:
+    """Read only the ``item_id`` column of a split (fast: no history parsing).
+
+    Raises:
+        DataFormatError: missing file or column, or a non-integer id.
+    """
+    p = _check_file(path, "split file")
+    with p.open(encoding="utf-8", newline="") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, [])
+        if "item_id" not in header:
+            raise DataFormatError(f"{p}: missing column item_id; found {', '.join(header)}")
+        k = header.index("item_id")
+        try:
+            return [int(row[k]) for row in reader if row]
+        except (ValueError, IndexError):
+            raise DataFormatError(f"{p}:{reader.line_num}: bad item_id") from None
 
 
 def _write_split(path: Path, samples: Iterable[Sample]) -> int:
