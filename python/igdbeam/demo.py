@@ -178,7 +178,8 @@ def run_demo(
     train_metrics: dict[str, Any] = {}
     if prof.train_steps > 0:
         with clock("IGD fine-tune"):
-            train_rows = ds.split("train")
+            # The most recent rows, as many as the steps consume (one pass, no repeats).
+            train_rows = ds.split("train")[-prof.train_steps * prof.train_batch_size :]
             train_metrics = train_model(
                 model,
                 tokenizer,
