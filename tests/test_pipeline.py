@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from igdbeam.data import Sample, load_dataset
-from igdbeam.demo import RESULT_COLUMNS, format_table
+from igdbeam.demo import RESULT_COLUMNS, format_table, users_that_fit
 from igdbeam.pipeline import (
     ExampleDataset,
     build_trie,
@@ -34,9 +34,10 @@ def test_select_test_users() -> None:
     rows = [_s("a", 1), _s("b", 2), _s("a", 3), _s("c", 4)]
     assert select_test_users(rows, None) == rows
     last = select_test_users(rows, 10)
-    assert [(s.user_id, s.item_id) for s in last] == [("a", 103), ("b", 102), ("c", 104)]
+    assert sorted((s.user_id, s.item_id) for s in last) == [("a", 103), ("b", 102), ("c", 104)]
     two = select_test_users(rows, 2, seed=1)
     assert len(two) == 2 and two == select_test_users(rows, 2, seed=1)
+    assert two == select_test_users(rows, 3, seed=1)[:2]  # prefixes are samples too
 
 
 def test_left_pad() -> None:
@@ -169,3 +170,10 @@ def test_format_table() -> None:
         "12.3",
         "3.2",
     ]
+
+
+def test_users_that_fit() -> None:
+    # 2 s per user, 16 done, 400 s left: (200 + 16) / 3.1 = 69.7 -> 69 -> 64 (batches of 16).
+    assert users_that_fit(400.0, 2.0, 16, 16, 200) == 64
+    assert users_that_fit(1e9, 2.0, 16, 16, 200) == 200
+    assert users_that_fit(-5.0, 2.0, 16, 16, 200) == 16

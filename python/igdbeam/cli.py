@@ -237,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
         dest="profile",
         action="store_const",
         const="quick",
-        help="zero-shot, 48 users, 5 history items (default)",
+        help="zero-shot, 5 history items, up to 200 users: as many as a timed first batch "
+        "says fit 9 minutes (default)",
     )
     prof.add_argument(
         "--full",

@@ -34,11 +34,12 @@ class DemoProfile:
     train_steps: int = 0
     train_batch_size: int = 8
     train_beta: float = 0.1
+    time_budget_s: float | None = None
 
 
 PROFILES: dict[str, DemoProfile] = {
-    # Sized on 2 shared CPU cores: about 1 s of beam search per user and method (see README).
-    "quick": DemoProfile("quick", num_users=48),
+    # quick: up to 200 users, as many as one timed batch says fit 9 minutes end to end.
+    "quick": DemoProfile("quick", num_users=200, time_budget_s=540.0),
     "full": DemoProfile("full", num_users=300, max_history_items=10, train_steps=300),
 }
 METHOD_ORDER = ("bigrec", "d3", "igd")
@@ -67,6 +68,21 @@ class _Phase:
         self.clock.phases[self.name] = secs
         if exc[0] is None:
             print(f"[igdbeam demo] {self.name}: {secs:.1f} s", flush=True)
+
+
+def users_that_fit(
+    seconds_left: float, per_user: float, done: int, batch_size: int, available: int
+) -> int:
+    """How many users three decoders can handle in ``seconds_left``.
+
+    ``done`` users were already decoded with the first method (the calibration batch); the rest
+    of the first method costs ``n - done`` users, the other two methods ``n`` users each, with 10%
+    slack for IGD's reweighting. The result is a multiple of ``batch_size`` (at least ``done``)
+    and at most ``available``.
+    """
+    methods = len(METHOD_ORDER)
+    fit = int((max(seconds_left, 0.0) / max(per_user, 1e-9) + done) / (methods + 0.1))
+    return max(done, min(available, fit // batch_size * batch_size))
 
 
 def format_table(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]]) -> str:
@@ -133,6 +149,7 @@ def run_demo(
     from igdbeam.metrics import evaluate_recommendations
     from igdbeam.pipeline import (
         METHODS,
+        Recommendations,
         build_trie,
         popularity,
         prepare_movielens,
@@ -198,30 +215,68 @@ def run_demo(
         model.eval()
 
     rows = select_test_users(ds.split("test"), prof.num_users, seed=seed)
-    targets = target_positions(ds, rows)
     pop = popularity(ds)
+    decode_kwargs = {
+        "template": "igd",
+        "num_beams": prof.num_beams,
+        "batch_size": prof.batch_size,
+        "max_history_items": prof.max_history_items,
+        "progress": progress,
+        "generate_fn": generate_fn,
+    }
+    method_settings = {m: dict(METHODS[m]) for m in METHOD_ORDER}
+    method_settings["igd"]["alpha"] = prof.igd_alpha
+
+    # Calibrate: time one batch of the first method, then keep as many users as fit the budget.
+    first = METHOD_ORDER[0]
+    calib: Recommendations | None = None
+    if prof.time_budget_s is not None and num_users is None and len(rows) > prof.batch_size:
+        head = rows[: prof.batch_size]
+        with clock("calibrate"):
+            calib = recommend(
+                model,
+                tokenizer,
+                trie,
+                head,
+                desc=f"{first} (calibration)",
+                **decode_kwargs,
+                **method_settings[first],
+            )
+        per_user = calib.seconds / len(head)
+        left = prof.time_budget_s - (time.perf_counter() - total_start) - 15.0
+        n = users_that_fit(left, per_user, len(head), prof.batch_size, len(rows))
+        rows = rows[:n]
+        print(
+            f"[igdbeam demo] {per_user:.1f} s per user and method: {len(rows)} users fit the "
+            f"{prof.time_budget_s / 60:.0f}-minute budget (fix the number with --num-users)",
+            flush=True,
+        )
+    targets = target_positions(ds, rows)
     results: list[dict[str, Any]] = []
     ranked: dict[str, np.ndarray] = {}
     rec_rows: list[dict[str, Any]] = []
     for method in METHOD_ORDER:
-        settings = dict(METHODS[method])
-        if method == "igd":
-            settings["alpha"] = prof.igd_alpha
+        settings = method_settings[method]
         with clock(f"decode {method}"):
-            recs = recommend(
-                model,
-                tokenizer,
-                trie,
-                rows,
-                template="igd",
-                num_beams=prof.num_beams,
-                batch_size=prof.batch_size,
-                max_history_items=prof.max_history_items,
-                progress=progress,
-                desc=method,
-                generate_fn=generate_fn,
-                **settings,
-            )
+            if method == first and calib is not None:
+                rest = recommend(
+                    model,
+                    tokenizer,
+                    trie,
+                    rows[len(calib.item_ids) :],
+                    desc=method,
+                    **decode_kwargs,
+                    **settings,
+                )
+                recs = Recommendations(
+                    np.concatenate([calib.item_ids, rest.item_ids]),
+                    np.concatenate([calib.scores, rest.scores]),
+                    calib.seconds + rest.seconds,
+                )
+            else:
+                recs = recommend(
+                    model, tokenizer, trie, rows, desc=method, **decode_kwargs, **settings
+                )
         metrics = evaluate_recommendations(recs.item_ids, targets, trie, popularity=pop)
         results.append({"method": method, **settings, **metrics, "seconds": recs.seconds})
         ranked[method] = recs.item_ids

@@ -107,17 +107,16 @@ def select_test_users(
 ) -> list[Sample]:
     """One test row per user (the user's last one), then a seeded sample of ``num_users`` users.
 
-    ``num_users=None`` keeps every row of the split (the full evaluation).
+    The users come in a seeded random order, so every prefix of the result is a random sample
+    too. ``num_users=None`` keeps every row of the split in file order (the full evaluation).
     """
     if num_users is None:
         return list(samples)
     last: dict[str, Sample] = {}
     for s in samples:
         last[s.user_id] = s
-    users = sorted(last)
     rng = np.random.default_rng(seed)
-    if num_users < len(users):
-        users = sorted(rng.choice(users, size=num_users, replace=False).tolist())
+    users = [str(u) for u in rng.permutation(sorted(last))[:num_users]]
     return [last[u] for u in users]
 
 
