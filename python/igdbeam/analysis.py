@@ -51,18 +51,54 @@ def zero_ig_report(trie: Any) -> dict[str, Any]:
     return stats
 
 
-def prefix_entropy_by_step(
-    trie: Any, items: Sequence[int] | np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Mean entropy ``H(prefix)`` after each decoding step over the paths of ``items``.
+def node_mass(trie: Any) -> np.ndarray:
+    """Return ``P(n) = sum_{i in S(n)} p_r(i)`` for every node (1 at the root)."""
+    parent = trie.array("parent").cpu().numpy().astype(np.int64)
+    depth = trie.array("depth").cpu().numpy().astype(np.int64)
+    mass = np.zeros(parent.shape[0], dtype=np.float64)
+    leaves = trie.array("leaf_nodes").cpu().numpy().astype(np.int64)
+    mass[leaves] = trie.array("leaf_weight").cpu().numpy().astype(np.float64)
+    for d in range(int(depth.max()), 0, -1):
+        idx = np.nonzero(depth == d)[0]
+        np.add.at(mass, parent[idx], mass[idx])
+    return mass / mass[0]
 
-    The trie's node entropy (spec Eq. 5) of the prefix of length ``d + 1`` is averaged over the
-    given items whose path is that long; items ``< 0`` (no recommendation) are skipped.
+
+def node_entropy(trie: Any, mode: str = "conditional") -> np.ndarray:
+    """Entropy of every trie node (nats).
+
+    ``"global"``: the trie's own partial entropy (spec Eq. 5, ``p_r`` over the whole catalog);
+    ``"conditional"``: the entropy of the items under the prefix, renormalised inside ``S(n)``,
+    i.e. the uncertainty left about the item once the prefix is decoded:
+    ``H_cond(n) = H(n) / P(n) + ln P(n)`` (computed from the global ``H`` of a trie built in
+    global mode; a conditional-mode trie already stores it).
+    """
+    ent = trie.array("entropy").cpu().numpy().astype(np.float64)
+    if mode not in ("global", "conditional"):
+        raise ValueError(f"mode must be 'global' or 'conditional', got {mode!r}")
+    if mode == "global" or trie.entropy_mode == "conditional":
+        if mode == "global" and trie.entropy_mode == "conditional":
+            raise ValueError("this trie stores conditional entropy; build it in global mode")
+        return ent
+    mass = node_mass(trie)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(mass > 0, ent / mass + np.log(np.where(mass > 0, mass, 1.0)), 0.0)
+    return np.maximum(out, 0.0)
+
+
+def prefix_entropy_by_step(
+    trie: Any, items: Sequence[int] | np.ndarray, *, mode: str = "conditional"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean prefix entropy after each decoding step over the paths of ``items``.
+
+    The entropy (:func:`node_entropy`, ``mode`` ``"conditional"`` or ``"global"``) of the prefix
+    of length ``d + 1`` is averaged over the given items whose path is that long; items ``< 0``
+    (no recommendation) are skipped.
 
     Returns:
         ``(mean_entropy [max_depth], count [max_depth])``; the mean is NaN where count is 0.
     """
-    ent = trie.array("entropy").cpu().numpy().astype(np.float64)
+    ent = node_entropy(trie, mode)
     nodes = item_path_nodes(trie)
     ids = np.asarray(items, dtype=np.int64).reshape(-1)
     ids = ids[ids >= 0]
@@ -81,12 +117,13 @@ def entropy_curves(
     predictions: Mapping[str, np.ndarray],
     *,
     top: int = 1,
+    mode: str = "conditional",
 ) -> dict[str, list[float]]:
     """Entropy-by-step curves for the ground truth and each method's top-``top`` predictions."""
-    curves = {"ground truth": prefix_entropy_by_step(trie, ground_truth)[0].tolist()}
+    curves = {"ground truth": prefix_entropy_by_step(trie, ground_truth, mode=mode)[0].tolist()}
     for name, ranked in predictions.items():
         arr = np.asarray(ranked, dtype=np.int64)
-        curves[name] = prefix_entropy_by_step(trie, arr[:, :top])[0].tolist()
+        curves[name] = prefix_entropy_by_step(trie, arr[:, :top], mode=mode)[0].tolist()
     return curves
 
 
@@ -100,7 +137,11 @@ def _pyplot() -> Any:
 
 
 def plot_entropy_curves(
-    curves: Mapping[str, Sequence[float]], path: str | os.PathLike[str], *, title: str = ""
+    curves: Mapping[str, Sequence[float]],
+    path: str | os.PathLike[str],
+    *,
+    title: str = "",
+    ylabel: str = "entropy left after the prefix (nats)",
 ) -> Path:
     """Save a line plot of prefix entropy by decoding step (one line per curve) as PNG."""
     plt = _pyplot()
@@ -110,7 +151,7 @@ def plot_entropy_curves(
         style = {"color": "black", "linestyle": "--"} if name == "ground truth" else {}
         ax.plot(xs, ys, marker="o", markersize=3, label=name, **style)
     ax.set_xlabel("decoding step (prefix length in tokens)")
-    ax.set_ylabel("prefix entropy H (nats)")
+    ax.set_ylabel(ylabel)
     ax.set_title(title or "Entropy of predicted vs ground-truth prefixes")
     ax.grid(alpha=0.3)
     ax.legend()
