@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import types
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -177,3 +179,56 @@ def test_users_that_fit() -> None:
     assert users_that_fit(400.0, 2.0, 16, 16, 200) == 64
     assert users_that_fit(1e9, 2.0, 16, 16, 200) == 200
     assert users_that_fit(-5.0, 2.0, 16, 16, 200) == 16
+
+
+def _fake_trainer_module(calls: list) -> types.ModuleType:
+    """A stand-in for igdbeam.trainer: plain shifted cross-entropy, recording its arguments."""
+    mod = types.ModuleType("igdbeam.trainer")
+
+    def make_compute_loss_func(trie, beta, loss="igd"):
+        calls.append((beta, loss))
+
+        def compute(outputs, labels, num_items_in_batch=None):
+            logits = outputs.logits[:, :-1].float()
+            return torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]),
+                labels[:, 1:].reshape(-1),
+                ignore_index=IGNORE_INDEX,
+            )
+
+        return compute
+
+    mod.make_compute_loss_func = make_compute_loss_func
+    return mod
+
+
+@pytest.mark.slow
+def test_train_model_with_a_stand_in_loss(tmp_path: Path, monkeypatch) -> None:
+    from igdbeam.pipeline import train_model
+    from pipeline_fixtures import write_tiny_model
+    from transformers import AutoModelForCausalLM
+
+    calls: list = []
+    monkeypatch.setitem(sys.modules, "igdbeam.trainer", _fake_trainer_module(calls))
+    tok = tiny_tokenizer()
+    ds = load_dataset(write_tiny_data(tmp_path / "d"))
+    trie = build_trie(ds, tok)
+    model = AutoModelForCausalLM.from_pretrained(write_tiny_model(tmp_path / "m"))
+    before = [p.detach().clone() for p in model.parameters()]
+    metrics = train_model(
+        model,
+        tok,
+        trie,
+        ds.split("train"),
+        tmp_path / "out",
+        loss="cft",
+        beta=0.3,
+        max_steps=2,
+        batch_size=4,
+        progress=False,
+    )
+    assert calls == [(0.3, "cft")]
+    assert metrics["train_loss"] > 0 and metrics["model_dir"] == str(tmp_path / "out" / "model")
+    assert (tmp_path / "out" / "model" / "config.json").is_file()
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    assert make_loss(trie, "plain", 0.3) is not None and calls[-1] == (1.0, "igd")
