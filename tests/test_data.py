@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,9 @@ def test_round_trip(tmp_path: Path) -> None:
         row = next(csv.DictReader(fh))
     assert ast.literal_eval(row["history_item_title"]) == s.history_item_title
     assert sorted(p.name for p in d.iterdir()) == ["info.txt", "test.csv", "train.csv", "valid.csv"]
+    mask = os.umask(0)
+    os.umask(mask)
+    assert d.stat().st_mode & 0o777 == 0o777 & ~mask
 
 
 def test_reference_style_csv(tmp_path: Path) -> None:

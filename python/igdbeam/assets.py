@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from igdbeam.data.bigrec_csv import _public_dir
+
 
 class AssetError(RuntimeError):
     """An asset is neither cached, installed nor downloadable, or fails verification."""
@@ -215,6 +217,7 @@ def smollm2_checkpoint(*, progress: bool = True) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".convert-"))
     try:
+        _public_dir(tmp)
         tok = AutoTokenizer.from_pretrained(str(folder), gguf_file=SMOLLM2_GGUF)
         model = AutoModelForCausalLM.from_pretrained(
             str(folder), gguf_file=SMOLLM2_GGUF, **_dequantize_kwargs(folder / SMOLLM2_GGUF)

@@ -305,6 +305,13 @@ def write_item_info(path: str | os.PathLike[str], catalog: Catalog) -> None:
             fh.write(f"{_clean_title(title)}\t{item}\n")
 
 
+def _public_dir(path: Path) -> None:
+    """Give a ``mkdtemp`` folder (mode 0700) the permissions of a normal folder (umask)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    path.chmod(0o777 & ~mask)
+
+
 def write_dataset(
     directory: str | os.PathLike[str],
     catalog: Catalog,
@@ -327,6 +334,7 @@ def write_dataset(
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
+        _public_dir(tmp)
         write_item_info(tmp / "info.txt", catalog)
         for name, rows in splits.items():
             _write_split(tmp / f"{name}.csv", rows)

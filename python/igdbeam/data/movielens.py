@@ -156,7 +156,8 @@ def build_movielens(
         max_history: at most this many history items per sample.
         min_rating: keep only interactions rated at least this (default: keep all).
         with_year: append ``(year)`` to titles that lack it (disambiguates remakes).
-        max_users: keep only the first ``max_users`` users (sorted by id) for quick runs.
+        max_users: keep only the first ``max_users`` users (shortest ids first, then by id, i.e.
+            numeric order for numeric ids) for quick runs.
         overwrite: replace an existing ``out_dir``.
         progress: show tqdm progress bars.
 
