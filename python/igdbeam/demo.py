@@ -23,7 +23,19 @@ from igdbeam.io_utils import write_csv, write_json
 
 @dataclass(frozen=True)
 class DemoProfile:
-    """Sizes of one demo run."""
+    """Sizes of one demo run.
+
+    Attributes:
+        name: profile name.
+        num_users: test users (one row each); with ``time_budget_s`` the most users.
+        num_beams: beams = recommendations per user.
+        batch_size: prompts decoded together.
+        max_history_items: history items per prompt (the newest ones).
+        igd_alpha: IGD decoding strength.
+        train_steps / train_batch_size / train_beta: the IGD fine-tune (0 steps: zero-shot).
+        time_budget_s: when set, one timed batch decides how many users fit this many seconds
+            of the whole run (setup included).
+    """
 
     name: str
     num_users: int
@@ -39,7 +51,7 @@ class DemoProfile:
 
 PROFILES: dict[str, DemoProfile] = {
     # quick: up to 200 users, as many as one timed batch says fit 9 minutes end to end.
-    "quick": DemoProfile("quick", num_users=200, time_budget_s=540.0),
+    "quick": DemoProfile("quick", num_users=200, batch_size=8, time_budget_s=540.0),
     "full": DemoProfile("full", num_users=300, max_history_items=10, train_steps=100),
 }
 METHOD_ORDER = ("bigrec", "d3", "igd")
