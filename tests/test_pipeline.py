@@ -122,6 +122,10 @@ def test_example_dataset_and_collate() -> None:
     short = 0 if n0 < n1 else 1
     assert (batch["labels"][short, min(n0, n1) :] == IGNORE_INDEX).all()
     assert batch["labels"][0, :n0].tolist() == data[0]["labels"]
+    ex = data[0]
+    assert ex["prompt_ids"] + ex["completion_ids"] == ex["input_ids"]
+    assert ex["completion_ids"] == [x for x in ex["labels"] if x != IGNORE_INDEX]
+    assert tok.decode(ex["cf_prompt_ids"]).endswith("before: \n\n### Response:\n")
 
 
 def test_make_loss_errors() -> None:
@@ -210,6 +214,7 @@ def test_train_model_with_a_stand_in_loss(tmp_path: Path, monkeypatch) -> None:
 
     calls: list = []
     monkeypatch.setitem(sys.modules, "igdbeam.trainer", _fake_trainer_module(calls))
+    monkeypatch.setitem(sys.modules, "igdbeam.collators", None)  # no IGDTrainer: fallback
     tok = tiny_tokenizer()
     ds = load_dataset(write_tiny_data(tmp_path / "d"))
     trie = build_trie(ds, tok)
@@ -227,8 +232,8 @@ def test_train_model_with_a_stand_in_loss(tmp_path: Path, monkeypatch) -> None:
         batch_size=4,
         progress=False,
     )
-    assert calls == [(0.3, "cft")]
+    assert calls == [(0.3, "cft")]  # the fallback Trainer path (no IGDTrainer in the stand-in)
     assert metrics["train_loss"] > 0 and metrics["model_dir"] == str(tmp_path / "out" / "model")
     assert (tmp_path / "out" / "model" / "config.json").is_file()
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
-    assert make_loss(trie, "plain", 0.3) is not None and calls[-1] == (1.0, "igd")
+    assert make_loss(trie, "plain", 0.3) is not None and calls[-1] == (0.3, "ce")

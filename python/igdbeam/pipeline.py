@@ -342,7 +342,12 @@ def recommend_sharded(
 
 # ---------------------------------------------------------------------------------- training
 class ExampleDataset(torch.utils.data.Dataset):
-    """Tokenized training examples (``input_ids``, ``labels``) built with :func:`build_example`."""
+    """Tokenized training examples built with :func:`build_example`.
+
+    Each item holds ``input_ids`` and ``labels`` (for :func:`pad_collate`) and the same tokens
+    split as ``prompt_ids`` / ``completion_ids`` plus the history-free ``cf_prompt_ids`` (for
+    ``igdbeam.CompletionCollator`` / ``igdbeam.CFTCollator``).
+    """
 
     def __init__(
         self,
@@ -355,6 +360,11 @@ class ExampleDataset(torch.utils.data.Dataset):
     ) -> None:
         """Tokenize every sample once (the labels are the target's trie path)."""
         self.examples = []
+        cf_prompt = list(
+            tokenizer(get_template(template).history_free_prompt(), add_special_tokens=False)[
+                "input_ids"
+            ]
+        )
         for s in tqdm(samples, desc="tokenizing examples", disable=not progress, unit="row"):
             hist = list(s.history_item_title)
             if max_history_items is not None:
@@ -366,7 +376,16 @@ class ExampleDataset(torch.utils.data.Dataset):
                 template,
                 max_prompt_tokens=max_prompt_tokens,
             )
-            self.examples.append({"input_ids": ids, "labels": labels})
+            n_prompt = sum(1 for x in labels if x == IGNORE_INDEX)
+            self.examples.append(
+                {
+                    "input_ids": ids,
+                    "labels": labels,
+                    "prompt_ids": ids[:n_prompt],
+                    "completion_ids": ids[n_prompt:],
+                    "cf_prompt_ids": cf_prompt,
+                }
+            )
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -393,24 +412,38 @@ def pad_collate(pad_id: int) -> Callable[[list[dict[str, list[int]]]], dict[str,
     return collate
 
 
+TRAINER_LOSS = {"plain": "ce", "pos": "pos", "cft": "cft", "igd": "igd"}
+
+
 def make_loss(trie: Any, loss: str, beta: float) -> Callable[..., torch.Tensor]:
-    """The Trainer ``compute_loss_func`` for a loss name: plain (beta=1), pos, cft or igd."""
+    """The Trainer ``compute_loss_func`` for a loss name: plain, pos, cft or igd.
+
+    Calls ``igdbeam.trainer.make_compute_loss_func(trie, beta, loss=...)`` with the trainer's
+    names (``plain`` is its ``"ce"``); a build whose function has no ``loss`` argument offers
+    ``plain`` (``beta = 1``) and ``igd`` only.
+    """
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
     from igdbeam.trainer import make_compute_loss_func
 
-    if loss == "plain":
-        return make_compute_loss_func(trie, 1.0)
-    if loss == "igd":
-        return make_compute_loss_func(trie, beta)
-    params = inspect.signature(make_compute_loss_func).parameters
-    for key in ("loss", "mode", "method", "weighting"):
-        if key in params:
-            return make_compute_loss_func(trie, beta, **{key: loss})
+    if "loss" in inspect.signature(make_compute_loss_func).parameters:
+        return make_compute_loss_func(trie, beta, loss=TRAINER_LOSS[loss])
+    if loss in ("plain", "igd"):
+        return make_compute_loss_func(trie, 1.0 if loss == "plain" else beta)
     raise NotImplementedError(
         f"loss {loss!r} needs igdbeam.trainer.make_compute_loss_func to accept a loss mode; this "
         "build only offers the IG weighting (use --loss plain or --loss igd)"
     )
+
+
+def _igd_trainer() -> tuple[Any, Any, Any] | None:
+    """``(IGDTrainer, CompletionCollator, CFTCollator)`` when this igdbeam build has them."""
+    try:
+        from igdbeam.collators import CFTCollator, CompletionCollator
+        from igdbeam.trainer import IGDTrainer
+    except ImportError:
+        return None
+    return IGDTrainer, CompletionCollator, CFTCollator
 
 
 def train_model(
@@ -436,8 +469,10 @@ def train_model(
 ) -> dict[str, Any]:
     """Fine-tune ``model`` on the samples with a transformers ``Trainer`` and the chosen loss.
 
-    The loss comes from :func:`make_loss` (``igdbeam.trainer.make_compute_loss_func``); the
-    Trainer runs data-parallel when started with ``accelerate launch``. With ``save`` the
+    With ``igdbeam.trainer.IGDTrainer`` available it trains with it (``loss`` plain/pos/cft/igd
+    map to its ``ce``/``pos``/``cft``/``igd``; CFT gets ``igdbeam.CFTCollator`` with the
+    history-free prompt); otherwise a plain ``Trainer`` with :func:`make_loss`. The Trainer
+    runs data-parallel when started with ``accelerate launch``. With ``save`` the
     model and tokenizer are written to ``output_dir`` (``save_model`` writes to a temp folder
     first only on the main process, so readers never see a half checkpoint).
 
@@ -446,7 +481,8 @@ def train_model(
     """
     from transformers import Trainer, TrainingArguments
 
-    compute_loss = make_loss(trie, loss, beta)
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
     data = ExampleDataset(
         tokenizer, samples, template, max_prompt_tokens, max_history_items, progress
     )
@@ -468,13 +504,27 @@ def train_model(
         remove_unused_columns=False,
         use_cpu=not torch.cuda.is_available(),
     )
-    trainer = Trainer(
-        model=model,
-        args=args,
-        train_dataset=data,
-        data_collator=pad_collate(pad_id),
-        compute_loss_func=compute_loss,
-    )
+    igd = _igd_trainer()
+    if igd is not None:
+        igd_trainer, completion_collator, cft_collator = igd
+        collator = (cft_collator if loss == "cft" else completion_collator)(pad_id)
+        trainer = igd_trainer(
+            model=model,
+            args=args,
+            train_dataset=data,
+            data_collator=collator,
+            trie=trie,
+            beta=beta,
+            loss=TRAINER_LOSS[loss],
+        )
+    else:
+        trainer = Trainer(
+            model=model,
+            args=args,
+            train_dataset=data,
+            data_collator=pad_collate(pad_id),
+            compute_loss_func=make_loss(trie, loss, beta),
+        )
     start = time.perf_counter()
     result = trainer.train()
     metrics = dict(result.metrics)

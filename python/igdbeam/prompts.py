@@ -56,6 +56,10 @@ class PromptTemplate:
         items = self.separator.join(self.item_format.format(title=t) for t in history_titles)
         return self.header + items + self.footer
 
+    def history_free_prompt(self) -> str:
+        """The prompt with the user's history left out (the CFT baseline's counterfactual)."""
+        return self.header + self.footer
+
     def response(self, title: str) -> str:
         """Return the response text for a title (without EOS)."""
         return self.response_prefix + title + self.response_suffix
