@@ -269,3 +269,23 @@ def test_accelerate_two_processes(tiny, tmp_path: Path) -> None:
     assert [float(r["score"]) for r in two] == pytest.approx(
         [float(r["score"]) for r in one], rel=1e-4
     )
+
+
+@pytest.mark.slow
+def test_accelerate_two_processes_train(tiny, tmp_path: Path) -> None:
+    """`accelerate launch` trains data-parallel on 2 CPU processes (DDP over gloo)."""
+    pytest.importorskip("igdbeam.trainer")
+    data, model = tiny
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "python"), str(ROOT / "tests")])
+    cmd = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
+        "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        "-m", "igdbeam.cli", "train", "--data", str(data), "--model", str(model),
+        "--output-dir", str(tmp_path / "run"), "--loss", "igd", "--max-steps", "3",
+        "--batch-size", "2", "--threads", "1", "--no-progress",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("trained with the igd loss") == 1  # printed by the main process
+    assert (tmp_path / "run" / "model" / "config.json").is_file()
