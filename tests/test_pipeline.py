@@ -179,10 +179,10 @@ def test_format_table() -> None:
 
 
 def test_users_that_fit() -> None:
-    # 2 s per user, 16 done, 400 s left: (200 + 16) / 3.1 = 69.7 -> 69 -> 64 (batches of 16).
-    assert users_that_fit(400.0, 2.0, 16, 16, 200) == 64
-    assert users_that_fit(1e9, 2.0, 16, 16, 200) == 200
-    assert users_that_fit(-5.0, 2.0, 16, 16, 200) == 16
+    # 6 s per user (3 decoders), 8 done, 400 s left: 8 + 66 = 74 -> 72 (batches of 8).
+    assert users_that_fit(400.0, 6.0, 8, 8, 200) == 72
+    assert users_that_fit(1e9, 6.0, 8, 8, 200) == 200
+    assert users_that_fit(-5.0, 6.0, 8, 8, 200) == 8
 
 
 def _fake_trainer_module(calls: list) -> types.ModuleType:

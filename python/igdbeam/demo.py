@@ -85,16 +85,16 @@ class _Phase:
 def users_that_fit(
     seconds_left: float, per_user: float, done: int, batch_size: int, available: int
 ) -> int:
-    """How many users three decoders can handle in ``seconds_left``.
+    """How many users the decoders can handle in ``seconds_left``.
 
-    ``done`` users were already decoded with the first method (the calibration batch); the rest
-    of the first method costs ``n - done`` users, the other two methods ``n`` users each, with 10%
-    slack for IGD's reweighting. The result is a multiple of ``batch_size`` (at least ``done``)
-    and at most ``available``.
+    ``done`` users were already decoded by every method (the calibration batch) and
+    ``per_user`` is the measured cost of one more user for all methods together. The result is
+    ``done`` plus the users that fit, rounded down to a multiple of ``batch_size``, clamped to
+    ``[done, available]``.
     """
-    methods = len(METHOD_ORDER)
-    fit = int((max(seconds_left, 0.0) / max(per_user, 1e-9) + done) / (methods + 0.1))
-    return max(done, min(available, fit // batch_size * batch_size))
+    more = int(max(seconds_left, 0.0) / max(per_user, 1e-9))
+    n = (done + more) // batch_size * batch_size
+    return max(done, min(available, n))
 
 
 def format_table(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]]) -> str:
@@ -239,28 +239,28 @@ def run_demo(
     method_settings = {m: dict(METHODS[m]) for m in METHOD_ORDER}
     method_settings["igd"]["alpha"] = prof.igd_alpha
 
-    # Calibrate: time one batch of the first method, then keep as many users as fit the budget.
-    first = METHOD_ORDER[0]
-    calib: Recommendations | None = None
+    # Calibrate: time one batch with every method, then keep as many users as fit the budget.
+    calib: dict[str, Recommendations] = {}
     if prof.time_budget_s is not None and num_users is None and len(rows) > prof.batch_size:
         head = rows[: prof.batch_size]
         with clock("calibrate"):
-            calib = recommend(
-                model,
-                tokenizer,
-                trie,
-                head,
-                desc=f"{first} (calibration)",
-                **decode_kwargs,
-                **method_settings[first],
-            )
-        per_user = calib.seconds / len(head)
+            for method in METHOD_ORDER:
+                calib[method] = recommend(
+                    model,
+                    tokenizer,
+                    trie,
+                    head,
+                    desc=f"{method} (calibration)",
+                    **decode_kwargs,
+                    **method_settings[method],
+                )
+        per_user = sum(c.seconds for c in calib.values()) / len(head)
         left = prof.time_budget_s - (time.perf_counter() - total_start) - 15.0
-        n = users_that_fit(left, per_user, len(head), prof.batch_size, len(rows))
-        rows = rows[:n]
+        rows = rows[: users_that_fit(left, per_user, len(head), prof.batch_size, len(rows))]
         print(
-            f"[igdbeam demo] {per_user:.1f} s per user and method: {len(rows)} users fit the "
-            f"{prof.time_budget_s / 60:.0f}-minute budget (fix the number with --num-users)",
+            f"[igdbeam demo] {per_user:.1f} s per user for the {len(METHOD_ORDER)} decoders: "
+            f"{len(rows)} users fit the {prof.time_budget_s / 60:.0f}-minute budget "
+            "(fix the number with --num-users)",
             flush=True,
         )
     targets = target_positions(ds, rows)
@@ -270,25 +270,21 @@ def run_demo(
     for method in METHOD_ORDER:
         settings = method_settings[method]
         with clock(f"decode {method}"):
-            if method == first and calib is not None:
-                rest = recommend(
-                    model,
-                    tokenizer,
-                    trie,
-                    rows[len(calib.item_ids) :],
-                    desc=method,
-                    **decode_kwargs,
-                    **settings,
-                )
+            done = calib.get(method)
+            todo = rows[len(done.item_ids) :] if done is not None else rows
+            recs = (
+                recommend(model, tokenizer, trie, todo, desc=method, **decode_kwargs, **settings)
+                if todo
+                else None
+            )
+            if done is not None:
+                parts = [done] + ([recs] if recs is not None else [])
                 recs = Recommendations(
-                    np.concatenate([calib.item_ids, rest.item_ids]),
-                    np.concatenate([calib.scores, rest.scores]),
-                    calib.seconds + rest.seconds,
+                    np.concatenate([r.item_ids for r in parts]),
+                    np.concatenate([r.scores for r in parts]),
+                    sum(r.seconds for r in parts),
                 )
-            else:
-                recs = recommend(
-                    model, tokenizer, trie, rows, desc=method, **decode_kwargs, **settings
-                )
+            assert recs is not None
         metrics = evaluate_recommendations(recs.item_ids, targets, trie, popularity=pop)
         results.append({"method": method, **settings, **metrics, "seconds": recs.seconds})
         ranked[method] = recs.item_ids
