@@ -9,7 +9,9 @@ from igdbeam.collators import CFTCollator, CompletionCollator
 from igdbeam.decode_ops import beam_step, processor_step
 from igdbeam.generate import RecommendationOutput, custom_generate, generate
 from igdbeam.loss import cft_loss, igd_loss, igd_loss_from_log_probs, pos_loss
+from igdbeam.metrics import diversity_metrics, evaluate_recommendations, ranking_metrics
 from igdbeam.processor import IGDLogitsProcessor
+from igdbeam.prompts import TEMPLATES, PromptTemplate, build_example, trie_for_catalog
 from igdbeam.titles import tokenize_titles_in_context
 from igdbeam.trie import ItemTrie, popularity_weights
 from igdbeam.weights import TokenWeights, label_token_weights, positional_token_weights
@@ -37,14 +39,19 @@ __all__ = [
     "IGDSFTTrainer",
     "IGDTrainer",
     "ItemTrie",
+    "PromptTemplate",
     "RecommendationOutput",
+    "TEMPLATES",
     "TokenWeights",
     "__version__",
     "beam_step",
+    "build_example",
     "built_with_cuda",
     "cft_loss",
     "cuda_available",
     "custom_generate",
+    "diversity_metrics",
+    "evaluate_recommendations",
     "generate",
     "igd_loss",
     "igd_loss_from_log_probs",
@@ -54,5 +61,7 @@ __all__ = [
     "pos_loss",
     "positional_token_weights",
     "processor_step",
+    "ranking_metrics",
     "tokenize_titles_in_context",
+    "trie_for_catalog",
 ]

