@@ -79,8 +79,11 @@ TrieView MakeView(int64_t num_nodes, std::uintptr_t child_offsets, std::uintptr_
 }  // namespace
 
 void RegisterTrie(py::module_& m) {
+  // dynamic_attr: ItemTrie.native_view() stores the trie on its view (view.owner), so the arrays
+  // that the raw pointers point into live as long as the view.
   py::class_<TrieView>(
-      m, "TrieView", "Raw pointers to a trie's arrays (host or device); built by igdbeam.ItemTrie.")
+      m, "TrieView", py::dynamic_attr(),
+      "Raw pointers to a trie's arrays (host or device); built by igdbeam.ItemTrie.")
       .def(py::init(&MakeView), py::arg("num_nodes"), py::arg("child_offsets"), py::arg("token"),
            py::arg("parent"), py::arg("depth"), py::arg("entropy"), py::arg("info_gain"),
            py::arg("info_gain_norm"), py::arg("zero_ig"))

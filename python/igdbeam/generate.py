@@ -72,26 +72,24 @@ def _paths_of_nodes(
     trie: ItemTrie, nodes: torch.Tensor, pad_token_id: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Token paths of trie nodes (any shape), padded; returns (tokens [..., T], lengths)."""
-    parent = trie.array("parent").to(torch.int64)
-    token = trie.array("token").to(torch.int64)
-    depth = trie.array("depth").to(torch.int64)
+    # Index the int32 arrays first: converting them whole would copy the catalog every call.
+    parent, token, depth = (trie.array(n) for n in ("parent", "token", "depth"))
     flat = nodes.reshape(-1).to(torch.int64)
     valid = flat >= 0
     cur = flat.clamp(min=0)
-    lengths = torch.where(valid, depth[cur], torch.zeros_like(cur))
+    lengths = torch.where(valid, depth[cur].to(torch.int64), torch.zeros_like(cur))
     width = int(lengths.max()) if lengths.numel() else 0
     out = torch.full((flat.shape[0], width), pad_token_id, dtype=torch.int64, device=nodes.device)
     rows = torch.arange(flat.shape[0], device=nodes.device)
     pos = lengths - 1
     for _ in range(width):
         live = pos >= 0
-        out[rows[live], pos[live]] = token[cur[live]]
-        cur = torch.where(live, parent[cur].clamp(min=0), cur)
+        out[rows[live], pos[live]] = token[cur[live]].to(torch.int64)
+        cur = torch.where(live, parent[cur].to(torch.int64).clamp(min=0), cur)
         pos = pos - 1
     return out.reshape(*nodes.shape, width), lengths.reshape(nodes.shape)
 
 
-@torch.no_grad()
 def cache_field_name() -> str:
     """Name of the KV-cache argument and output field: ``cache`` in recent transformers 5.x,
     ``past_key_values`` before the rename."""
@@ -100,6 +98,7 @@ def cache_field_name() -> str:
     return "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
 
 
+@torch.no_grad()
 def generate(
     model: Any,
     input_ids: torch.Tensor,
