@@ -2,10 +2,15 @@
 //
 // Each <op>_cuda takes the TrieView (device pointers), the arguments of <op>_cpu (see README.md)
 // and the cudaStream_t handle as an int. The GIL is released; nothing synchronises the device.
+// The CUDA wrappers never throw (see cuda_kernels.h): their Status becomes an exception here, in
+// host-compiled code, after the GIL is taken back.
 #include "common.h"
 
 #if defined(IGDBEAM_WITH_CUDA)
+#include <stdexcept>
+
 #include "igdbeam/cuda_kernels.h"
+#include "igdbeam/errors.h"
 #include "igdbeam/kernels.h"
 #endif
 
@@ -18,16 +23,31 @@ void* Stream(std::uintptr_t stream) { return reinterpret_cast<void*>(stream); }
 
 ScalarType DType(int code) { return static_cast<ScalarType>(code); }
 
+// Runs `call` (returning a cuda::Status) without the GIL, then raises its error, if any:
+// kInvalidArgument as igdbeam::InvalidArgument (ValueError), anything else as RuntimeError.
+template <typename Call>
+void RunWithoutGil(Call&& call) {
+  cuda::Status status;
+  {
+    py::gil_scoped_release release;
+    status = call();
+  }
+  if (status.ok()) return;
+  if (status.code == cuda::Status::kInvalidArgument) throw InvalidArgument(status.message);
+  throw std::runtime_error(status.message);
+}
+
 void RegisterCudaOps(py::module_& m) {
   m.def(
       "walk_paths_cuda",
       [](const TrieView& trie, std::uintptr_t tokens, int64_t rows, int64_t cols,
          int64_t row_stride, std::uintptr_t lengths, std::uintptr_t out_nodes,
          std::uintptr_t stream) {
-        py::gil_scoped_release release;
-        cuda::WalkPaths(trie, Ptr<const int64_t>(tokens), rows, cols, row_stride,
-                        lengths ? Ptr<const int64_t>(lengths) : nullptr, Ptr<int32_t>(out_nodes),
-                        Stream(stream));
+        RunWithoutGil([&] {
+          return cuda::WalkPaths(trie, Ptr<const int64_t>(tokens), rows, cols, row_stride,
+                                 lengths ? Ptr<const int64_t>(lengths) : nullptr,
+                                 Ptr<int32_t>(out_nodes), Stream(stream));
+        });
       },
       py::arg("trie"), py::arg("tokens"), py::arg("rows"), py::arg("cols"), py::arg("row_stride"),
       py::arg("lengths"), py::arg("out_nodes"), py::arg("stream"),
@@ -41,9 +61,11 @@ void RegisterCudaOps(py::module_& m) {
          std::uintptr_t out_row_status, std::uintptr_t stream) {
         LabelWeightsOutput out{Ptr<float>(out_info_gain), Ptr<uint8_t>(out_zero_ig),
                                Ptr<float>(out_weight), Ptr<int32_t>(out_row_status)};
-        py::gil_scoped_release release;
-        cuda::LabelWeights(trie, Ptr<const int64_t>(labels), rows, cols, row_stride, ignore_index,
-                           beta, static_cast<OffTriePolicy>(policy), out, Stream(stream));
+        RunWithoutGil([&] {
+          return cuda::LabelWeights(trie, Ptr<const int64_t>(labels), rows, cols, row_stride,
+                                    ignore_index, beta, static_cast<OffTriePolicy>(policy), out,
+                                    Stream(stream));
+        });
       },
       py::arg("trie"), py::arg("labels"), py::arg("rows"), py::arg("cols"), py::arg("row_stride"),
       py::arg("ignore_index"), py::arg("beta"), py::arg("policy"), py::arg("out_info_gain"),
@@ -62,11 +84,12 @@ void RegisterCudaOps(py::module_& m) {
         params.temperature = temperature;
         params.renormalize = renormalize;
         params.eos_token_id = eos_token_id;
-        py::gil_scoped_release release;
-        cuda::ProcessorStep(trie, Ptr<const int64_t>(input_ids), rows, seq_len, ids_row_stride,
-                            prompt_len, Ptr<void>(scores), DType(dtype_code), vocab,
-                            scores_row_stride, params, Ptr<int32_t>(out_nodes),
-                            Ptr<int32_t>(out_row_status), Stream(stream));
+        RunWithoutGil([&] {
+          return cuda::ProcessorStep(
+              trie, Ptr<const int64_t>(input_ids), rows, seq_len, ids_row_stride, prompt_len,
+              Ptr<void>(scores), DType(dtype_code), vocab, scores_row_stride, params,
+              Ptr<int32_t>(out_nodes), Ptr<int32_t>(out_row_status), Stream(stream));
+        });
       },
       py::arg("trie"), py::arg("input_ids"), py::arg("rows"), py::arg("seq_len"),
       py::arg("ids_row_stride"), py::arg("prompt_len"), py::arg("scores"), py::arg("dtype_code"),
@@ -89,10 +112,12 @@ void RegisterCudaOps(py::module_& m) {
         params.renormalize = renormalize;
         BeamStepOutput out{Ptr<float>(out_score), Ptr<float>(out_logp), Ptr<int32_t>(out_beam),
                            Ptr<int64_t>(out_token), Ptr<int32_t>(out_node)};
-        py::gil_scoped_release release;
-        cuda::BeamStep(trie, Ptr<const void>(logits), DType(dtype_code), batch, beams, vocab,
-                       logits_row_stride, Ptr<const float>(beam_scores), Ptr<const int32_t>(nodes),
-                       params, num_candidates, out, Stream(stream));
+        RunWithoutGil([&] {
+          return cuda::BeamStep(trie, Ptr<const void>(logits), DType(dtype_code), batch, beams,
+                                vocab, logits_row_stride, Ptr<const float>(beam_scores),
+                                Ptr<const int32_t>(nodes), params, num_candidates, out,
+                                Stream(stream));
+        });
       },
       py::arg("trie"), py::arg("logits"), py::arg("dtype_code"), py::arg("batch"), py::arg("beams"),
       py::arg("vocab"), py::arg("logits_row_stride"), py::arg("beam_scores"), py::arg("nodes"),

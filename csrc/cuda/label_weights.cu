@@ -69,18 +69,19 @@ __global__ void LabelWeightsKernel(TrieView trie, const int64_t* __restrict__ la
 
 }  // namespace
 
-void LabelWeights(const TrieView& trie, const int64_t* labels, int64_t rows, int64_t cols,
-                  int64_t row_stride, int64_t ignore_index, float beta, OffTriePolicy policy,
-                  const LabelWeightsOutput& out, void* stream) {
-  IGD_CHECK_ARG(rows >= 0 && cols >= 0, "rows and cols must not be negative");
-  IGD_CHECK_ARG(policy == OffTriePolicy::kError || policy == OffTriePolicy::kUniform ||
-                    policy == OffTriePolicy::kIgnore,
-                "off-trie policy must be 0 (error), 1 (uniform) or 2 (ignore)");
-  if (rows == 0) return;
+Status LabelWeights(const TrieView& trie, const int64_t* labels, int64_t rows, int64_t cols,
+                    int64_t row_stride, int64_t ignore_index, float beta, OffTriePolicy policy,
+                    const LabelWeightsOutput& out, void* stream) noexcept {
+  IGD_CUDA_CHECK_ARG(rows >= 0 && cols >= 0, "rows and cols must not be negative");
+  IGD_CUDA_CHECK_ARG(policy == OffTriePolicy::kError || policy == OffTriePolicy::kUniform ||
+                         policy == OffTriePolicy::kIgnore,
+                     "off-trie policy must be 0 (error), 1 (uniform) or 2 (ignore)");
+  if (rows == 0) return OkStatus();
   IGD_LAUNCH(LabelWeightsKernel, static_cast<unsigned>(CeilDiv(rows, kWarpsPerBlock)),
              kWarpsPerBlock * 32, 0, AsStream(stream))(
       trie, labels, rows, cols, row_stride, ignore_index, beta, static_cast<int32_t>(policy), out);
   IGD_CUDA_CHECK_LAUNCH();
+  return OkStatus();
 }
 
 }  // namespace igdbeam::cuda

@@ -3,10 +3,9 @@
 #pragma once
 
 #include <cstdint>
-#include <stdexcept>
 
+#include "cuda_check.cuh"
 #include "cuda_compat.cuh"
-#include "igdbeam/errors.h"
 #include "igdbeam/kernels.h"
 
 namespace igdbeam::cuda {
@@ -104,30 +103,38 @@ inline bool RowsAligned16(const void* base, int64_t row_stride, int64_t elem_siz
 
 inline int64_t ElementSize(ScalarType dtype) { return dtype == ScalarType::kFloat32 ? 4 : 2; }
 
+// OK for the dtypes IGD_DISPATCH_FLOAT_TYPES handles, else a kInvalidArgument status.
+inline Status CheckFloatType(ScalarType dtype) noexcept {
+  IGD_CUDA_CHECK_ARG(dtype == ScalarType::kFloat32 || dtype == ScalarType::kBFloat16 ||
+                         dtype == ScalarType::kFloat16,
+                     "dtype code must be 0 (float32), 1 (bfloat16) or 2 (float16), got ",
+                     static_cast<int>(dtype));
+  return OkStatus();
+}
+
 }  // namespace igdbeam::cuda
 
-// Runs the following statement with `scalar_t` bound to the C++ type of `dtype`.
-#define IGD_DISPATCH_FLOAT_TYPES(dtype, ...)                                     \
-  do {                                                                           \
-    switch (dtype) {                                                             \
-      case ::igdbeam::ScalarType::kFloat32: {                                    \
-        using scalar_t = float;                                                  \
-        __VA_ARGS__;                                                             \
-        break;                                                                   \
-      }                                                                          \
-      case ::igdbeam::ScalarType::kBFloat16: {                                   \
-        using scalar_t = __nv_bfloat16;                                          \
-        __VA_ARGS__;                                                             \
-        break;                                                                   \
-      }                                                                          \
-      case ::igdbeam::ScalarType::kFloat16: {                                    \
-        using scalar_t = __half;                                                 \
-        __VA_ARGS__;                                                             \
-        break;                                                                   \
-      }                                                                          \
-      default:                                                                   \
-        throw ::igdbeam::InvalidArgument(::igdbeam::detail::Concat(              \
-            "dtype code must be 0 (float32), 1 (bfloat16) or 2 (float16), got ", \
-            static_cast<int>(dtype)));                                           \
-    }                                                                            \
+// Runs the following statement with `scalar_t` bound to the C++ type of `dtype`; for any other
+// dtype, returns a kInvalidArgument status from the enclosing function (which returns a Status).
+#define IGD_DISPATCH_FLOAT_TYPES(dtype, ...)           \
+  do {                                                 \
+    switch (dtype) {                                   \
+      case ::igdbeam::ScalarType::kFloat32: {          \
+        using scalar_t = float;                        \
+        __VA_ARGS__;                                   \
+        break;                                         \
+      }                                                \
+      case ::igdbeam::ScalarType::kBFloat16: {         \
+        using scalar_t = __nv_bfloat16;                \
+        __VA_ARGS__;                                   \
+        break;                                         \
+      }                                                \
+      case ::igdbeam::ScalarType::kFloat16: {          \
+        using scalar_t = __half;                       \
+        __VA_ARGS__;                                   \
+        break;                                         \
+      }                                                \
+      default:                                         \
+        return ::igdbeam::cuda::CheckFloatType(dtype); \
+    }                                                  \
   } while (0)

@@ -154,19 +154,19 @@ __global__ void __launch_bounds__(kThreads)
 
 }  // namespace
 
-void ProcessorStep(const TrieView& trie, const int64_t* input_ids, int64_t rows, int64_t seq_len,
-                   int64_t ids_row_stride, int64_t prompt_len, void* scores, ScalarType dtype,
-                   int64_t vocab, int64_t scores_row_stride, const DecodeParams& params,
-                   int32_t* out_nodes, int32_t* row_status, void* stream) {
-  IGD_CHECK_ARG(rows >= 0 && seq_len >= 0 && vocab > 0, "bad shape: rows ", rows, ", seq_len ",
-                seq_len, ", vocab ", vocab);
-  IGD_CHECK_ARG(prompt_len >= 0 && prompt_len <= seq_len, "prompt_len ", prompt_len,
-                " must lie in [0, seq_len = ", seq_len, "]");
-  IGD_CHECK_ARG(params.temperature > 0.0f, "temperature must be positive, got ",
-                params.temperature);
-  IGD_CHECK_ARG(params.eos_token_id < vocab, "eos_token_id ", params.eos_token_id,
-                " is outside the vocabulary of ", vocab, " tokens");
-  if (rows == 0) return;
+Status ProcessorStep(const TrieView& trie, const int64_t* input_ids, int64_t rows, int64_t seq_len,
+                     int64_t ids_row_stride, int64_t prompt_len, void* scores, ScalarType dtype,
+                     int64_t vocab, int64_t scores_row_stride, const DecodeParams& params,
+                     int32_t* out_nodes, int32_t* row_status, void* stream) noexcept {
+  IGD_CUDA_CHECK_ARG(rows >= 0 && seq_len >= 0 && vocab > 0, "bad shape: rows ", rows, ", seq_len ",
+                     seq_len, ", vocab ", vocab);
+  IGD_CUDA_CHECK_ARG(prompt_len >= 0 && prompt_len <= seq_len, "prompt_len ", prompt_len,
+                     " must lie in [0, seq_len = ", seq_len, "]");
+  IGD_CUDA_CHECK_ARG(params.temperature > 0.0f, "temperature must be positive, got ",
+                     params.temperature);
+  IGD_CUDA_CHECK_ARG(params.eos_token_id < vocab, "eos_token_id ", params.eos_token_id,
+                     " is outside the vocabulary of ", vocab, " tokens");
+  if (rows == 0) return OkStatus();
   ProcessorArgs a;
   a.input_ids = input_ids;
   a.seq_len = seq_len;
@@ -187,6 +187,7 @@ void ProcessorStep(const TrieView& trie, const int64_t* input_ids, int64_t rows,
                AsStream(stream))(trie, static_cast<scalar_t*>(scores), a);
   });
   IGD_CUDA_CHECK_LAUNCH();
+  return OkStatus();
 }
 
 }  // namespace igdbeam::cuda

@@ -22,14 +22,16 @@ __global__ void WalkPathsKernel(TrieView trie, const int64_t* __restrict__ token
 
 }  // namespace
 
-void WalkPaths(const TrieView& trie, const int64_t* tokens, int64_t rows, int64_t cols,
-               int64_t row_stride, const int64_t* lengths, int32_t* out_nodes, void* stream) {
-  IGD_CHECK_ARG(rows >= 0 && cols >= 0, "rows and cols must not be negative");
-  if (rows == 0) return;
+Status WalkPaths(const TrieView& trie, const int64_t* tokens, int64_t rows, int64_t cols,
+                 int64_t row_stride, const int64_t* lengths, int32_t* out_nodes,
+                 void* stream) noexcept {
+  IGD_CUDA_CHECK_ARG(rows >= 0 && cols >= 0, "rows and cols must not be negative");
+  if (rows == 0) return OkStatus();
   constexpr int kThreads = 128;
   IGD_LAUNCH(WalkPathsKernel, static_cast<unsigned>(CeilDiv(rows, kThreads)), kThreads, 0,
              AsStream(stream))(trie, tokens, rows, cols, row_stride, lengths, out_nodes);
   IGD_CUDA_CHECK_LAUNCH();
+  return OkStatus();
 }
 
 }  // namespace igdbeam::cuda

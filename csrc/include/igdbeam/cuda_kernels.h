@@ -2,9 +2,13 @@
 //
 // Every pointer (trie arrays included) is a device pointer on the current device. `stream` is a
 // cudaStream_t; every function only enqueues work on it and never synchronises the host, so a
-// decoding step can be captured in a CUDA graph. Launch errors are thrown as std::runtime_error
-// carrying the CUDA error string and the file:line of the launch; bad arguments that can be seen
-// on the host throw igdbeam::InvalidArgument.
+// decoding step can be captured in a CUDA graph.
+//
+// No exception ever leaves (or is thrown inside) the nvcc-compiled code: every function is
+// noexcept and returns a Status. Bad arguments that can be seen on the host give
+// kInvalidArgument; a failing CUDA call or launch gives kCudaError with the CUDA error string and
+// the file:line of the call. The bindings (compiled by the host C++ compiler) turn these into
+// igdbeam::InvalidArgument and std::runtime_error.
 #pragma once
 
 #include <cstdint>
@@ -14,29 +18,44 @@
 
 namespace igdbeam::cuda {
 
+// The outcome of a host wrapper. Plain data (a fixed, NUL-terminated, possibly truncated message
+// instead of a std::string), so that it crosses between nvcc- and host-compiled objects safely.
+struct Status {
+  static constexpr int kOk = 0;
+  static constexpr int kInvalidArgument = 1;
+  static constexpr int kCudaError = 2;
+  static constexpr int kMessageSize = 1024;
+
+  int code;
+  char message[kMessageSize];
+
+  bool ok() const noexcept { return code == kOk; }
+};
+
 // One thread per row; lengths (may be null) are clamped to [0, cols].
-void WalkPaths(const TrieView& trie, const int64_t* tokens, int64_t rows, int64_t cols,
-               int64_t row_stride, const int64_t* lengths, int32_t* out_nodes, void* stream);
+Status WalkPaths(const TrieView& trie, const int64_t* tokens, int64_t rows, int64_t cols,
+                 int64_t row_stride, const int64_t* lengths, int32_t* out_nodes,
+                 void* stream) noexcept;
 
 // One warp per row: the warp loads 32 labels at a time, walks them in order and stores the
 // outputs of the 32 positions with coalesced writes.
-void LabelWeights(const TrieView& trie, const int64_t* labels, int64_t rows, int64_t cols,
-                  int64_t row_stride, int64_t ignore_index, float beta, OffTriePolicy policy,
-                  const LabelWeightsOutput& out, void* stream);
+Status LabelWeights(const TrieView& trie, const int64_t* labels, int64_t rows, int64_t cols,
+                    int64_t row_stride, int64_t ignore_index, float beta, OffTriePolicy policy,
+                    const LabelWeightsOutput& out, void* stream) noexcept;
 
 // One block per row: walk, optional full-row log-softmax normaliser (temperature != 1), optional
 // logsumexp over the children (renormalize), then a tiled rewrite of the row in place.
-void ProcessorStep(const TrieView& trie, const int64_t* input_ids, int64_t rows, int64_t seq_len,
-                   int64_t ids_row_stride, int64_t prompt_len, void* scores, ScalarType dtype,
-                   int64_t vocab, int64_t scores_row_stride, const DecodeParams& params,
-                   int32_t* out_nodes, int32_t* row_status, void* stream);
+Status ProcessorStep(const TrieView& trie, const int64_t* input_ids, int64_t rows, int64_t seq_len,
+                     int64_t ids_row_stride, int64_t prompt_len, void* scores, ScalarType dtype,
+                     int64_t vocab, int64_t scores_row_stride, const DecodeParams& params,
+                     int32_t* out_nodes, int32_t* row_status, void* stream) noexcept;
 
 // Two kernels: a split-row pass for the log-softmax normaliser of every active beam (skipped with
 // renormalize, where it cancels), then one block per batch row that scores every child of every
 // active beam and keeps the best num_candidates with a threshold-filtered, chunked bitonic top-k.
-void BeamStep(const TrieView& trie, const void* logits, ScalarType dtype, int64_t batch,
-              int64_t beams, int64_t vocab, int64_t logits_row_stride, const float* beam_scores,
-              const int32_t* nodes, const DecodeParams& params, int64_t num_candidates,
-              const BeamStepOutput& out, void* stream);
+Status BeamStep(const TrieView& trie, const void* logits, ScalarType dtype, int64_t batch,
+                int64_t beams, int64_t vocab, int64_t logits_row_stride, const float* beam_scores,
+                const int32_t* nodes, const DecodeParams& params, int64_t num_candidates,
+                const BeamStepOutput& out, void* stream) noexcept;
 
 }  // namespace igdbeam::cuda
