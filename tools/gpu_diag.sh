@@ -15,6 +15,8 @@ import torch, igdbeam
 from igdbeam._native import _C
 t = igdbeam.ItemTrie.from_token_ids([[10, 2], [11, 2]]).to("cuda")
 x = torch.zeros(2, 16, device="cuda")
+print("status:", _C.beam_step_cuda_status(t.native_view(), x.data_ptr(), 0, 1, 2, 16, 16, 0, 0, 0.1,
+      1.0, False, 0, 0, 0, 0, 0, 0, torch.cuda.current_stream().cuda_stream), flush=True)
 try:
     _C.beam_step_cuda(t.native_view(), x.data_ptr(), 0, 1, 2, 16, 16, 0, 0, 0.1, 1.0, False, 0,
                       0, 0, 0, 0, 0, torch.cuda.current_stream().cuda_stream)

@@ -23,27 +23,28 @@ void* Stream(std::uintptr_t stream) { return reinterpret_cast<void*>(stream); }
 
 ScalarType DType(int code) { return static_cast<ScalarType>(code); }
 
-// Runs `call` (returning a cuda::Status) without the GIL, then raises its error, if any:
-// kInvalidArgument as igdbeam::InvalidArgument (ValueError), anything else as RuntimeError.
+// Runs `call` (returning a cuda::Status) without the GIL and returns None on success, else the
+// tuple (code, message). No C++ exception is thrown on this path: on the GPU machines a throw
+// from the CUDA bindings crashed the interpreter, so igdbeam._native raises the Python
+// exception (ValueError for kInvalidArgument, RuntimeError otherwise) from the returned status.
 template <typename Call>
-void RunWithoutGil(Call&& call) {
+py::object RunWithoutGil(Call&& call) {
   cuda::Status status;
   {
     py::gil_scoped_release release;
     status = call();
   }
-  if (status.ok()) return;
-  if (status.code == cuda::Status::kInvalidArgument) throw InvalidArgument(status.message);
-  throw std::runtime_error(status.message);
+  if (status.ok()) return py::none();
+  return py::make_tuple(status.code, std::string(status.message));
 }
 
 void RegisterCudaOps(py::module_& m) {
   m.def(
-      "walk_paths_cuda",
+      "walk_paths_cuda_status",
       [](const TrieView& trie, std::uintptr_t tokens, int64_t rows, int64_t cols,
          int64_t row_stride, std::uintptr_t lengths, std::uintptr_t out_nodes,
          std::uintptr_t stream) {
-        RunWithoutGil([&] {
+        return RunWithoutGil([&] {
           return cuda::WalkPaths(trie, Ptr<const int64_t>(tokens), rows, cols, row_stride,
                                  lengths ? Ptr<const int64_t>(lengths) : nullptr,
                                  Ptr<int32_t>(out_nodes), Stream(stream));
@@ -54,14 +55,14 @@ void RegisterCudaOps(py::module_& m) {
       "CUDA walk of int64 token rows from the root; writes the int32 node reached or -1.");
 
   m.def(
-      "label_weights_cuda",
+      "label_weights_cuda_status",
       [](const TrieView& trie, std::uintptr_t labels, int64_t rows, int64_t cols,
          int64_t row_stride, int64_t ignore_index, float beta, int policy,
          std::uintptr_t out_info_gain, std::uintptr_t out_zero_ig, std::uintptr_t out_weight,
          std::uintptr_t out_row_status, std::uintptr_t stream) {
         LabelWeightsOutput out{Ptr<float>(out_info_gain), Ptr<uint8_t>(out_zero_ig),
                                Ptr<float>(out_weight), Ptr<int32_t>(out_row_status)};
-        RunWithoutGil([&] {
+        return RunWithoutGil([&] {
           return cuda::LabelWeights(trie, Ptr<const int64_t>(labels), rows, cols, row_stride,
                                     ignore_index, beta, static_cast<OffTriePolicy>(policy), out,
                                     Stream(stream));
@@ -73,7 +74,7 @@ void RegisterCudaOps(py::module_& m) {
       "CUDA label token weights: IG, zero-IG flag and loss weight of each completion token.");
 
   m.def(
-      "processor_step_cuda",
+      "processor_step_cuda_status",
       [](const TrieView& trie, std::uintptr_t input_ids, int64_t rows, int64_t seq_len,
          int64_t ids_row_stride, int64_t prompt_len, std::uintptr_t scores, int dtype_code,
          int64_t vocab, int64_t scores_row_stride, float alpha, float temperature, bool renormalize,
@@ -84,7 +85,7 @@ void RegisterCudaOps(py::module_& m) {
         params.temperature = temperature;
         params.renormalize = renormalize;
         params.eos_token_id = eos_token_id;
-        RunWithoutGil([&] {
+        return RunWithoutGil([&] {
           return cuda::ProcessorStep(
               trie, Ptr<const int64_t>(input_ids), rows, seq_len, ids_row_stride, prompt_len,
               Ptr<void>(scores), DType(dtype_code), vocab, scores_row_stride, params,
@@ -100,7 +101,7 @@ void RegisterCudaOps(py::module_& m) {
       "others -inf).");
 
   m.def(
-      "beam_step_cuda",
+      "beam_step_cuda_status",
       [](const TrieView& trie, std::uintptr_t logits, int dtype_code, int64_t batch, int64_t beams,
          int64_t vocab, int64_t logits_row_stride, std::uintptr_t beam_scores, std::uintptr_t nodes,
          float alpha, float temperature, bool renormalize, int64_t num_candidates,
@@ -112,7 +113,7 @@ void RegisterCudaOps(py::module_& m) {
         params.renormalize = renormalize;
         BeamStepOutput out{Ptr<float>(out_score), Ptr<float>(out_logp), Ptr<int32_t>(out_beam),
                            Ptr<int64_t>(out_token), Ptr<int32_t>(out_node)};
-        RunWithoutGil([&] {
+        return RunWithoutGil([&] {
           return cuda::BeamStep(trie, Ptr<const void>(logits), DType(dtype_code), batch, beams,
                                 vocab, logits_row_stride, Ptr<const float>(beam_scores),
                                 Ptr<const int32_t>(nodes), params, num_candidates, out,

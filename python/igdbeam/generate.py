@@ -73,7 +73,10 @@ def _paths_of_nodes(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Token paths of trie nodes (any shape), padded; returns (tokens [..., T], lengths)."""
     # Index the int32 arrays first: converting them whole would copy the catalog every call.
-    parent, token, depth = (trie.array(n) for n in ("parent", "token", "depth"))
+    parent, token = trie.array("parent"), trie.array("token")
+    depth = trie.array("depth")
+    if depth.is_cuda:  # CUDA indexing has no uint16 kernel
+        depth = depth.to(torch.int32)
     flat = nodes.reshape(-1).to(torch.int64)
     valid = flat >= 0
     cur = flat.clamp(min=0)
