@@ -4,8 +4,10 @@
 // they only read the last error.
 #pragma once
 
+#include <cstdint>
+#include <cstdio>
 #include <cstring>
-#include <string>
+#include <type_traits>
 
 #include "cuda_compat.cuh"
 #include "igdbeam/cuda_kernels.h"
@@ -24,15 +26,37 @@ inline Status OkStatus() noexcept {
   return s;
 }
 
-// A status with `message` (truncated to fit). Building the message may still fail to allocate;
-// that is not handled (std::terminate, as noexcept implies).
-inline Status MakeStatus(int code, const std::string& message) noexcept {
+// Message pieces are appended with snprintf into the status's fixed buffer: no iostreams and
+// no std::string in nvcc-compiled code (on the GPU machines an error message built with
+// std::ostringstream there crashed the process).
+inline void AppendPiece(Status& s, size_t& pos, const char* text) noexcept {
+  if (pos + 1 >= Status::kMessageSize) return;
+  const int n = std::snprintf(s.message + pos, Status::kMessageSize - pos, "%s", text ? text : "");
+  if (n > 0)
+    pos = pos + static_cast<size_t>(n) < Status::kMessageSize ? pos + n : Status::kMessageSize - 1;
+}
+
+template <typename T>
+inline void AppendPiece(Status& s, size_t& pos, const T& value) noexcept {
+  char buf[64];
+  if constexpr (std::is_floating_point_v<T>) {
+    std::snprintf(buf, sizeof(buf), "%g", static_cast<double>(value));
+  } else if constexpr (std::is_signed_v<T>) {
+    std::snprintf(buf, sizeof(buf), "%lld", static_cast<long long>(value));
+  } else {
+    std::snprintf(buf, sizeof(buf), "%llu", static_cast<unsigned long long>(value));
+  }
+  AppendPiece(s, pos, static_cast<const char*>(buf));
+}
+
+// A status whose message is the concatenation of `pieces` (truncated to fit).
+template <typename... Pieces>
+inline Status MakeStatus(int code, const Pieces&... pieces) noexcept {
   Status s;
   s.code = code;
-  const size_t n =
-      message.size() < Status::kMessageSize - 1 ? message.size() : Status::kMessageSize - 1;
-  std::memcpy(s.message, message.data(), n);
-  s.message[n] = '\0';
+  s.message[0] = '\0';
+  size_t pos = 0;
+  (AppendPiece(s, pos, pieces), ...);
   return s;
 }
 
@@ -43,22 +67,20 @@ inline int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 }  // namespace igdbeam::cuda
 
 // Returns a kInvalidArgument status with a message built from the remaining arguments.
-#define IGD_CUDA_CHECK_ARG(cond, ...)                                               \
-  do {                                                                              \
-    if (!(cond))                                                                    \
-      return ::igdbeam::cuda::MakeStatus(::igdbeam::cuda::Status::kInvalidArgument, \
-                                         ::igdbeam::detail::Concat(__VA_ARGS__));   \
+#define IGD_CUDA_CHECK_ARG(cond, ...)                                                             \
+  do {                                                                                            \
+    if (!(cond))                                                                                  \
+      return ::igdbeam::cuda::MakeStatus(::igdbeam::cuda::Status::kInvalidArgument, __VA_ARGS__); \
   } while (0)
 
 // Returns a kCudaError status with the CUDA error string and the file:line of the failing call.
-#define IGD_CUDA_CHECK(expr)                                                                \
-  do {                                                                                      \
-    const cudaError_t igd_err_ = (expr);                                                    \
-    if (igd_err_ != cudaSuccess)                                                            \
-      return ::igdbeam::cuda::MakeStatus(                                                   \
-          ::igdbeam::cuda::Status::kCudaError,                                              \
-          ::igdbeam::detail::Concat(__FILE__, ":", __LINE__, ": CUDA error: ", #expr, ": ", \
-                                    cudaGetErrorString(igd_err_)));                         \
+#define IGD_CUDA_CHECK(expr)                                                                 \
+  do {                                                                                       \
+    const cudaError_t igd_err_ = (expr);                                                     \
+    if (igd_err_ != cudaSuccess)                                                             \
+      return ::igdbeam::cuda::MakeStatus(::igdbeam::cuda::Status::kCudaError, __FILE__, ":", \
+                                         __LINE__, ": CUDA error: ", #expr, ": ",            \
+                                         cudaGetErrorString(igd_err_));                      \
   } while (0)
 
 // Checks the launch that was just enqueued (configuration errors, no device synchronisation).
