@@ -88,7 +88,7 @@ class DictTrieLoopProcessor(LogitsProcessor):
                 continue
             diffs = {t: h - hc for t, hc in kids.items()}
             tokens = list(diffs)
-            d = torch.tensor(list(diffs.values()), dtype=torch.float)
+            d = torch.tensor(list(diffs.values()), dtype=torch.float, device=scores.device)
             lo, hi = d.min(), d.max()
             if hi > lo:
                 mask[r, tokens] = 1.0 - self.alpha * (d - lo) / (hi - lo)
