@@ -12,10 +12,13 @@ from pathlib import Path
 
 import pytest
 
+import igdbeam
 from igdbeam.cli import build_parser, main
 from pipeline_fixtures import write_tiny_data, write_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
+# The subprocesses import the igdbeam this test imported (installed, or python/ with a dev build).
+PACKAGE_PARENT = str(Path(igdbeam.__file__).resolve().parents[1])
 DECODER = "hf_generate:hf_generate"  # the test double of igdbeam.generate (tests/hf_generate.py)
 
 
@@ -199,7 +202,7 @@ def test_accelerate_two_processes(tiny, tmp_path: Path) -> None:
     data, model = tiny
     out = tmp_path / "eval2"
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "python"), str(ROOT / "tests")])
+    env["PYTHONPATH"] = os.pathsep.join([PACKAGE_PARENT, str(ROOT / "tests")])
     cmd = [
         sys.executable,
         "-m",
@@ -278,7 +281,7 @@ def test_accelerate_two_processes_train(tiny, tmp_path: Path) -> None:
     pytest.importorskip("igdbeam.trainer")
     data, model = tiny
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "python"), str(ROOT / "tests")])
+    env["PYTHONPATH"] = os.pathsep.join([PACKAGE_PARENT, str(ROOT / "tests")])
     cmd = [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
         "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
