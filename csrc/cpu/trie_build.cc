@@ -201,48 +201,51 @@ TrieArrays BuildTrie(const TokenPaths& paths, const double* weights, const Build
   t.child_offsets.push_back(static_cast<int32_t>(num_nodes));
 
   // 4. Entropies bottom-up (children have larger ids than their parent). Leaves hold one unit.
-  std::vector<double> h(num_nodes, 0.0), mass(num_nodes, 0.0);
+  //    The probability mass below each node is only needed for the conditional entropy.
+  const bool conditional = options.entropy == EntropyMode::kConditional;
+  std::vector<double> h(num_nodes, 0.0), mass(conditional ? num_nodes : 0, 0.0);
   for (size_t k = 0; k < leaves.size(); ++k) {
     const double p = leaf_weight[k] / total_weight;
-    mass[leaves[k].node] = p;
+    if (conditional) mass[leaves[k].node] = p;
     h[leaves[k].node] = p > 0.0 ? -p * std::log(p) : 0.0;
   }
-  for (int64_t node = num_nodes - 1; node >= 0; --node) {
-    if (node > 0) {
-      h[t.parent[node]] += h[node];
-      mass[t.parent[node]] += mass[node];
-    }
+  for (int64_t node = num_nodes - 1; node > 0; --node) {
+    h[t.parent[node]] += h[node];
+    if (conditional) mass[t.parent[node]] += mass[node];
   }
-  if (options.entropy == EntropyMode::kConditional) {
+  if (conditional) {
     for (int64_t node = 0; node < num_nodes; ++node) {
       h[node] = mass[node] > 0.0 ? h[node] / mass[node] + std::log(mass[node]) : 0.0;
     }
   }
 
-  // 5. Edge information gain, structural zero-IG flags and sibling-normalised IG~.
+  // 5. Edge information gain, structural zero-IG flags and sibling-normalised IG~. The IG of
+  //    an edge is recomputed from h when normalising rather than kept in a temporary array.
   t.entropy.resize(num_nodes);
   t.info_gain.assign(num_nodes, 0.0f);
   t.info_gain_norm.assign(num_nodes, 0.0f);
   t.zero_ig.assign(num_nodes, 0);
-  std::vector<double> ig(num_nodes, 0.0);
   for (int64_t node = 0; node < num_nodes; ++node) {
     t.entropy[node] = static_cast<float>(h[node]);
     const int32_t c0 = t.child_offsets[node], c1 = t.child_offsets[node + 1];
     if (c1 - c0 > t.max_fanout) t.max_fanout = c1 - c0;
     if (t.depth[node] > t.max_depth) t.max_depth = t.depth[node];
     if (c0 == c1) continue;
+    if (c1 - c0 == 1) {  // a single child: structurally zero IG
+      t.zero_ig[c0] = 1;
+      continue;
+    }
     double lo = std::numeric_limits<double>::infinity(), hi = -lo;
     for (int32_t c = c0; c < c1; ++c) {
-      ig[c] = (c1 - c0 == 1) ? 0.0 : h[node] - h[c];
-      t.info_gain[c] = static_cast<float>(ig[c]);
-      t.zero_ig[c] = (c1 - c0 == 1) ? 1 : 0;
-      lo = std::min(lo, ig[c]);
-      hi = std::max(hi, ig[c]);
+      const double ig = h[node] - h[c];
+      t.info_gain[c] = static_cast<float>(ig);
+      lo = std::min(lo, ig);
+      hi = std::max(hi, ig);
     }
     const double scale = std::max(std::fabs(lo), std::fabs(hi));
     if (hi - lo <= options.equal_ig_rtol * scale || hi == lo) continue;  // equal IG: all 0
     for (int32_t c = c0; c < c1; ++c) {
-      t.info_gain_norm[c] = static_cast<float>((ig[c] - lo) / (hi - lo));
+      t.info_gain_norm[c] = static_cast<float>((h[node] - h[c] - lo) / (hi - lo));
     }
   }
 
