@@ -251,7 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("igdbeam-demo"), help="output folder")
     p.add_argument("--dataset", choices=("ml-100k", "ml-1m"), default="ml-100k", help="data")
     p.add_argument("--num-users", type=int, default=None, help="override the profile's users")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: torch's choice, all cores; 1 is faster on busy cores)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the user sample")
     p.add_argument("--decoder", default="igdbeam:generate", help="MODULE:FUNCTION decoder")
     p.add_argument("--no-progress", action="store_true", help="hide the tqdm progress bars")

@@ -129,7 +129,7 @@ def run_demo(
     *,
     dataset: str = "ml-100k",
     num_users: int | None = None,
-    threads: int | None = 1,
+    threads: int | None = None,
     seed: int = 0,
     progress: bool = True,
     generate_fn: Callable[..., Any] | None = None,
