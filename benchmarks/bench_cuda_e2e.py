@@ -21,8 +21,9 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 import igdbeam
-from benchmarks.bench_decode import DictTrieLoopProcessor, make_catalog
+from benchmarks.bench_decode import DictTrieLoopProcessor, beam_search_kwargs, make_catalog
 from benchmarks.conftest import QUICK
+from igdbeam.pipeline import left_pad
 
 pytestmark = pytest.mark.skipif(
     not igdbeam.cuda_available(), reason="needs a CUDA build of igdbeam and a GPU"
@@ -61,21 +62,9 @@ def decode_case(model: LlamaForCausalLM) -> dict[str, Any]:
     trie = igdbeam.ItemTrie.from_token_ids(paths, vocab_size=VOCAB).to("cuda")
     rng = random.Random(4)
     prompts = [[rng.randrange(3, VOCAB) for _ in range(rng.randint(60, 120))] for _ in range(BATCH)]
-    width = max(len(p) for p in prompts)
-    ids = torch.tensor([[PAD] * (width - len(p)) + p for p in prompts], device="cuda")
-    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device="cuda")
-    kw = dict(
-        attention_mask=mask,
-        num_beams=BEAMS,
-        num_return_sequences=BEAMS,
-        length_penalty=0.0,
-        max_new_tokens=trie.max_depth,
-        do_sample=False,
-        return_dict_in_generate=True,
-        output_scores=True,
-        pad_token_id=PAD,
-        eos_token_id=EOS,
-    )
+    ids, mask = (t.to("cuda") for t in left_pad(prompts, PAD))
+    width = ids.shape[1]
+    kw = beam_search_kwargs(mask, trie, BEAMS)
     with torch.no_grad():
         ours = igdbeam.generate(model, ids, mask, trie=trie, num_beams=BEAMS, alpha=ALPHA)
         hf = model.generate(

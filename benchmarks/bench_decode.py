@@ -29,6 +29,7 @@ from transformers.generation.logits_process import PrefixConstrainedLogitsProces
 
 import igdbeam
 from igdbeam.decode_ops import processor_step
+from igdbeam.pipeline import left_pad
 
 QUICK = os.environ.get("IGDBEAM_BENCH_QUICK", "0") not in ("", "0")
 BATCH, BEAMS = (4, 4) if QUICK else (16, 10)
@@ -190,6 +191,22 @@ def test_processor_step(benchmark, step_case, impl: str) -> None:
 # ---- generation --------------------------------------------------------------------------
 
 
+def beam_search_kwargs(mask: torch.Tensor, trie: igdbeam.ItemTrie, beams: int) -> dict:
+    """``model.generate`` keywords of the benchmarked beam search (D3-style, length_penalty 0)."""
+    return dict(
+        attention_mask=mask,
+        num_beams=beams,
+        num_return_sequences=beams,
+        length_penalty=0.0,
+        max_new_tokens=trie.max_depth,
+        do_sample=False,
+        return_dict_in_generate=True,
+        output_scores=True,
+        pad_token_id=PAD,
+        eos_token_id=EOS,
+    )
+
+
 @pytest.fixture(scope="module")
 def gen_case():
     vocab = VOCABS[0]
@@ -211,21 +228,8 @@ def gen_case():
     trie = igdbeam.ItemTrie.from_token_ids(paths, vocab_size=vocab)
     rng = random.Random(4)
     prompts = [[rng.randrange(3, vocab) for _ in range(rng.randint(20, 40))] for _ in range(BATCH)]
-    width = max(len(p) for p in prompts)
-    ids = torch.tensor([[PAD] * (width - len(p)) + p for p in prompts])
-    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-    kw = dict(
-        attention_mask=mask,
-        num_beams=BEAMS,
-        num_return_sequences=BEAMS,
-        length_penalty=0.0,
-        max_new_tokens=trie.max_depth,
-        do_sample=False,
-        return_dict_in_generate=True,
-        output_scores=True,
-        pad_token_id=PAD,
-        eos_token_id=EOS,
-    )
+    ids, mask = left_pad(prompts, PAD)
+    kw = beam_search_kwargs(mask, trie, BEAMS)
     # Correctness first: igdbeam.generate returns the processor path's items and scores.
     ours = igdbeam.generate(model, ids, mask, trie=trie, num_beams=BEAMS, alpha=ALPHA)
     hf = model.generate(ids, logits_processor=[igdbeam.IGDLogitsProcessor(trie, alpha=ALPHA)], **kw)

@@ -7,6 +7,8 @@ import random
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from igdbeam.pipeline import left_pad as pipeline_left_pad
+
 EOS = 2
 PAD = 0
 
@@ -52,7 +54,4 @@ def random_catalog(
 
 def left_pad(prompts: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-pad prompts with PAD; return (input_ids, attention_mask)."""
-    width = max(len(p) for p in prompts)
-    ids = torch.tensor([[PAD] * (width - len(p)) + p for p in prompts], dtype=torch.long)
-    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], dtype=torch.long)
-    return ids, mask
+    return pipeline_left_pad(prompts, PAD)
