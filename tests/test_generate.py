@@ -8,56 +8,10 @@ from transformers import LlamaForCausalLM
 
 import igdbeam
 from decode_models import EOS, PAD, left_pad, random_catalog, tiny_llama
+from generate_checks import assert_same_hypotheses, ours_hypotheses, processor_path
 from igdbeam.generate import cache_field_name, custom_generate, generate
-from igdbeam.processor import IGDLogitsProcessor
 from reference import ReferenceTrie
-from reference_decode import brute_force_scores, hf_hypotheses
-
-
-def _processor_path(model, ids, mask, trie, ref, beams, alpha, lp, early_stopping=False):
-    out = model.generate(
-        ids,
-        attention_mask=mask,
-        num_beams=beams,
-        num_return_sequences=beams,
-        length_penalty=lp,
-        early_stopping=early_stopping,
-        max_new_tokens=trie.max_depth,
-        do_sample=False,
-        return_dict_in_generate=True,
-        output_scores=True,
-        pad_token_id=PAD,
-        eos_token_id=EOS,
-        logits_processor=[IGDLogitsProcessor(trie, alpha=alpha)],
-    )
-    return hf_hypotheses(out.sequences, out.sequences_scores, ids.shape[1], ref, ids.shape[0])
-
-
-def _ours(result: igdbeam.RecommendationOutput, trie: igdbeam.ItemTrie):
-    rows = []
-    for b in range(result.item_ids.shape[0]):
-        row = []
-        for k in range(result.item_ids.shape[1]):
-            item = int(result.item_ids[b, k])
-            if item < 0:
-                assert result.scores[b, k] == float("-inf")
-                assert int(result.lengths[b, k]) == 0
-                continue
-            path = tuple(trie.item_path(item))
-            n = int(result.lengths[b, k])
-            assert tuple(result.sequences[b, k, :n].tolist()) == path
-            assert n == len(path)
-            row.append((path, float(result.scores[b, k])))
-        rows.append(row)
-    return rows
-
-
-def _assert_same(ours, theirs, atol=1e-5):
-    assert [[p for p, _ in r] for r in ours] == [[p for p, _ in r] for r in theirs]
-    for ro, rt in zip(ours, theirs, strict=True):
-        for (_, so), (_, st) in zip(ro, rt, strict=True):
-            assert so == pytest.approx(st, abs=atol)
-
+from reference_decode import brute_force_scores
 
 CATALOGS = {
     "random": lambda: random_catalog(18, 96, seed=21),
@@ -70,29 +24,29 @@ CATALOGS = {
 @pytest.mark.parametrize("kind", sorted(CATALOGS))
 @pytest.mark.parametrize("lp", [0.0, 1.0])
 @pytest.mark.parametrize("alpha", [0.0, 0.1, 0.5])
-def test_generate_matches_processor_path(kind: str, lp: float, alpha: float) -> None:
+def test_generate_matchesprocessor_path(kind: str, lp: float, alpha: float) -> None:
     model = tiny_llama(seed=4)
     paths = CATALOGS[kind]()
     weights = [1 + (i * 5) % 4 for i in range(len(paths))]
     trie = igdbeam.ItemTrie.from_token_ids(paths, weights)
     ref = ReferenceTrie(paths, weights)
     ids, mask = left_pad([[5, 6, 7], [30, 31, 32, 33, 34], [40]])
-    theirs = _processor_path(model, ids, mask, trie, ref, 4, alpha, lp)
+    theirs = processor_path(model, ids, mask, trie, ref, 4, alpha, lp)
     result = generate(model, ids, mask, trie=trie, num_beams=4, alpha=alpha, length_penalty=lp)
-    ours = _ours(result, trie)
-    _assert_same(ours, theirs)
+    ours = ours_hypotheses(result, trie)
+    assert_same_hypotheses(ours, theirs)
     assert result.item_ids.shape == (3, 4) and result.scores.shape == (3, 4)
     assert all(len(r) == min(4, len(paths)) for r in ours)
 
 
 @pytest.mark.parametrize("lp", [0.0, 1.0])
-def test_generate_early_stopping_never_matches_processor_path(lp: float) -> None:
+def test_generate_early_stopping_never_matchesprocessor_path(lp: float) -> None:
     model = tiny_llama(seed=5)
     paths = random_catalog(25, 96, seed=22, max_len=5)
     trie = igdbeam.ItemTrie.from_token_ids(paths)
     ref = ReferenceTrie(paths)
     ids, mask = left_pad([[5, 6], [7, 8, 9, 10]])
-    theirs = _processor_path(model, ids, mask, trie, ref, 3, 0.2, lp, early_stopping="never")
+    theirs = processor_path(model, ids, mask, trie, ref, 3, 0.2, lp, early_stopping="never")
     result = generate(
         model,
         ids,
@@ -103,7 +57,7 @@ def test_generate_early_stopping_never_matches_processor_path(lp: float) -> None
         length_penalty=lp,
         early_stopping="never",
     )
-    _assert_same(_ours(result, trie), theirs)
+    assert_same_hypotheses(ours_hypotheses(result, trie), theirs)
 
 
 @pytest.mark.parametrize("lp", [0.0, 1.0])
@@ -130,7 +84,7 @@ def test_large_beam_finds_every_item_in_exact_order(
         length_penalty=lp,
         renormalize=renormalize,
     )
-    ours = _ours(result, trie)
+    ours = ours_hypotheses(result, trie)
     for b, prompt in enumerate(prompts):
         exact = brute_force_scores(model, prompt, ref, alpha, lp, renormalize)
         expected = sorted(exact.items(), key=lambda kv: -kv[1])
@@ -162,15 +116,15 @@ def test_duplicate_titles_share_a_leaf() -> None:
     assert result.item_ids[0, 2:].tolist() == [-1, -1]
 
 
-def test_bf16_model_matches_processor_path() -> None:
+def test_bf16_model_matchesprocessor_path() -> None:
     model = tiny_llama(seed=8, dtype=torch.bfloat16)
     paths = random_catalog(16, 96, seed=24)
     trie = igdbeam.ItemTrie.from_token_ids(paths)
     ref = ReferenceTrie(paths)
     ids, mask = left_pad([[5, 6, 7], [9, 10]])
-    theirs = _processor_path(model, ids, mask, trie, ref, 4, 0.2, 0.0)
+    theirs = processor_path(model, ids, mask, trie, ref, 4, 0.2, 0.0)
     result = generate(model, ids, mask, trie=trie, num_beams=4, alpha=0.2)
-    _assert_same(_ours(result, trie), theirs)
+    assert_same_hypotheses(ours_hypotheses(result, trie), theirs)
 
 
 def test_custom_generate_form() -> None:

@@ -7,7 +7,13 @@ loss, and IG-reweighted trie-constrained beam search for Hugging Face transforme
 from igdbeam._native import built_with_cuda, cuda_available
 from igdbeam.collators import CFTCollator, CompletionCollator
 from igdbeam.decode_ops import beam_step, processor_step
-from igdbeam.generate import RecommendationOutput, custom_generate, generate
+from igdbeam.generate import (
+    Decoding,
+    RecommendationOutput,
+    custom_generate,
+    generate,
+    generate_many,
+)
 from igdbeam.loss import cft_loss, igd_loss, igd_loss_from_log_probs, pos_loss
 from igdbeam.metrics import diversity_metrics, evaluate_recommendations, ranking_metrics
 from igdbeam.processor import IGDLogitsProcessor
@@ -34,6 +40,7 @@ def __getattr__(name: str) -> object:
 __all__ = [
     "CFTCollator",
     "CompletionCollator",
+    "Decoding",
     "IGDLogitsProcessor",
     "IGDLossFunc",
     "IGDSFTTrainer",
@@ -53,6 +60,7 @@ __all__ = [
     "diversity_metrics",
     "evaluate_recommendations",
     "generate",
+    "generate_many",
     "igd_loss",
     "igd_loss_from_log_probs",
     "label_token_weights",

@@ -10,19 +10,21 @@ as no beam can change the result, without a ``max_new_tokens`` guess.
 
 from __future__ import annotations
 
+import copy
 import inspect
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from igdbeam._checks import check_unit_interval
-from igdbeam.decode_ops import beam_step, check_temperature, check_vocab
+from igdbeam.beam_search import Finisher, SearchInputs, run_beam_search
+from igdbeam.decode_ops import check_temperature, check_vocab
 
 if TYPE_CHECKING:
     from igdbeam.trie import ItemTrie
-
-NEG_INF = float("-inf")
 
 
 @dataclass
@@ -38,6 +40,9 @@ class RecommendationOutput:
             ``pad_token_id`` to the longest one.
         lengths: int64 ``[B, R]`` number of generated tokens of each hypothesis (0 for a pad).
         nodes: int32 ``[B, R]`` trie leaf of each hypothesis (-1 for a pad).
+        seconds: wall time of the beam search (prompt forward excluded); outputs that
+            :func:`generate_many` decoded in one shared search report the same time.
+        prefill_seconds: wall time of the prompt forward (shared by all outputs of one call).
     """
 
     item_ids: torch.Tensor
@@ -45,6 +50,8 @@ class RecommendationOutput:
     sequences: torch.Tensor
     lengths: torch.Tensor
     nodes: torch.Tensor
+    seconds: float = 0.0
+    prefill_seconds: float = 0.0
 
 
 def _model_device(model: Any) -> torch.device:
@@ -101,7 +108,224 @@ def cache_field_name() -> str:
     return "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
 
 
+@dataclass(frozen=True)
+class Decoding:
+    """One decoding setting for :func:`generate_many` (the keywords of :func:`generate`).
+
+    Attributes:
+        alpha: IGD debiasing strength in [0, 1] (0: plain constrained beam search).
+        length_penalty: finished scores are divided by ``generated_len ** length_penalty``
+            (1: BIGRec-style, 0: D3-style).
+        early_stopping: ``False`` (transformers' default), ``"never"`` (exact) or ``True``.
+        renormalize: renormalise over each beam's children before weighting.
+        temperature: > 0, divides the logits before the log-softmax.
+    """
+
+    alpha: float = 0.0
+    length_penalty: float = 0.0
+    early_stopping: bool | str = False
+    renormalize: bool = False
+    temperature: float = 1.0
+
+    def checked(self) -> Decoding:
+        """Return a copy with validated, normalised values (ValueError on bad ones)."""
+        return Decoding(
+            alpha=check_unit_interval("alpha", self.alpha),
+            length_penalty=float(self.length_penalty),
+            early_stopping=_check_early_stopping(self.early_stopping),
+            renormalize=bool(self.renormalize),
+            temperature=check_temperature(self.temperature),
+        )
+
+
+def _check_prompts(
+    model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, trie: ItemTrie
+) -> torch.device:
+    """Validate the prompts, mask and trie against the model; return the model's device."""
+    if not hasattr(model, "prepare_inputs_for_generation"):
+        raise ValueError(
+            "model must be a transformers generative model (it needs prepare_inputs_for_generation)"
+        )
+    device = _model_device(model)
+    if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
+        raise ValueError("input_ids must be an int64 tensor [batch, prompt_len]")
+    if input_ids.dtype != torch.int64:
+        raise ValueError(f"input_ids must have dtype int64, got {input_ids.dtype}")
+    if input_ids.device != device:
+        raise ValueError(
+            f"input_ids are on {input_ids.device} but the model is on {device}; "
+            f"move them with input_ids.to({str(device)!r})"
+        )
+    if trie.device != device:
+        raise ValueError(
+            f"the trie is on {trie.device} but the model is on {device}; "
+            f"use trie = trie.to({str(device)!r})"
+        )
+    B, L = input_ids.shape
+    if B == 0 or L == 0:
+        raise ValueError(f"input_ids must hold at least one prompt token, got shape {(B, L)}")
+    vocab = _output_vocab(model)
+    if vocab is not None:
+        check_vocab(trie, vocab)
+    if attention_mask is not None:
+        if attention_mask.shape != input_ids.shape:
+            raise ValueError(
+                f"attention_mask has shape {tuple(attention_mask.shape)}, input_ids "
+                f"{tuple(input_ids.shape)}"
+            )
+        if attention_mask.device != device:
+            raise ValueError(f"attention_mask is on {attention_mask.device}, the model on {device}")
+        if bool((attention_mask[:, -1] == 0).any()):
+            raise ValueError(
+                "the prompts are right-padded; decoder-only generation needs left padding "
+                "(tokenizer.padding_side = 'left')"
+            )
+    return device
+
+
+def _default_pad_token_id(model: Any) -> int:
+    gen_cfg = getattr(model, "generation_config", None)
+    pad = getattr(gen_cfg, "pad_token_id", None)
+    if pad is None:
+        eos = getattr(gen_cfg, "eos_token_id", None)
+        pad = (eos[0] if isinstance(eos, list | tuple) else eos) if eos else 0
+    return int(pad)
+
+
+def _prefill(
+    model: Any,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    model_kwargs: dict[str, Any],
+) -> SearchInputs:
+    """Run the prompts through the model once, preparing inputs as transformers' generate does."""
+    from transformers import DynamicCache
+
+    B, L = input_ids.shape
+    device = input_ids.device
+    forward_params = set(inspect.signature(model.forward).parameters)
+    kwargs: dict[str, Any] = dict(model_kwargs)
+    if attention_mask is not None and "position_ids" in forward_params:
+        position_ids = attention_mask.long().cumsum(-1) - 1
+        kwargs["position_ids"] = position_ids.masked_fill(attention_mask == 0, 0)
+    elif "position_ids" in forward_params:
+        kwargs["position_ids"] = torch.arange(L, device=device).unsqueeze(0).expand(B, L)
+    if attention_mask is not None and not bool((attention_mask == 1).all()):
+        kwargs["attention_mask"] = attention_mask
+    cache_key = cache_field_name()
+    kwargs[cache_key] = DynamicCache(config=model.config)
+    kwargs["use_cache"] = True
+    if "logits_to_keep" in forward_params:
+        kwargs["logits_to_keep"] = 1
+
+    inputs = model.prepare_inputs_for_generation(input_ids, is_first_iteration=True, **kwargs)
+    outputs = model(**inputs, return_dict=True)
+    if outputs.get(cache_key) is None:
+        raise ValueError(
+            f"{type(model).__name__} returned no KV cache (outputs.{cache_key} is None); "
+            "igdbeam.generate needs a model that supports use_cache=True"
+        )
+    kwargs = model._update_model_kwargs_for_generation(outputs, kwargs)
+    return SearchInputs(outputs.logits[:, -1, :], kwargs, cache_key)
+
+
+def _fork(start: SearchInputs) -> SearchInputs:
+    """An independent copy of the prompt state (the search reorders its KV cache in place)."""
+    kwargs = dict(start.model_kwargs)
+    kwargs[start.cache_key] = copy.deepcopy(start.model_kwargs[start.cache_key])
+    return SearchInputs(start.logits, kwargs, start.cache_key)
+
+
 @torch.no_grad()
+def generate_many(
+    model: Any,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    *,
+    trie: ItemTrie,
+    decodings: Sequence[Decoding | Mapping[str, Any]],
+    num_beams: int = 10,
+    num_return_sequences: int | None = None,
+    pad_token_id: int | None = None,
+    max_new_tokens: int | None = None,
+    **model_kwargs: Any,
+) -> list[RecommendationOutput]:
+    """Decode the same prompts with several settings, sharing all the work that can be shared.
+
+    Returns exactly what one :func:`generate` call per entry of ``decodings`` would return, in
+    order, for less: the prompts go through the model once for all settings, and settings that
+    differ only in ``length_penalty`` / ``early_stopping`` (e.g. BIGRec- and D3-style decoding)
+    share one beam search, because neither changes which beams keep running, only how finished
+    items are scored and when a prompt stops.
+
+    Args:
+        model, input_ids, attention_mask, trie, num_beams, num_return_sequences, pad_token_id,
+            max_new_tokens, model_kwargs: as in :func:`generate`.
+        decodings: :class:`Decoding` objects or dicts of their fields.
+
+    Returns:
+        One :class:`RecommendationOutput` per decoding. ``seconds`` is the wall time of the beam
+        search that produced it (shared searches report the same time) and ``prefill_seconds``
+        the prompt forward that all of them share.
+
+    Raises:
+        ValueError: as :func:`generate`, or an empty ``decodings``.
+    """
+    settings = [(d if isinstance(d, Decoding) else Decoding(**d)).checked() for d in decodings]
+    if not settings:
+        raise ValueError("decodings is empty: give at least one Decoding")
+    K = int(num_beams)
+    if K < 1:
+        raise ValueError(f"num_beams must be >= 1, got {num_beams}")
+    R = K if num_return_sequences is None else int(num_return_sequences)
+    if not 1 <= R <= K:
+        raise ValueError(f"num_return_sequences must lie in [1, num_beams={K}], got {R}")
+    _check_prompts(model, input_ids, attention_mask, trie)
+    pad = _default_pad_token_id(model) if pad_token_id is None else int(pad_token_id)
+    max_steps = trie.max_depth if max_new_tokens is None else min(trie.max_depth, max_new_tokens)
+
+    # One search per (alpha, temperature, renormalize); its finishers are the decodings' rest.
+    groups: dict[tuple[float, float, bool], list[int]] = {}
+    for i, d in enumerate(settings):
+        groups.setdefault((d.alpha, d.temperature, d.renormalize), []).append(i)
+
+    t0 = time.perf_counter()
+    start = _prefill(model, input_ids, attention_mask, model_kwargs)
+    prefill_seconds = time.perf_counter() - t0
+    results: list[RecommendationOutput | None] = [None] * len(settings)
+    for g, ((alpha, temperature, renormalize), members) in enumerate(groups.items()):
+        t0 = time.perf_counter()
+        finishers = [
+            Finisher(settings[i].length_penalty, settings[i].early_stopping) for i in members
+        ]
+        fins = run_beam_search(
+            model,
+            trie,
+            start if g == len(groups) - 1 else _fork(start),
+            finishers,
+            num_beams=K,
+            alpha=alpha,
+            temperature=temperature,
+            renormalize=renormalize,
+            pad_token_id=pad,
+            max_steps=max_steps,
+        )
+        seconds = time.perf_counter() - t0
+        for i, fin in zip(members, fins, strict=True):
+            nodes = fin.nodes[:, :R]
+            sequences, lengths = _paths_of_nodes(trie, nodes, pad)
+            results[i] = RecommendationOutput(
+                item_ids=trie.item_ids_of_nodes(nodes),
+                scores=fin.scores[:, :R],
+                sequences=sequences,
+                lengths=lengths,
+                nodes=nodes,
+                seconds=seconds,
+                prefill_seconds=prefill_seconds,
+            )
+    return [r for r in results if r is not None]
+
+
 def generate(
     model: Any,
     input_ids: torch.Tensor,
@@ -141,10 +365,16 @@ def generate(
     * the loop ends when every prompt has stopped or has no running beam left, so no
       ``max_new_tokens`` is needed (the trie's depth bounds it).
 
+    Unlike transformers, rows that can no longer change the result are not run through the model:
+    stopped prompts leave the batch and empty beam slots are dropped, which on real catalogs
+    (most titles end within a few steps of each other, a few run long) removes a large share of
+    the model calls.
+
     Transformers initialises beams ``1..K-1`` with ``-1e9`` and can return such junk hypotheses
     when the catalog offers fewer than K items; here those slots are ``item_ids = -1`` and
     ``scores = -inf``. A trie whose paths do not end in a terminator finishes a beam on reaching
     a leaf (transformers would need one more EOS step, which changes the length penalty).
+    To compare several settings on the same prompts, :func:`generate_many` shares the work.
 
     Args:
         model: a transformers causal LM that returns a KV cache (``model(..., use_cache=True)``
@@ -171,180 +401,19 @@ def generate(
             prompts or trie on another device than the model, right padding, a trie built for
             another vocabulary, a model without a KV cache, or NaN logits (checked on CPU).
     """
-    alpha = check_unit_interval("alpha", alpha)
-    temperature = check_temperature(temperature)
-    early_stopping = _check_early_stopping(early_stopping)
-    K = int(num_beams)
-    if K < 1:
-        raise ValueError(f"num_beams must be >= 1, got {num_beams}")
-    R = K if num_return_sequences is None else int(num_return_sequences)
-    if not 1 <= R <= K:
-        raise ValueError(f"num_return_sequences must lie in [1, num_beams={K}], got {R}")
-    length_penalty = float(length_penalty)
-    if not hasattr(model, "prepare_inputs_for_generation"):
-        raise ValueError(
-            "model must be a transformers generative model (it needs prepare_inputs_for_generation)"
-        )
-    device = _model_device(model)
-    if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
-        raise ValueError("input_ids must be an int64 tensor [batch, prompt_len]")
-    if input_ids.dtype != torch.int64:
-        raise ValueError(f"input_ids must have dtype int64, got {input_ids.dtype}")
-    if input_ids.device != device:
-        raise ValueError(
-            f"input_ids are on {input_ids.device} but the model is on {device}; "
-            f"move them with input_ids.to({str(device)!r})"
-        )
-    if trie.device != device:
-        raise ValueError(
-            f"the trie is on {trie.device} but the model is on {device}; "
-            f"use trie = trie.to({str(device)!r})"
-        )
-    B, L = input_ids.shape
-    if B == 0 or L == 0:
-        raise ValueError(f"input_ids must hold at least one prompt token, got shape {(B, L)}")
-    vocab = _output_vocab(model)
-    if vocab is not None:
-        check_vocab(trie, vocab)
-    if attention_mask is not None:
-        if attention_mask.shape != input_ids.shape:
-            raise ValueError(
-                f"attention_mask has shape {tuple(attention_mask.shape)}, input_ids "
-                f"{tuple(input_ids.shape)}"
-            )
-        if attention_mask.device != device:
-            raise ValueError(f"attention_mask is on {attention_mask.device}, the model on {device}")
-        if bool((attention_mask[:, -1] == 0).any()):
-            raise ValueError(
-                "the prompts are right-padded; decoder-only generation needs left padding "
-                "(tokenizer.padding_side = 'left')"
-            )
-    gen_cfg = getattr(model, "generation_config", None)
-    if pad_token_id is None:
-        pad_token_id = getattr(gen_cfg, "pad_token_id", None)
-        if pad_token_id is None:
-            eos = getattr(gen_cfg, "eos_token_id", None)
-            pad_token_id = (eos[0] if isinstance(eos, list | tuple) else eos) if eos else 0
-    pad_token_id = int(pad_token_id)
-
-    # ---- model inputs, as transformers' generate prepares them ---------------------------
-    from transformers import DynamicCache
-
-    forward_params = set(inspect.signature(model.forward).parameters)
-    kwargs: dict[str, Any] = dict(model_kwargs)
-    if attention_mask is not None and "position_ids" in forward_params:
-        position_ids = attention_mask.long().cumsum(-1) - 1
-        kwargs["position_ids"] = position_ids.masked_fill(attention_mask == 0, 0)
-    elif "position_ids" in forward_params:
-        kwargs["position_ids"] = torch.arange(L, device=device).unsqueeze(0).expand(B, L)
-    if attention_mask is not None and not bool((attention_mask == 1).all()):
-        kwargs["attention_mask"] = attention_mask
-    cache_key = cache_field_name()
-    kwargs[cache_key] = DynamicCache(config=model.config)
-    kwargs["use_cache"] = True
-    if "logits_to_keep" in forward_params:
-        kwargs["logits_to_keep"] = 1
-
-    inputs = model.prepare_inputs_for_generation(input_ids, is_first_iteration=True, **kwargs)
-    outputs = model(**inputs, return_dict=True)
-    if outputs.get(cache_key) is None:
-        raise ValueError(
-            f"{type(model).__name__} returned no KV cache (outputs.{cache_key} is None); "
-            "igdbeam.generate needs a model that supports use_cache=True"
-        )
-    kwargs = model._update_model_kwargs_for_generation(outputs, kwargs)
-    logits = outputs.logits[:, -1, :]
-
-    # ---- beam state ------------------------------------------------------------------------
-    C = 2 * K
-    offsets = trie.array("child_offsets")
-    is_leaf_node = offsets[1:] == offsets[:-1]
-    batch_base = torch.arange(B, device=device).unsqueeze(1)
-    slot = torch.arange(C, device=device).unsqueeze(0)
-    fin_scores = torch.full((B, K), NEG_INF, dtype=torch.float32, device=device)
-    fin_nodes = torch.full((B, K), -1, dtype=torch.int32, device=device)
-    stopped = torch.zeros(B, dtype=torch.bool, device=device)
-    run_scores = torch.zeros(B, dtype=torch.float32, device=device)
-    run_nodes = torch.zeros(B, dtype=torch.int32, device=device)
-    beams_now = 1  # the first step expands the single prompt row into K beams
-    max_steps = trie.max_depth if max_new_tokens is None else min(trie.max_depth, max_new_tokens)
-    exact_len = float(trie.max_depth)
-
-    for step in range(max_steps):
-        cand = beam_step(
-            trie,
-            logits,
-            run_scores,
-            run_nodes,
-            beams=beams_now,
-            num_candidates=C,
-            alpha=alpha,
-            temperature=temperature,
-            renormalize=renormalize,
-        )
-        if device.type == "cpu" and bool(torch.isnan(cand.score).any()):
-            raise ValueError("the model produced NaN logits (check its dtype and inputs)")
-        gen_len = step + 1
-        valid = (cand.node >= 0) & (cand.score > NEG_INF)
-        leaf = valid & is_leaf_node[cand.node.clamp(min=0).long()]
-
-        # Finished items: only candidates among the first K, only while the prompt is open.
-        new_fin = leaf & (slot < K) & ~stopped.unsqueeze(1)
-        scaled = cand.score / (gen_len**length_penalty)
-        merged_scores = torch.cat((fin_scores, torch.where(new_fin, scaled, NEG_INF)), dim=1)
-        merged_nodes = torch.cat((fin_nodes, torch.where(new_fin, cand.node, -1)), dim=1)
-        order = torch.sort(merged_scores, dim=1, descending=True, stable=True)[1][:, :K]
-        fin_scores = merged_scores.gather(1, order)
-        fin_nodes = merged_nodes.gather(1, order)
-
-        # Running beams: the best K candidates that are not finished.
-        running = valid & ~leaf
-        key = torch.where(running, cand.score, NEG_INF)
-        pick = torch.sort(key, dim=1, descending=True, stable=True)[1][:, :K]
-        live = running.gather(1, pick)
-        run_scores2d = torch.where(live, cand.score.gather(1, pick), NEG_INF)
-        run_nodes2d = torch.where(live, cand.node.gather(1, pick), -1)
-        src = torch.where(live, cand.beam.gather(1, pick).long(), 0)
-        tokens = torch.where(live, cand.token.gather(1, pick), pad_token_id)
-
-        # Stopping (transformers' per-prompt "improvement possible" flag, exact for tries).
-        full = fin_nodes[:, K - 1] >= 0
-        if early_stopping is True:
-            can_improve = ~full
-        else:
-            bound_len = exact_len if (early_stopping == "never" and length_penalty > 0) else gen_len
-            best = run_scores2d[:, 0] / (bound_len**length_penalty)
-            can_improve = ~full | (best > fin_scores[:, K - 1])
-        stopped = stopped | ~can_improve
-        if bool((stopped | ~live[:, 0]).all()) or step + 1 == max_steps:
-            break
-
-        # Reorder (and on the first step expand) the KV cache, then run the model.
-        beam_idx = (batch_base * beams_now + src).reshape(-1)
-        kwargs[cache_key].reorder_cache(beam_idx)
-        if beams_now == 1:
-            for name in ("attention_mask", "position_ids", "token_type_ids"):
-                if isinstance(kwargs.get(name), torch.Tensor):
-                    kwargs[name] = kwargs[name].repeat_interleave(K, dim=0)
-            beams_now = K
-        run_scores = run_scores2d.reshape(-1).contiguous()
-        run_nodes = run_nodes2d.reshape(-1).to(torch.int32).contiguous()
-        inputs = model.prepare_inputs_for_generation(
-            tokens.reshape(-1, 1), next_sequence_length=1, **kwargs
-        )
-        outputs = model(**inputs, return_dict=True)
-        kwargs = model._update_model_kwargs_for_generation(outputs, kwargs)
-        logits = outputs.logits[:, -1, :]
-
-    nodes = fin_nodes[:, :R]
-    sequences, lengths = _paths_of_nodes(trie, nodes, pad_token_id)
-    return RecommendationOutput(
-        item_ids=trie.item_ids_of_nodes(nodes),
-        scores=fin_scores[:, :R],
-        sequences=sequences,
-        lengths=lengths,
-        nodes=nodes,
-    )
+    decoding = Decoding(alpha, length_penalty, early_stopping, renormalize, temperature)
+    return generate_many(
+        model,
+        input_ids,
+        attention_mask,
+        trie=trie,
+        decodings=[decoding],
+        num_beams=num_beams,
+        num_return_sequences=num_return_sequences,
+        pad_token_id=pad_token_id,
+        max_new_tokens=max_new_tokens,
+        **model_kwargs,
+    )[0]
 
 
 def custom_generate(
