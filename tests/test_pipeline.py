@@ -21,12 +21,13 @@ from igdbeam.pipeline import (
     make_loss,
     pad_collate,
     recommend,
+    recommend_many,
     recommendations_table,
     resolve_decoder,
     select_test_users,
 )
 from igdbeam.prompts import IGNORE_INDEX
-from pipeline_fixtures import TITLES, tiny_tokenizer, write_tiny_data
+from pipeline_fixtures import TITLES, tiny_tokenizer, write_tiny_data, write_tiny_model
 
 
 def _s(user: str, item: int) -> Sample:
@@ -98,6 +99,44 @@ def test_recommend_restores_row_order(tmp_path: Path) -> None:
         ("x", 2, 101, 1),
     ]
     assert len(table) == 6
+
+
+def test_recommend_many_shares_work_and_equals_one_call_per_method(tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    import igdbeam
+
+    folder = write_tiny_model(tmp_path / "m")
+    tok = tiny_tokenizer()
+    model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    ds = load_dataset(write_tiny_data(tmp_path / "d"))
+    trie = build_trie(ds, tok)
+    rows = ds.split("test") + ds.split("valid")
+    methods = {
+        "bigrec": {"alpha": 0.0, "length_penalty": 1.0},
+        "d3": {"alpha": 0.0, "length_penalty": 0.0},
+        "igd": {"alpha": 0.4, "length_penalty": 0.0},
+    }
+    kw = {"num_beams": 4, "batch_size": 3, "progress": False}
+    shared = recommend_many(model, tok, trie, rows, methods, **kw)
+    calls = []
+
+    def one_by_one(*args, **kwargs):  # not igdbeam.generate itself: one call per method
+        calls.append(kwargs["alpha"])
+        return igdbeam.generate(*args, **kwargs)
+
+    separate = recommend_many(model, tok, trie, rows, methods, generate_fn=one_by_one, **kw)
+    assert len(calls) == 3 * -(-len(rows) // 3)
+    for name in methods:
+        assert shared[name].item_ids.tolist() == separate[name].item_ids.tolist()
+        np.testing.assert_allclose(shared[name].scores, separate[name].scores, atol=1e-5)
+        assert shared[name].extra["prefill_seconds"] > 0 and separate[name].extra == {}
+    assert shared["bigrec"].extra["shared_search_with"] == ["d3"]
+    assert shared["igd"].extra["shared_search_with"] == []
+    single = recommend(model, tok, trie, rows, alpha=0.4, progress=False, num_beams=4)
+    assert single.item_ids.tolist() == shared["igd"].item_ids.tolist()
+    with pytest.raises(ValueError, match="no decoding methods"):
+        recommend_many(model, tok, trie, rows, {}, **kw)
 
 
 def test_max_history_items(tmp_path: Path) -> None:

@@ -476,7 +476,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from igdbeam.pipeline import (
         dist_state,
         popularity,
-        recommend_sharded,
+        recommend_many_sharded,
         recommendations_table,
         target_positions,
     )
@@ -489,10 +489,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     pop = popularity(ds)
     state = dist_state()
     results, ranked, rec_rows = [], {}, []
+    decoded = recommend_many_sharded(model, tok, trie, rows, methods, **_decode_kwargs(args))
     for name, settings in methods.items():
-        recs = recommend_sharded(
-            model, tok, trie, rows, **_decode_kwargs(args), desc=name, **settings
-        )
+        recs = decoded[name]
         metrics = evaluate_recommendations(recs.item_ids, targets, trie, popularity=pop)
         results.append({"method": name, **settings, **metrics, "seconds": recs.seconds})
         ranked[name] = recs.item_ids

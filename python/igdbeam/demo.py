@@ -97,6 +97,32 @@ def users_that_fit(
     return max(done, min(available, n))
 
 
+def _concat(parts: list[Any]) -> Any:
+    """Join the :class:`~igdbeam.pipeline.Recommendations` of consecutive row ranges."""
+    from igdbeam.pipeline import Recommendations
+
+    prefill = sum(p.extra.get("prefill_seconds", 0.0) for p in parts)
+    extra = {**parts[0].extra, "prefill_seconds": prefill} if parts[0].extra else {}
+    return Recommendations(
+        np.concatenate([p.item_ids for p in parts]),
+        np.concatenate([p.scores for p in parts]),
+        sum(p.seconds for p in parts),
+        extra,
+    )
+
+
+def _sharing_note(recs: dict[str, Any]) -> str:
+    """A line saying which decoders shared work (empty for a custom decoder)."""
+    pairs = {tuple(sorted([m, *r.extra.get("shared_search_with", [])])) for m, r in recs.items()}
+    shared = [" and ".join(p) for p in sorted(pairs) if len(p) > 1]
+    if not any("prefill_seconds" in r.extra for r in recs.values()):
+        return ""
+    note = "seconds: each decoder's beam search plus the prompt forward that all share"
+    if shared:
+        note += f"; {', '.join(shared)} share one beam search (they differ only in length penalty)"
+    return note
+
+
 def format_table(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]]) -> str:
     """Format rows as a fixed-width text table; ``columns`` = (key, header, format spec)."""
     cells = [[h for _, h, _ in columns]]
@@ -165,7 +191,7 @@ def run_demo(
         build_trie,
         popularity,
         prepare_movielens,
-        recommend,
+        recommend_many,
         recommendations_table,
         select_test_users,
         target_positions,
@@ -244,17 +270,11 @@ def run_demo(
     if prof.time_budget_s is not None and num_users is None and len(rows) > prof.batch_size:
         head = rows[: prof.batch_size]
         with clock("calibrate"):
-            for method in METHOD_ORDER:
-                calib[method] = recommend(
-                    model,
-                    tokenizer,
-                    trie,
-                    head,
-                    desc=f"{method} (calibration)",
-                    **decode_kwargs,
-                    **method_settings[method],
-                )
-        per_user = sum(c.seconds for c in calib.values()) / len(head)
+            t0 = time.perf_counter()
+            calib = recommend_many(
+                model, tokenizer, trie, head, method_settings, desc="calibration", **decode_kwargs
+            )
+            per_user = (time.perf_counter() - t0) / len(head)
         left = prof.time_budget_s - (time.perf_counter() - total_start) - 15.0
         rows = rows[: users_that_fit(left, per_user, len(head), prof.batch_size, len(rows))]
         print(
@@ -263,33 +283,26 @@ def run_demo(
             "(fix the number with --num-users)",
             flush=True,
         )
+    todo = rows[prof.batch_size :] if calib else rows
+    with clock("decode " + " + ".join(METHOD_ORDER)):
+        decoded = (
+            recommend_many(model, tokenizer, trie, todo, method_settings, **decode_kwargs)
+            if todo
+            else {}
+        )
     targets = target_positions(ds, rows)
     results: list[dict[str, Any]] = []
     ranked: dict[str, np.ndarray] = {}
     rec_rows: list[dict[str, Any]] = []
     for method in METHOD_ORDER:
         settings = method_settings[method]
-        with clock(f"decode {method}"):
-            done = calib.get(method)
-            todo = rows[len(done.item_ids) :] if done is not None else rows
-            recs = (
-                recommend(model, tokenizer, trie, todo, desc=method, **decode_kwargs, **settings)
-                if todo
-                else None
-            )
-            if done is not None:
-                parts = [done] + ([recs] if recs is not None else [])
-                recs = Recommendations(
-                    np.concatenate([r.item_ids for r in parts]),
-                    np.concatenate([r.scores for r in parts]),
-                    sum(r.seconds for r in parts),
-                )
-            assert recs is not None
+        recs = _concat([r[method] for r in (calib, decoded) if r])
         metrics = evaluate_recommendations(recs.item_ids, targets, trie, popularity=pop)
         results.append({"method": method, **settings, **metrics, "seconds": recs.seconds})
         ranked[method] = recs.item_ids
         for r in recommendations_table(ds, rows, recs):
             rec_rows.append({"method": method, **r})
+    shared_note = _sharing_note(calib or decoded)
 
     curves = entropy_curves(trie, targets, ranked)
     plot_entropy_curves(
@@ -313,6 +326,8 @@ def run_demo(
     write_csv(out / "recommendations.csv", rec_rows)
     print()
     print(format_table(results, RESULT_COLUMNS))
+    if shared_note:
+        print(shared_note)
     print(
         f"\n{len(rows)} test users, {prof.num_beams} beams; total {total:.0f} s; "
         f"results in {out}/ (results.json, results.csv, recommendations.csv, *.png)"

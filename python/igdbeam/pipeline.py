@@ -7,10 +7,8 @@ both are imported lazily, so this module works with any igdbeam build that provi
 from __future__ import annotations
 
 import inspect
-import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,18 @@ from tqdm.auto import tqdm
 
 from igdbeam.data.bigrec_csv import Dataset, Sample
 from igdbeam.prompts import IGNORE_INDEX, build_example, get_template, trie_for_catalog
+from igdbeam.recommending import (  # noqa: F401 - re-exported: the pipeline's public names
+    GenerateFn,
+    Recommendations,
+    dist_state,
+    encode_prompts,
+    left_pad,
+    recommend,
+    recommend_many,
+    recommend_many_sharded,
+    recommend_sharded,
+    resolve_decoder,
+)
 
 LOSSES = ("plain", "pos", "cft", "igd")
 METHODS: dict[str, dict[str, float]] = {
@@ -120,147 +130,6 @@ def select_test_users(
     return [last[u] for u in users]
 
 
-def encode_prompts(
-    tokenizer: Any,
-    samples: Sequence[Sample],
-    template: str = "igd",
-    max_prompt_tokens: int = 512,
-    max_history_items: int | None = None,
-) -> list[list[int]]:
-    """Token ids of each sample's prompt.
-
-    Only the last ``max_history_items`` history items are used (all when None); older items are
-    dropped further until the prompt fits ``max_prompt_tokens``.
-    """
-    t = get_template(template)
-    out = []
-    for s in samples:
-        hist = list(s.history_item_title)
-        if max_history_items is not None:
-            hist = hist[-max_history_items:]
-        ids = tokenizer(t.prompt(hist), add_special_tokens=False)["input_ids"]
-        while len(ids) > max_prompt_tokens and len(hist) > 1:
-            hist = hist[1:]
-            ids = tokenizer(t.prompt(hist), add_special_tokens=False)["input_ids"]
-        out.append(list(ids))
-    return out
-
-
-def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-pad token rows into ``(input_ids, attention_mask)`` int64 tensors."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), int(pad_id), dtype=torch.int64)
-    mask = torch.zeros((len(rows), width), dtype=torch.int64)
-    for i, r in enumerate(rows):
-        if len(r):
-            ids[i, width - len(r) :] = torch.tensor(list(r), dtype=torch.int64)
-            mask[i, width - len(r) :] = 1
-    return ids, mask
-
-
-GenerateFn = Callable[..., Any]
-
-
-def resolve_decoder(spec: str = "igdbeam:generate") -> GenerateFn:
-    """Return the decoder named ``MODULE:FUNCTION`` (default :func:`igdbeam.generate`).
-
-    When ``MODULE.FUNCTION`` is itself a module (e.g. the submodule ``igdbeam.generate``), its
-    attribute of the same name is used.
-
-    Raises:
-        ValueError: a malformed spec or a decoder that cannot be imported.
-    """
-    import importlib
-
-    module, _, name = spec.partition(":")
-    if not module or not name:
-        raise ValueError(f"a decoder is MODULE:FUNCTION, got {spec!r}")
-    try:
-        obj = getattr(importlib.import_module(module), name, None)
-        if obj is None or inspect.ismodule(obj):
-            obj = getattr(importlib.import_module(f"{module}.{name}"), name)
-    except (ImportError, AttributeError) as exc:
-        raise ValueError(
-            f"cannot load the decoder {spec!r}: {exc}. igdbeam.generate comes with igdbeam's "
-            "decoding module; pass another MODULE:FUNCTION with the same signature otherwise"
-        ) from None
-    if not callable(obj):
-        raise ValueError(f"the decoder {spec!r} is not callable")
-    return obj
-
-
-def _default_generate() -> GenerateFn:
-    return resolve_decoder("igdbeam:generate")
-
-
-@dataclass
-class Recommendations:
-    """Top-K catalog positions (``-1`` = none) and beam scores for each row, with timing."""
-
-    item_ids: np.ndarray
-    scores: np.ndarray
-    seconds: float
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def recommend(
-    model: Any,
-    tokenizer: Any,
-    trie: Any,
-    samples: Sequence[Sample],
-    *,
-    template: str = "igd",
-    num_beams: int = 10,
-    alpha: float = 0.0,
-    length_penalty: float = 0.0,
-    batch_size: int = 8,
-    max_prompt_tokens: int = 512,
-    max_history_items: int | None = None,
-    progress: bool = True,
-    desc: str = "recommending",
-    generate_fn: GenerateFn | None = None,
-) -> Recommendations:
-    """Decode the top ``num_beams`` items for each sample with trie-constrained beam search.
-
-    Prompts are batched with left padding and passed to ``generate_fn`` (default
-    :func:`igdbeam.generate`), which returns ``item_ids [B, K]`` (catalog positions, -1 for none)
-    and ``scores [B, K]``.
-    """
-    gen = generate_fn or _default_generate()
-    prompts = encode_prompts(tokenizer, samples, template, max_prompt_tokens, max_history_items)
-    pad_id = (
-        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    )
-    device = next(model.parameters()).device
-    ids_out = np.full((len(samples), num_beams), -1, dtype=np.int64)
-    sc_out = np.full((len(samples), num_beams), -math.inf, dtype=np.float64)
-    # Sorting by prompt length keeps padding (wasted compute) small; results go back in order.
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    start = time.perf_counter()
-    bar = tqdm(total=len(samples), desc=desc, disable=not progress, unit="user")
-    with torch.no_grad():
-        for b in range(0, len(order), batch_size):
-            idx = order[b : b + batch_size]
-            input_ids, mask = left_pad([prompts[i] for i in idx], pad_id)
-            out = gen(
-                model,
-                input_ids.to(device),
-                mask.to(device),
-                trie=trie,
-                num_beams=num_beams,
-                alpha=alpha,
-                length_penalty=length_penalty,
-            )
-            items = torch.as_tensor(out.item_ids).cpu().numpy()
-            scores = torch.as_tensor(out.scores).float().cpu().numpy()
-            k = min(num_beams, items.shape[1])
-            ids_out[idx, :k] = items[:, :k]
-            sc_out[idx, :k] = scores[:, :k]
-            bar.update(len(idx))
-    bar.close()
-    return Recommendations(ids_out, sc_out, time.perf_counter() - start)
-
-
 def recommendations_table(
     dataset: Dataset, samples: Sequence[Sample], recs: Recommendations, top: int = 10
 ) -> list[dict[str, Any]]:
@@ -284,60 +153,6 @@ def recommendations_table(
                 }
             )
     return rows
-
-
-def dist_state() -> Any:
-    """The process group of ``accelerate launch`` / ``torchrun`` (one process when not launched).
-
-    Without CUDA it asks accelerate for CPU processes, so that
-    ``accelerate launch --multi_gpu --num_processes N`` (torchrun underneath) gives N gloo ranks
-    on a CPU machine; accelerate's ``--cpu`` flag alone starts one process unless MPI is set up.
-    """
-    from accelerate import PartialState
-
-    return PartialState(cpu=not torch.cuda.is_available())
-
-
-def recommend_sharded(
-    model: Any,
-    tokenizer: Any,
-    trie: Any,
-    samples: Sequence[Sample],
-    **kwargs: Any,
-) -> Recommendations:
-    """:func:`recommend` with the rows split across ``accelerate`` processes, results gathered.
-
-    Each process decodes a contiguous shard (``Accelerator.split_between_processes``); the
-    shards are gathered with ``gather_object`` so every process returns all rows in order. With
-    a single process this is plain :func:`recommend`. See :func:`dist_state`.
-    """
-    from accelerate.utils import gather_object
-
-    acc = dist_state()
-    if acc.num_processes == 1:
-        return recommend(model, tokenizer, trie, samples, **kwargs)
-    model = model.to(acc.device)
-    rows = list(range(len(samples)))
-    with acc.split_between_processes(rows) as mine:  # type: ignore[attr-defined]
-        part = recommend(
-            model,
-            tokenizer,
-            trie,
-            [samples[i] for i in mine],
-            **{**kwargs, "progress": kwargs.get("progress", True) and acc.is_local_main_process},
-        )
-        payload = [(list(mine), part.item_ids.tolist(), part.scores.tolist(), part.seconds)]
-    gathered = gather_object(payload)
-    num_beams = kwargs.get("num_beams", 10)
-    ids_out = np.full((len(samples), num_beams), -1, dtype=np.int64)
-    sc_out = np.full((len(samples), num_beams), -math.inf, dtype=np.float64)
-    seconds = 0.0
-    for idx, items, scores, secs in gathered:
-        if idx:
-            ids_out[idx] = np.asarray(items, dtype=np.int64)
-            sc_out[idx] = np.asarray(scores, dtype=np.float64)
-        seconds = max(seconds, secs)
-    return Recommendations(ids_out, sc_out, seconds, {"num_processes": acc.num_processes})
 
 
 # ---------------------------------------------------------------------------------- training
