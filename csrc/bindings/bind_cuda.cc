@@ -106,7 +106,8 @@ void RegisterCudaOps(py::module_& m) {
          int64_t vocab, int64_t logits_row_stride, std::uintptr_t beam_scores, std::uintptr_t nodes,
          float alpha, float temperature, bool renormalize, int64_t num_candidates,
          std::uintptr_t out_score, std::uintptr_t out_logp, std::uintptr_t out_beam,
-         std::uintptr_t out_token, std::uintptr_t out_node, std::uintptr_t stream) {
+         std::uintptr_t out_token, std::uintptr_t out_node, std::uintptr_t stream,
+         int64_t select_slices) {
         DecodeParams params;
         params.alpha = alpha;
         params.temperature = temperature;
@@ -117,16 +118,17 @@ void RegisterCudaOps(py::module_& m) {
           return cuda::BeamStep(trie, Ptr<const void>(logits), DType(dtype_code), batch, beams,
                                 vocab, logits_row_stride, Ptr<const float>(beam_scores),
                                 Ptr<const int32_t>(nodes), params, num_candidates, out,
-                                Stream(stream));
+                                Stream(stream), select_slices);
         });
       },
       py::arg("trie"), py::arg("logits"), py::arg("dtype_code"), py::arg("batch"), py::arg("beams"),
       py::arg("vocab"), py::arg("logits_row_stride"), py::arg("beam_scores"), py::arg("nodes"),
       py::arg("alpha"), py::arg("temperature"), py::arg("renormalize"), py::arg("num_candidates"),
       py::arg("out_score"), py::arg("out_logp"), py::arg("out_beam"), py::arg("out_token"),
-      py::arg("out_node"), py::arg("stream"),
+      py::arg("out_node"), py::arg("stream"), py::arg("select_slices") = 0,
       "CUDA fused beam step: log-softmax normaliser, children gather, IG reweighting and the "
-      "per-batch-row top num_candidates.");
+      "per-batch-row top num_candidates. select_slices (internal, for tests): 0 lets the step "
+      "choose how many blocks select each batch row's candidates; > 0 forces that many.");
 }
 #endif
 

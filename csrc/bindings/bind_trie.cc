@@ -62,7 +62,9 @@ py::dict Build(py::array_t<int64_t, py::array::c_style | py::array::forcecast> o
 
 TrieView MakeView(int64_t num_nodes, std::uintptr_t child_offsets, std::uintptr_t token,
                   std::uintptr_t parent, std::uintptr_t depth, std::uintptr_t entropy,
-                  std::uintptr_t info_gain, std::uintptr_t info_gain_norm, std::uintptr_t zero_ig) {
+                  std::uintptr_t info_gain, std::uintptr_t info_gain_norm, std::uintptr_t zero_ig,
+                  int32_t max_fanout) {
+  IGD_CHECK_ARG(max_fanout >= 0, "max_fanout must be >= 0 (0: unknown), got ", max_fanout);
   TrieView v;
   v.num_nodes = num_nodes;
   v.child_offsets = Ptr<const int32_t>(child_offsets);
@@ -73,6 +75,7 @@ TrieView MakeView(int64_t num_nodes, std::uintptr_t child_offsets, std::uintptr_
   v.info_gain = Ptr<const float>(info_gain);
   v.info_gain_norm = Ptr<const float>(info_gain_norm);
   v.zero_ig = Ptr<const uint8_t>(zero_ig);
+  v.max_fanout = max_fanout;
   return v;
 }
 
@@ -86,8 +89,9 @@ void RegisterTrie(py::module_& m) {
       "Raw pointers to a trie's arrays (host or device); built by igdbeam.ItemTrie.")
       .def(py::init(&MakeView), py::arg("num_nodes"), py::arg("child_offsets"), py::arg("token"),
            py::arg("parent"), py::arg("depth"), py::arg("entropy"), py::arg("info_gain"),
-           py::arg("info_gain_norm"), py::arg("zero_ig"))
-      .def_readonly("num_nodes", &TrieView::num_nodes);
+           py::arg("info_gain_norm"), py::arg("zero_ig"), py::arg("max_fanout") = 0)
+      .def_readonly("num_nodes", &TrieView::num_nodes)
+      .def_readonly("max_fanout", &TrieView::max_fanout);
 
   m.def("build_trie", &Build, py::arg("offsets"), py::arg("tokens"), py::arg("weights"),
         py::arg("entropy_mode"), py::arg("vocab_size"), py::arg("equal_ig_rtol"),

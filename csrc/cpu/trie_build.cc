@@ -21,6 +21,7 @@ TrieView TrieArrays::View() const {
   v.info_gain = info_gain.data();
   v.info_gain_norm = info_gain_norm.data();
   v.zero_ig = zero_ig.data();
+  v.max_fanout = max_fanout;
   return v;
 }
 

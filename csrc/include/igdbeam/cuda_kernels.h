@@ -50,12 +50,15 @@ Status ProcessorStep(const TrieView& trie, const int64_t* input_ids, int64_t row
                      int64_t vocab, int64_t scores_row_stride, const DecodeParams& params,
                      int32_t* out_nodes, int32_t* row_status, void* stream) noexcept;
 
-// Two kernels: a split-row pass for the log-softmax normaliser of every active beam (skipped with
-// renormalize, where it cancels), then one block per batch row that scores every child of every
-// active beam and keeps the best num_candidates with a threshold-filtered, chunked bitonic top-k.
+// A split-row pass for the log-softmax normaliser of every active beam (skipped with
+// renormalize, where it cancels), then blocks that score every child of every active beam and
+// keep the best num_candidates with a threshold-filtered, chunked bitonic top-k: one block per
+// batch row, or S per row and a merge when trie.max_fanout allows many candidates per row.
+// select_slices: 0 chooses S from the trie, the batch and the device (no synchronisation); a
+// positive value forces S (a test hook: every S gives the same, bit-identical result).
 Status BeamStep(const TrieView& trie, const void* logits, ScalarType dtype, int64_t batch,
                 int64_t beams, int64_t vocab, int64_t logits_row_stride, const float* beam_scores,
                 const int32_t* nodes, const DecodeParams& params, int64_t num_candidates,
-                const BeamStepOutput& out, void* stream) noexcept;
+                const BeamStepOutput& out, void* stream, int64_t select_slices = 0) noexcept;
 
 }  // namespace igdbeam::cuda

@@ -29,6 +29,9 @@ struct TrieView {
   const float* info_gain = nullptr;        // [num_nodes]
   const float* info_gain_norm = nullptr;   // [num_nodes]
   const uint8_t* zero_ig = nullptr;        // [num_nodes]
+  // The largest child count of any node (0: unknown). A static bound the CUDA beam step sizes
+  // its launch with, so that it never reads the trie on the host.
+  int32_t max_fanout = 0;
 };
 
 // Owning result of a build. Vectors are handed to Python without copying.
