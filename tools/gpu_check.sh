@@ -2,7 +2,8 @@
 # One-shot GPU check of the CUDA backend (run on the H100/H200 machine from the repo root).
 #   1. builds and installs igdbeam with the CUDA kernels for sm_90 only (fast);
 #   2. runs every test marked `cuda`;
-#   3. prints the fused beam step's ratio table (CUDA events) and runs the pytest-benchmark cases.
+#   3. prints the fused beam step's ratio table (CUDA events) and the split select's slice table
+#      (GPU_CHECK_FULL=1 adds tools/gpu_diag.sh and the pytest-benchmark rounds);
 #   4. runs the end-to-end GPU benchmarks (generate, training step) of bench_cuda_e2e.py.
 # Logs and JSON are packed into $OUT/gpu_results.tgz (default ./out). Each step is bounded by `timeout`; a failing step
 # is recorded in $OUT/summary.txt and the later steps still run, so one run gives all the facts.
@@ -17,7 +18,7 @@ summary="$OUT/summary.txt"
 pack() {
   tar -C "$OUT" -czf "$FINAL_OUT/gpu_results.tgz" .
   cp "$OUT/summary.txt" "$FINAL_OUT/" 2>/dev/null
-  cp "$OUT/tests.log" "$OUT/e2e.log" "$OUT/ratios.log" "$FINAL_OUT/" 2>/dev/null
+  cp "$OUT/tests.log" "$OUT/e2e.log" "$OUT/ratios.log" "$OUT/slices.log" "$FINAL_OUT/" 2>/dev/null
   return 0
 }
 trap pack EXIT
@@ -53,10 +54,13 @@ python3 -c "import igdbeam; assert igdbeam.cuda_available(), 'no CUDA kernels or
 # -x, so one run reports every failing op, not only the first.
 step tests 110 python3 -m pytest -m cuda -q -rfE --maxfail=25 -p no:cacheprovider \
   --rootdir="$PWD" -c "$PWD/pyproject.toml" "$PWD/tests" --junitxml="$OUT/tests.xml"
-step diag 60 bash tools/gpu_diag.sh
 step ratios 50 python3 benchmarks/bench_cuda.py --json "$OUT/bench_ratios.json"
-step bench 70 python3 -m pytest -q -W default -p no:cacheprovider -c "$PWD/pyproject.toml" \
-  "$PWD/benchmarks/bench_cuda.py" --benchmark-json="$OUT/bench.json" --benchmark-columns=min,median,max
+step slices 60 python3 benchmarks/bench_select_slices.py
+if [ "${GPU_CHECK_FULL:-0}" = 1 ]; then  # the slower extras: diagnostics, pytest-benchmark rounds
+  step diag 60 bash tools/gpu_diag.sh
+  step bench 70 python3 -m pytest -q -W default -p no:cacheprovider -c "$PWD/pyproject.toml" \
+    "$PWD/benchmarks/bench_cuda.py" --benchmark-json="$OUT/bench.json" --benchmark-columns=min,median,max
+fi
 IGDBEAM_BENCH_JSON="$OUT/e2e.json" step e2e 140 python3 -m pytest -q -p no:cacheprovider \
   -c "$PWD/pyproject.toml" "$PWD/benchmarks/bench_cuda_e2e.py" --benchmark-json="$OUT/e2e_bench.json" \
   --benchmark-columns=min,median,max
