@@ -87,6 +87,9 @@ class Case:
             torch.empty(shape, dtype=torch.int32, device="cuda"),
         ]
         self.bytes = self.logits.numel() * self.logits.element_size()
+        # The candidate bound igdbeam.generate passes: all beams at the root or below it.
+        root_fanout, inner_fanout = trie.fanout_bounds()
+        self.bound = BEAMS * (root_fanout if where == "root" else inner_fanout)
 
     def fused(self) -> None:
         x = self.logits
@@ -94,6 +97,7 @@ class Case:
             self.trie.native_view(), x.data_ptr(), DTYPES[x.dtype], BATCH, BEAMS, VOCAB,
             x.stride(0), self.beam_scores.data_ptr(), self.nodes.data_ptr(), ALPHA, 1.0, False, K,
             *(t.data_ptr() for t in self.out), int(torch.cuda.current_stream().cuda_stream),
+            0, self.bound,
         )  # fmt: skip
 
     def read_once(self) -> torch.Tensor:

@@ -19,7 +19,7 @@ def fused(case: Case, slices: int, out: list[torch.Tensor], renormalize: bool = 
         case.trie.native_view(), x.data_ptr(), DTYPES[x.dtype], BATCH, BEAMS, VOCAB, x.stride(0),
         case.beam_scores.data_ptr(), case.nodes.data_ptr(), ALPHA, 1.0, renormalize,
         out[0].shape[1], *(t.data_ptr() for t in out),
-        int(torch.cuda.current_stream().cuda_stream), slices,
+        int(torch.cuda.current_stream().cuda_stream), slices, case.bound,
     )  # fmt: skip
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+import igdbeam
 from cuda_testing import (
     _C,
     DTYPES,
@@ -26,11 +27,13 @@ FIELDS = ("score", "logp", "beam", "token", "node")
 
 
 def run_beam_step(op, view, logits, beam_scores, nodes, *, beams, alpha, num_candidates,
-                  temperature=1.0, renormalize=False, stream=None, select_slices=None):  # fmt: skip
+                  temperature=1.0, renormalize=False, stream=None, select_slices=None,
+                  candidate_bound=None):  # fmt: skip
     """Call _C.beam_step_{cpu,cuda} on tensors of one device; return the output dict.
 
     select_slices (CUDA only) is the internal binding's test hook: 0 lets the step choose how many
-    blocks select each batch row's candidates, > 0 forces that many slices per row.
+    blocks select each batch row's candidates, > 0 forces that many slices per row;
+    candidate_bound (CUDA only, 0: from the trie) is the bound that sizes the automatic choice.
     """
     rows, vocab = logits.shape
     batch = rows // beams
@@ -48,8 +51,10 @@ def run_beam_step(op, view, logits, beam_scores, nodes, *, beams, alpha, num_can
             num_candidates, *(out[f].data_ptr() for f in FIELDS)]  # fmt: skip
     if stream is not None:
         args.append(stream)
-    if select_slices is not None:
-        args.append(select_slices)
+    if select_slices is not None or candidate_bound is not None:
+        args.append(select_slices or 0)
+    if candidate_bound is not None:
+        args.append(candidate_bound)
     op(*args)
     return out
 
@@ -303,6 +308,24 @@ def test_beam_step_sliced_select_exact_ties(sliced, K) -> None:
             assert torch.equal(got[f], one[f]), (slices, f)
 
 
+def test_beam_step_candidate_bound_hint_changes_nothing(sliced) -> None:
+    """The public op's max_candidates_per_row only sizes the select: tiny, exact, huge and no
+    bound give the same bits (and igdbeam.generate's root / inner bounds are the trie's)."""
+    rng = np.random.default_rng(28)
+    beams, trie = 8, sliced.trie.to("cuda")
+    logits, bs, nodes = _sliced_inputs(rng, sliced, beams, torch.float32)
+    args = (trie, logits.cuda(), bs.cuda(), nodes.cuda())
+    kw = dict(beams=beams, num_candidates=40, alpha=0.3)
+    base = igdbeam.beam_step(*args, **kw)
+    for bound in (1, beams * sliced.trie.fanout_bounds()[0], 10**9):
+        got = igdbeam.beam_step(*args, max_candidates_per_row=bound, **kw)
+        for f in FIELDS:
+            assert torch.equal(getattr(got, f), getattr(base, f)), (bound, f)
+    root, inner = sliced.trie.fanout_bounds()
+    lo, hi = sliced.t.children(0)
+    assert root == hi - lo == 20_000 and inner == 3_000
+
+
 def test_beam_step_sliced_graph_capture(sliced) -> None:
     """The sliced select (one scratch allocation, slice and merge kernels) has no host
     synchronisation: it captures into a CUDA graph whose replay gives the single-block outputs."""
@@ -343,3 +366,6 @@ def test_beam_step_rejects_bad_arguments() -> None:
     with pytest.raises(ValueError, match="select_slices"):
         run_beam_step(_C.beam_step_cuda, trie.native_view(), logits, bs, nodes, beams=2, alpha=0.1,
                       num_candidates=2, stream=cuda_stream(), select_slices=-1)  # fmt: skip
+    with pytest.raises(ValueError, match="candidate_bound"):
+        run_beam_step(_C.beam_step_cuda, trie.native_view(), logits, bs, nodes, beams=2, alpha=0.1,
+                      num_candidates=2, stream=cuda_stream(), candidate_bound=-1)  # fmt: skip

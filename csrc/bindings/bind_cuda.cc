@@ -107,7 +107,7 @@ void RegisterCudaOps(py::module_& m) {
          float alpha, float temperature, bool renormalize, int64_t num_candidates,
          std::uintptr_t out_score, std::uintptr_t out_logp, std::uintptr_t out_beam,
          std::uintptr_t out_token, std::uintptr_t out_node, std::uintptr_t stream,
-         int64_t select_slices) {
+         int64_t select_slices, int64_t candidate_bound) {
         DecodeParams params;
         params.alpha = alpha;
         params.temperature = temperature;
@@ -118,7 +118,7 @@ void RegisterCudaOps(py::module_& m) {
           return cuda::BeamStep(trie, Ptr<const void>(logits), DType(dtype_code), batch, beams,
                                 vocab, logits_row_stride, Ptr<const float>(beam_scores),
                                 Ptr<const int32_t>(nodes), params, num_candidates, out,
-                                Stream(stream), select_slices);
+                                Stream(stream), select_slices, candidate_bound);
         });
       },
       py::arg("trie"), py::arg("logits"), py::arg("dtype_code"), py::arg("batch"), py::arg("beams"),
@@ -126,9 +126,12 @@ void RegisterCudaOps(py::module_& m) {
       py::arg("alpha"), py::arg("temperature"), py::arg("renormalize"), py::arg("num_candidates"),
       py::arg("out_score"), py::arg("out_logp"), py::arg("out_beam"), py::arg("out_token"),
       py::arg("out_node"), py::arg("stream"), py::arg("select_slices") = 0,
+      py::arg("candidate_bound") = 0,
       "CUDA fused beam step: log-softmax normaliser, children gather, IG reweighting and the "
       "per-batch-row top num_candidates. select_slices (internal, for tests): 0 lets the step "
-      "choose how many blocks select each batch row's candidates; > 0 forces that many.");
+      "choose how many blocks select each batch row's candidates; > 0 forces that many. "
+      "candidate_bound: an upper bound on any batch row's candidates (0: beams * the trie's "
+      "largest fan-out); it only picks the number of blocks.");
 }
 #endif
 

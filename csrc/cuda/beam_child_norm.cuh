@@ -25,7 +25,7 @@ __device__ __forceinline__ float WarpChildLse(const TrieView& trie, const T* row
   const int lane = threadIdx.x & 31;
   MaxSum acc;
   for (int32_t j = lane; j < n; j += 32)
-    acc.Add(LoadFloat(row + __ldg(trie.token + lo + j)) * inv_temperature);
+    acc.Add(__fmul_rn(LoadFloat(row + __ldg(trie.token + lo + j)), inv_temperature));
   return WarpReduce(acc).Lse();
 }
 

@@ -152,9 +152,11 @@ __device__ __forceinline__ Candidate ScoreCandidate(const TrieView& trie, const 
   c.beam = BeamOfOrdinal(row.prefix, static_cast<int>(a.beams), i);
   c.child = row.lo[c.beam] + static_cast<int32_t>(i - row.prefix[c.beam]);
   const T* x = logits + (b * a.beams + c.beam) * a.row_stride;
-  c.logp = LoadFloat(x + __ldg(trie.token + c.child)) * a.inv_temperature - row.shift[c.beam];
-  const float w = 1.0f - a.alpha * __ldg(trie.info_gain_norm + c.child);
-  c.score = row.score[c.beam] + w * c.logp;
+  // _rn intrinsics: no FMA contraction, so every kernel that inlines this gets the same bits.
+  const float scaled = __fmul_rn(LoadFloat(x + __ldg(trie.token + c.child)), a.inv_temperature);
+  c.logp = __fsub_rn(scaled, row.shift[c.beam]);
+  const float w = __fsub_rn(1.0f, __fmul_rn(a.alpha, __ldg(trie.info_gain_norm + c.child)));
+  c.score = __fadd_rn(row.score[c.beam], __fmul_rn(w, c.logp));
   return c;
 }
 

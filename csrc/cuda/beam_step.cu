@@ -61,24 +61,27 @@ Status NormSplits(int64_t rows, int64_t vocab, int* out) noexcept {
   return OkStatus();
 }
 
-// Select slices per batch row. Only static facts: a row holds at most beams * max_fanout
-// candidates (max_fanout from the trie builder, clipped to the vocabulary; unknown counts as the
-// vocabulary). A small bound keeps one block per row (no scratch, no merge launch); a large one
-// gets enough slices to give the GPU about kSelectBlocksPerSm select blocks per SM, none shorter
-// than kMinSliceCandidates, and few enough that the merge reads at most kMaxMergeKeys keys per
-// row. At run time a row with few real candidates is finished by its first slice (beam_select.cuh).
-constexpr int kSelectBlocksPerSm = 4;  // 512-thread blocks: 2048 threads per SM
+// Select slices per batch row. Only static facts: a row holds at most `bound` candidates (the
+// caller's bound, else beams * max_fanout with max_fanout from the trie builder, clipped to the
+// vocabulary; unknown counts as the vocabulary). A small bound keeps one block per row (no scratch,
+// no merge launch); a large one gets enough slices to give the GPU about kSelectBlocksPerSm select
+// blocks per SM, none shorter than kMinSliceCandidates, and few enough that the merge reads at most
+// kMaxMergeKeys keys per row. At run time a row with few real candidates is finished by its first
+// slice (beam_select.cuh). 2 select blocks per SM measured fastest on an H100 (all beams at a
+// 20k-child root, batch 64: S = 4 took 316 us, S = 9 (4 per SM) 391 us, S = 1 559 us;
+// bench_select_slices.py).
+constexpr int kSelectBlocksPerSm = 2;
 constexpr int64_t kMultiSliceMinCandidates = 4 * static_cast<int64_t>(kSelectChunk);
 constexpr int64_t kMinSliceCandidates = 2 * static_cast<int64_t>(kSelectChunk);
 constexpr int64_t kMaxSlices = 64;
 constexpr int64_t kMaxMergeKeys = 16 * static_cast<int64_t>(kSelectChunk);
 
 Status SelectSlices(const TrieView& trie, int64_t batch, int64_t beams, int64_t vocab,
-                    int64_t num_candidates, int* out) noexcept {
+                    int64_t num_candidates, int64_t candidate_bound, int* out) noexcept {
   const int64_t fanout = trie.max_fanout > 0 && trie.max_fanout < vocab
                              ? static_cast<int64_t>(trie.max_fanout)
                              : vocab;
-  const int64_t bound = beams * fanout;
+  const int64_t bound = candidate_bound > 0 ? candidate_bound : beams * fanout;
   *out = 1;
   if (bound <= kMultiSliceMinCandidates) return OkStatus();
   int sm_count = 1;
@@ -167,7 +170,8 @@ Status LaunchBeamKernels(const TrieView& trie, const void* logits, ScalarType dt
 Status BeamStep(const TrieView& trie, const void* logits, ScalarType dtype, int64_t batch,
                 int64_t beams, int64_t vocab, int64_t logits_row_stride, const float* beam_scores,
                 const int32_t* nodes, const DecodeParams& params, int64_t num_candidates,
-                const BeamStepOutput& out, void* stream, int64_t select_slices) noexcept {
+                const BeamStepOutput& out, void* stream, int64_t select_slices,
+                int64_t candidate_bound) noexcept {
   IGD_CUDA_CHECK_ARG(batch >= 0 && beams >= 1 && vocab >= 1, "bad shape: batch ", batch, ", beams ",
                      beams, ", vocab ", vocab);
   IGD_CUDA_CHECK_ARG(beams <= 1024, "the CUDA beam step supports at most 1024 beams, got ", beams);
@@ -179,6 +183,8 @@ Status BeamStep(const TrieView& trie, const void* logits, ScalarType dtype, int6
                      params.temperature);
   IGD_CUDA_CHECK_ARG(select_slices >= 0 && select_slices <= 1024,
                      "select_slices must lie in [0, 1024] (0: automatic), got ", select_slices);
+  IGD_CUDA_CHECK_ARG(candidate_bound >= 0, "candidate_bound must be >= 0 (0: from the trie), got ",
+                     candidate_bound);
   IGD_RETURN_IF_ERROR(CheckFloatType(dtype));
   if (batch == 0) return OkStatus();
   cudaStream_t s = AsStream(stream);
@@ -198,7 +204,8 @@ Status BeamStep(const TrieView& trie, const void* logits, ScalarType dtype, int6
   a.capacity = SelectCapacity(a.num_candidates);
   a.slices = static_cast<int>(select_slices);
   if (a.slices == 0) {
-    IGD_RETURN_IF_ERROR(SelectSlices(trie, batch, beams, vocab, num_candidates, &a.slices));
+    IGD_RETURN_IF_ERROR(
+        SelectSlices(trie, batch, beams, vocab, num_candidates, candidate_bound, &a.slices));
   }
   const size_t smem = SelectSharedBytes(a.capacity, beams);
 

@@ -10,6 +10,9 @@ namespace igdbeam::cuda {
 constexpr float kLog2e = 1.4426950408889634f;
 
 // Running logsumexp state: the max and the sum of exp(x - max). A NaN input makes the sum NaN.
+// Sums and products use the _rn intrinsics: nvcc may not contract them into FMAs, so the same
+// inputs give the same bits in every kernel that inlines this (the split and single-block select
+// paths must agree bit for bit).
 struct MaxSum {
   float m = -INFINITY;
   float s = 0.0f;
@@ -21,12 +24,12 @@ struct MaxSum {
 #pragma unroll
     for (int i = 1; i < N; ++i) vm = fmaxf(vm, x[i]);
     if (vm > m) {
-      s *= exp2f((m - vm) * kLog2e);
+      s = __fmul_rn(s, exp2f(__fmul_rn(__fsub_rn(m, vm), kLog2e)));
       m = vm;
     }
     if (m == -INFINITY) return;
 #pragma unroll
-    for (int i = 0; i < N; ++i) s += exp2f((x[i] - m) * kLog2e);
+    for (int i = 0; i < N; ++i) s = __fadd_rn(s, exp2f(__fmul_rn(__fsub_rn(x[i], m), kLog2e)));
   }
 
   __device__ __forceinline__ void Add(float x) {
@@ -37,14 +40,15 @@ struct MaxSum {
   __device__ __forceinline__ void Merge(float om, float os) {
     const float nm = fmaxf(m, om);
     if (nm == -INFINITY) return;
-    s = s * exp2f((m - nm) * kLog2e) + os * exp2f((om - nm) * kLog2e);
+    s = __fadd_rn(__fmul_rn(s, exp2f(__fmul_rn(__fsub_rn(m, nm), kLog2e))),
+                  __fmul_rn(os, exp2f(__fmul_rn(__fsub_rn(om, nm), kLog2e))));
     m = nm;
   }
 
   // log(sum exp(x)); -inf when empty or all -inf.
   __device__ __forceinline__ float Lse() const {
     if (m == -INFINITY) return -INFINITY;
-    return m + logf(s);
+    return __fadd_rn(m, logf(s));
   }
 };
 

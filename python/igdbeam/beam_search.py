@@ -143,6 +143,7 @@ def run_beam_search(
     run_nodes = torch.zeros(B, dtype=torch.int32, device=device)
     beams_now = 1  # the first step expands each prompt's single row into K beams
     exact_len = float(trie.max_depth)
+    root_fanout, inner_fanout = trie.fanout_bounds() if device.type == "cuda" else (0, 0)
 
     for step in range(max_steps):
         cand = beam_step(
@@ -155,6 +156,8 @@ def run_beam_search(
             alpha=alpha,
             temperature=temperature,
             renormalize=renormalize,
+            # Step 1 starts at the root; later beams sit below it (sizes the CUDA select).
+            max_candidates_per_row=root_fanout if step == 0 else beams_now * inner_fanout,
         )
         if device.type == "cpu" and bool(torch.isnan(cand.score).any()):
             raise ValueError("the model produced NaN logits (check its dtype and inputs)")

@@ -194,6 +194,7 @@ def beam_step(
     alpha: float = 0.0,
     temperature: float = 1.0,
     renormalize: bool = False,
+    max_candidates_per_row: int | None = None,
 ) -> BeamStepResult:
     """Score every trie child of every active beam and keep the best ``num_candidates`` per row.
 
@@ -214,6 +215,10 @@ def beam_step(
         alpha: debiasing strength in [0, 1].
         temperature: > 0.
         renormalize: renormalise over each beam's children before weighting.
+        max_candidates_per_row: optional upper bound on the candidates (children of active
+            beams) of any batch row, e.g. ``trie.fanout_bounds()[0]`` on a step from the root.
+            Only a speed hint for CUDA (how many blocks select each row; the default bound is
+            ``beams * trie.max_fanout``); every value gives the same result.
 
     Returns:
         A :class:`BeamStepResult` of ``[batch, num_candidates]`` tensors.
@@ -267,7 +272,8 @@ def beam_step(
     )
     if dev.type == "cuda":
         require_cuda_kernels("beam_step")
-        _C.beam_step_cuda(*args, cuda_stream(logits))
+        bound = 0 if max_candidates_per_row is None else max(1, int(max_candidates_per_row))
+        _C.beam_step_cuda(*args, cuda_stream(logits), 0, bound)
     else:
         _C.beam_step_cpu(*args)
     return out

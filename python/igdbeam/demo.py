@@ -50,8 +50,8 @@ class DemoProfile:
 
 
 PROFILES: dict[str, DemoProfile] = {
-    # quick: up to 200 users, as many as one timed batch says fit 9 minutes end to end.
-    "quick": DemoProfile("quick", num_users=200, batch_size=8, time_budget_s=540.0),
+    # quick: up to 500 users, as many as one timed batch says fit 9 minutes end to end.
+    "quick": DemoProfile("quick", num_users=500, batch_size=16, time_budget_s=540.0),
     "full": DemoProfile("full", num_users=300, max_history_items=10, train_steps=100),
 }
 METHOD_ORDER = ("bigrec", "d3", "igd")

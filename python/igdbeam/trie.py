@@ -99,6 +99,7 @@ class ItemTrie:
     def __init__(self, arrays: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         """Wrap already-built arrays; use the ``from_*`` constructors or :meth:`load` instead."""
         self._arrays = arrays
+        self._fanouts: tuple[int, int] | None = None
         self._meta = dict(meta)
         self._view: Any = None
 
@@ -252,6 +253,19 @@ class ItemTrie:
         """Largest number of children of one node."""
         return int(self._meta["max_fanout"])
 
+    def fanout_bounds(self) -> tuple[int, int]:
+        """``(root fan-out, largest fan-out of any other node)``, computed once and cached.
+
+        The CUDA beam step uses them to size its select (a decoding step from the root has at
+        most the root's fan-out candidates per prompt; a later one ``beams`` times the second).
+        """
+        if self._fanouts is None:
+            off = self._arrays["child_offsets"]
+            below = (off[2:] - off[1:-1]).max() if off.shape[0] > 2 else off[0]
+            root, rest = torch.stack(((off[1] - off[0]).long(), below.long())).tolist()
+            self._fanouts = (int(root), int(rest))
+        return self._fanouts
+
     @property
     def vocab_size(self) -> int | None:
         """Vocabulary size the trie was validated against, or None."""
@@ -328,7 +342,9 @@ class ItemTrie:
         arrays = {
             name: (t.to(device) if name in DEVICE_ARRAYS else t) for name, t in self._arrays.items()
         }
-        return ItemTrie(arrays, self._meta)
+        moved = ItemTrie(arrays, self._meta)
+        moved._fanouts = self._fanouts
+        return moved
 
     def cpu(self) -> ItemTrie:
         """Return the trie with its arrays on the CPU."""

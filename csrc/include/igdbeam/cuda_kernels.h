@@ -54,11 +54,15 @@ Status ProcessorStep(const TrieView& trie, const int64_t* input_ids, int64_t row
 // renormalize, where it cancels), then blocks that score every child of every active beam and
 // keep the best num_candidates with a threshold-filtered, chunked bitonic top-k: one block per
 // batch row, or S per row and a merge when trie.max_fanout allows many candidates per row.
-// select_slices: 0 chooses S from the trie, the batch and the device (no synchronisation); a
-// positive value forces S (a test hook: every S gives the same, bit-identical result).
+// select_slices: 0 chooses S from the candidate bound, the batch and the device (no
+// synchronisation); a positive value forces S (a test hook: every S gives the same, bit-identical
+// result). candidate_bound: the caller's upper bound on any batch row's candidates (e.g. the
+// root's fan-out on the first decoding step, beams * the largest fan-out below the root after);
+// 0 means beams * trie.max_fanout. It only picks S: any bound gives the same result.
 Status BeamStep(const TrieView& trie, const void* logits, ScalarType dtype, int64_t batch,
                 int64_t beams, int64_t vocab, int64_t logits_row_stride, const float* beam_scores,
                 const int32_t* nodes, const DecodeParams& params, int64_t num_candidates,
-                const BeamStepOutput& out, void* stream, int64_t select_slices = 0) noexcept;
+                const BeamStepOutput& out, void* stream, int64_t select_slices = 0,
+                int64_t candidate_bound = 0) noexcept;
 
 }  // namespace igdbeam::cuda
