@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from igdbeam.data import Sample, load_dataset
-from igdbeam.demo import RESULT_COLUMNS, format_table, users_that_fit
+from igdbeam.demo import RESULT_COLUMNS, decode_in_chunks, format_table
 from igdbeam.pipeline import (
     ExampleDataset,
     build_trie,
@@ -218,11 +218,30 @@ def test_format_table() -> None:
     ]
 
 
-def test_users_that_fit() -> None:
-    # 6 s per user (3 decoders), 8 done, 400 s left: 8 + 66 = 74 -> 72 (batches of 8).
-    assert users_that_fit(400.0, 6.0, 8, 8, 200) == 72
-    assert users_that_fit(1e9, 6.0, 8, 8, 200) == 200
-    assert users_that_fit(-5.0, 6.0, 8, 8, 200) == 8
+def test_decode_in_chunks_stops_before_the_deadline() -> None:
+    """A fake clock: each chunk costs 10 s plus 30 s of warm-up on the first one."""
+    now = [0.0]
+    seen: list[list[int]] = []
+
+    def decode(part):
+        now[0] += 10.0 + (30.0 if not seen else 0.0)
+        seen.append(list(part))
+        return {"m": len(part)}
+
+    rows = list(range(100))
+    done, parts = decode_in_chunks(decode, rows, 8, 95.0, clock=lambda: now[0], progress=False)
+    # Chunks end at 40 s (warm-up; estimate 40 -> 80 fits), 50, 60, 70, 80, 90; a seventh would
+    # end at 100 > 95 (the estimate is now the mean of the chunks after the first: 10 s).
+    assert done == 48 and [p["m"] for p in parts] == [8] * 6
+    assert seen[1] == list(range(8, 16))
+    now[0] = 0.0
+    seen.clear()
+    done, parts = decode_in_chunks(decode, rows, 8, 20.0, clock=lambda: now[0], progress=False)
+    assert done == 8  # the first chunk always runs; its 40 s say no second one fits
+    now[0] = 0.0
+    seen.clear()
+    done, parts = decode_in_chunks(decode, rows[:20], 8, None, clock=lambda: now[0], progress=False)
+    assert done == 20 and [p["m"] for p in parts] == [8, 8, 4]
 
 
 def _fake_trainer_module(calls: list) -> types.ModuleType:

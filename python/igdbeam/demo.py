@@ -10,7 +10,7 @@ instruct model zero-shot; ``full`` first fine-tunes it briefly with the IGD loss
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -33,8 +33,9 @@ class DemoProfile:
         max_history_items: history items per prompt (the newest ones).
         igd_alpha: IGD decoding strength.
         train_steps / train_batch_size / train_beta: the IGD fine-tune (0 steps: zero-shot).
-        time_budget_s: when set, one timed batch decides how many users fit this many seconds
-            of the whole run (setup included).
+        time_budget_s: when set (and no explicit user count is given), users are decoded batch
+            by batch until the next batch would end the whole run (setup included) after this
+            many seconds.
     """
 
     name: str
@@ -50,7 +51,7 @@ class DemoProfile:
 
 
 PROFILES: dict[str, DemoProfile] = {
-    # quick: up to 500 users, as many as one timed batch says fit 9 minutes end to end.
+    # quick: up to 500 users, as many as fit 9 minutes end to end (decode_in_chunks).
     "quick": DemoProfile("quick", num_users=500, batch_size=16, time_budget_s=540.0),
     "full": DemoProfile("full", num_users=300, max_history_items=10, train_steps=100),
 }
@@ -82,19 +83,46 @@ class _Phase:
             print(f"[igdbeam demo] {self.name}: {secs:.1f} s", flush=True)
 
 
-def users_that_fit(
-    seconds_left: float, per_user: float, done: int, batch_size: int, available: int
-) -> int:
-    """How many users the decoders can handle in ``seconds_left``.
+def decode_in_chunks(
+    decode: Callable[[Sequence[Any]], dict[str, Any]],
+    rows: Sequence[Any],
+    chunk: int,
+    deadline: float | None = None,
+    *,
+    clock: Callable[[], float] = time.perf_counter,
+    progress: bool = True,
+    desc: str = "decoding",
+) -> tuple[int, list[dict[str, Any]]]:
+    """Decode ``rows`` in order, ``chunk`` at a time, until done or the budget runs out.
 
-    ``done`` users were already decoded by every method (the calibration batch) and
-    ``per_user`` is the measured cost of one more user for all methods together. The result is
-    ``done`` plus the users that fit, rounded down to a multiple of ``batch_size``, clamped to
-    ``[done, available]``.
+    ``decode(rows)`` returns ``{method: Recommendations}``. Before each chunk after the first,
+    the chunk's time is estimated as the mean of the chunks so far (the first, which pays the
+    warm-up, only while it is the only one); a chunk that would end after ``deadline`` (a
+    ``clock()`` time; None: no budget) is not started. Because ``rows`` is a random sample in
+    random order, every prefix is a random sample too.
+
+    Returns:
+        ``(number of rows decoded, the per-chunk results)``; at least one chunk is decoded.
     """
-    more = int(max(seconds_left, 0.0) / max(per_user, 1e-9))
-    n = (done + more) // batch_size * batch_size
-    return max(done, min(available, n))
+    from tqdm.auto import tqdm
+
+    parts: list[dict[str, Any]] = []
+    times: list[float] = []
+    done = 0
+    bar = tqdm(total=len(rows), desc=desc, disable=not progress, unit="user")
+    while done < len(rows):
+        if deadline is not None and times:
+            estimate = sum(times[1:]) / (len(times) - 1) if len(times) > 1 else times[0]
+            if clock() + estimate > deadline:
+                break
+        start = clock()
+        part = rows[done : done + chunk]
+        parts.append(decode(part))
+        times.append(clock() - start)
+        done += len(part)
+        bar.update(len(part))
+    bar.close()
+    return done, parts
 
 
 def _concat(parts: list[Any]) -> Any:
@@ -187,7 +215,6 @@ def run_demo(
     from igdbeam.metrics import evaluate_recommendations
     from igdbeam.pipeline import (
         METHODS,
-        Recommendations,
         build_trie,
         popularity,
         prepare_movielens,
@@ -259,50 +286,49 @@ def run_demo(
         "num_beams": prof.num_beams,
         "batch_size": prof.batch_size,
         "max_history_items": prof.max_history_items,
-        "progress": progress,
+        "progress": False,  # one bar over all batches (decode_in_chunks)
         "generate_fn": generate_fn,
     }
     method_settings = {m: dict(METHODS[m]) for m in METHOD_ORDER}
     method_settings["igd"]["alpha"] = prof.igd_alpha
 
-    # Calibrate: time one batch with every method, then keep as many users as fit the budget.
-    calib: dict[str, Recommendations] = {}
-    if prof.time_budget_s is not None and num_users is None and len(rows) > prof.batch_size:
-        head = rows[: prof.batch_size]
-        with clock("calibrate"):
-            t0 = time.perf_counter()
-            calib = recommend_many(
-                model, tokenizer, trie, head, method_settings, desc="calibration", **decode_kwargs
-            )
-            per_user = (time.perf_counter() - t0) / len(head)
-        left = prof.time_budget_s - (time.perf_counter() - total_start) - 15.0
-        rows = rows[: users_that_fit(left, per_user, len(head), prof.batch_size, len(rows))]
+    # Decode batch by batch (all methods at once) until the users or the time budget run out;
+    # 15 s stay for the metrics and plots.
+    deadline = None
+    if prof.time_budget_s is not None and num_users is None:
+        deadline = total_start + prof.time_budget_s - 15.0
+    names = " + ".join(METHOD_ORDER)
+    with clock("decode " + names):
+        done, parts = decode_in_chunks(
+            lambda part: recommend_many(
+                model, tokenizer, trie, part, method_settings, **decode_kwargs
+            ),
+            rows,
+            prof.batch_size,
+            deadline,
+            progress=progress,
+            desc=names,
+        )
+    if done < len(rows):
         print(
-            f"[igdbeam demo] {per_user:.1f} s per user for the {len(METHOD_ORDER)} decoders: "
-            f"{len(rows)} users fit the {prof.time_budget_s / 60:.0f}-minute budget "
-            "(fix the number with --num-users)",
+            f"[igdbeam demo] {done} of {len(rows)} users decoded within the "
+            f"{prof.time_budget_s / 60:.0f}-minute budget (fix the number with --num-users)",
             flush=True,
         )
-    todo = rows[prof.batch_size :] if calib else rows
-    with clock("decode " + " + ".join(METHOD_ORDER)):
-        decoded = (
-            recommend_many(model, tokenizer, trie, todo, method_settings, **decode_kwargs)
-            if todo
-            else {}
-        )
+    rows = rows[:done]
     targets = target_positions(ds, rows)
     results: list[dict[str, Any]] = []
     ranked: dict[str, np.ndarray] = {}
     rec_rows: list[dict[str, Any]] = []
     for method in METHOD_ORDER:
         settings = method_settings[method]
-        recs = _concat([r[method] for r in (calib, decoded) if r])
+        recs = _concat([part[method] for part in parts])
         metrics = evaluate_recommendations(recs.item_ids, targets, trie, popularity=pop)
         results.append({"method": method, **settings, **metrics, "seconds": recs.seconds})
         ranked[method] = recs.item_ids
         for r in recommendations_table(ds, rows, recs):
             rec_rows.append({"method": method, **r})
-    shared_note = _sharing_note(calib or decoded)
+    shared_note = _sharing_note(parts[0])
 
     curves = entropy_curves(trie, targets, ranked)
     plot_entropy_curves(
