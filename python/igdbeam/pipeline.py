@@ -130,6 +130,22 @@ def select_test_users(
     return [last[u] for u in users]
 
 
+def select_test_rows(samples: Sequence[Sample], num_rows: int, seed: int = 0) -> list[Sample]:
+    """A seeded sample of ``num_rows`` test rows (a user's next item each), users spread first.
+
+    The order is: every user's last row (users in seeded random order, as
+    :func:`select_test_users`), then all other rows in seeded random order. So every prefix is a
+    random sample: of distinct users while it is no longer than the number of users (a
+    time-based split leaves few users in the test split: 166 in MovieLens-100k), then of test
+    rows, as the papers' full evaluation counts them.
+    """
+    users = select_test_users(samples, len(samples), seed)  # every user's last row
+    first = {id(s) for s in users}
+    rest = [s for s in samples if id(s) not in first]
+    order = np.random.default_rng(seed + 1).permutation(len(rest))
+    return (users + [rest[i] for i in order])[: max(0, int(num_rows))]
+
+
 def recommendations_table(
     dataset: Dataset, samples: Sequence[Sample], recs: Recommendations, top: int = 10
 ) -> list[dict[str, Any]]:
