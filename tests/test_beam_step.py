@@ -114,6 +114,23 @@ def test_beam_step_ties_break_by_beam_then_token() -> None:
     torch.testing.assert_close(out.score[0], torch.full((7,), -math.log(10)))
 
 
+def test_candidate_bound_hint_and_fanout_bounds() -> None:
+    """``max_candidates_per_row`` only sizes the CUDA select; on the CPU any value is ignored."""
+    paths = random_catalog(30, 64, seed=40)
+    trie = igdbeam.ItemTrie.from_token_ids(paths)
+    offsets = trie.child_offsets.tolist()
+    fanouts = [offsets[n + 1] - offsets[n] for n in range(trie.num_nodes)]
+    assert trie.fanout_bounds() == (fanouts[0], max(fanouts[1:]))
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(8, 64, generator=g)
+    nodes = torch.tensor([0, 0, 1, 2, 3, -1, 0, 4], dtype=torch.int32)
+    args = (trie, logits, torch.zeros(8), nodes)
+    base = beam_step(*args, beams=4, num_candidates=6, alpha=0.2)
+    hinted = beam_step(*args, beams=4, num_candidates=6, alpha=0.2, max_candidates_per_row=1)
+    for field in ("score", "logp", "beam", "token", "node"):
+        assert torch.equal(getattr(base, field), getattr(hinted, field))
+
+
 def test_beam_step_bad_input() -> None:
     trie = igdbeam.ItemTrie.from_token_ids([[5, EOS]], vocab_size=10)
     nodes = torch.zeros(2, dtype=torch.int32)
