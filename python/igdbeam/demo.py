@@ -111,7 +111,7 @@ def decode_in_chunks(
     parts: list[dict[str, Any]] = []
     times: list[float] = []
     done = 0
-    bar = tqdm(total=len(rows), desc=desc, disable=not progress, unit="user")
+    bar = tqdm(total=len(rows), desc=desc, disable=not progress, unit="row")
     while done < len(rows):
         if deadline is not None and times:
             estimate = sum(times[1:]) / (len(times) - 1) if len(times) > 1 else times[0]
