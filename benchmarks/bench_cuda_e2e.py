@@ -2,7 +2,8 @@
 
 Skipped without a CUDA build and a GPU. The model has SmolLM2-135M's architecture (30 layers,
 hidden 576, vocabulary 49,152) with random weights in bf16: no download. Run:
-``python -m pytest benchmarks/bench_cuda_e2e.py -q`` (``IGDBEAM_BENCH_QUICK=1``: 4 layers).
+``python -m pytest benchmarks/bench_cuda_e2e.py -q`` (``IGDBEAM_BENCH_QUICK=1``: 4 layers;
+``IGDBEAM_E2E_BATCH=64``: 64 prompts per call instead of 16).
 
 * decoding, batch 16 x 10 beams: ``igdbeam.generate`` against unconstrained ``model.generate``
   beam search, ``model.generate`` + ``IGDLogitsProcessor`` and ``model.generate`` + the per-beam
@@ -13,6 +14,7 @@ hidden 576, vocabulary 49,152) with random weights in bf16: no download. Run:
 
 from __future__ import annotations
 
+import os
 import random
 from typing import Any
 
@@ -30,7 +32,8 @@ pytestmark = pytest.mark.skipif(
 )
 
 VOCAB, EOS, PAD = 49_152, 2, 0
-BATCH, BEAMS, ALPHA = 16, 10, 0.2
+BEAMS, ALPHA = 10, 0.2
+BATCH = int(os.environ.get("IGDBEAM_E2E_BATCH", "16"))  # prompts per generate call
 
 
 def _model(layers: int) -> LlamaForCausalLM:
@@ -84,7 +87,7 @@ def test_generate_cuda(
     benchmark: Any, ratios: Any, model: Any, decode_case: Any, impl: str
 ) -> None:
     c = decode_case
-    benchmark.group = "cuda generate 16x10 SmolLM2-135M-shaped"
+    benchmark.group = f"cuda generate {BATCH}x{BEAMS} SmolLM2-135M-shaped"
     if impl == "igdbeam":
 
         def run() -> None:
