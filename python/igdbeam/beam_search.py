@@ -193,20 +193,30 @@ def run_beam_search(
             open_any |= ~stopped
         keep = open_any & live[:, 0]
         n_live = torch.where(keep, live.sum(dim=1), 0)
-        any_kept, width = (int(v) for v in torch.stack((keep.any().long(), n_live.max())).tolist())
-        if not any_kept or step + 1 == max_steps:
+        n_kept, width = (int(v) for v in torch.stack((keep.sum(), n_live.max())).tolist())
+        if n_kept == 0 or step + 1 == max_steps:
             break
 
-        # Compact: drop finished prompts and trailing empty beam slots, then run the model.
-        kept = keep.nonzero().squeeze(1)
-        src = src[kept, :width]
+        # Compact: drop finished prompts and trailing empty beam slots, then run the model. When
+        # nothing is dropped (most steps) this is the plain beam reorder, without extra indexing.
+        if n_kept < keep.shape[0]:
+            kept = keep.nonzero().squeeze(1)
+            src, next_scores, next_nodes, tokens = (
+                t[kept] for t in (src, next_scores, next_nodes, tokens)
+            )
+            active = active[kept]
+        else:
+            kept = torch.arange(n_kept, device=device)
+        if width < K:
+            src, next_scores, next_nodes, tokens = (
+                t[:, :width] for t in (src, next_scores, next_nodes, tokens)
+            )
         _select_rows(kwargs, cache_key, (kept.unsqueeze(1) * beams_now + src).reshape(-1))
-        active = active[kept]
         beams_now = width
-        run_scores = next_scores[kept, :width].reshape(-1).contiguous()
-        run_nodes = next_nodes[kept, :width].reshape(-1).to(torch.int32).contiguous()
+        run_scores = next_scores.reshape(-1).contiguous()
+        run_nodes = next_nodes.reshape(-1).to(torch.int32).contiguous()
         inputs = model.prepare_inputs_for_generation(
-            tokens[kept, :width].reshape(-1, 1), next_sequence_length=1, **kwargs
+            tokens.reshape(-1, 1), next_sequence_length=1, **kwargs
         )
         outputs = model(**inputs, return_dict=True)
         kwargs = model._update_model_kwargs_for_generation(outputs, kwargs)
