@@ -10,7 +10,21 @@ binding's ``select_slices`` test hook.
 from __future__ import annotations
 
 import torch
-from bench_cuda import _C, ALPHA, BATCH, BEAMS, DTYPES, VOCAB, Case, cuda_time_ms, make_trie
+
+try:  # collected by pytest as part of the benchmarks package
+    from benchmarks.bench_cuda import (
+        _C,
+        ALPHA,
+        BATCH,
+        BEAMS,
+        DTYPES,
+        VOCAB,
+        Case,
+        cuda_time_ms,
+        make_trie,
+    )
+except ImportError:  # run as a script: python benchmarks/bench_select_slices.py
+    from bench_cuda import _C, ALPHA, BATCH, BEAMS, DTYPES, VOCAB, Case, cuda_time_ms, make_trie
 
 
 def fused(case: Case, slices: int, out: list[torch.Tensor], renormalize: bool = False) -> None:
