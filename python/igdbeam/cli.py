@@ -224,11 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="the one-command demo: MovieLens-100k + SmolLM2, BIGRec vs D3 vs IGD decoding",
         description="Fetch MovieLens-100k and SmolLM2-135M-Instruct (cached after the first run), "
-        "build the trie, print the zero-IG statistics, recommend for a sample of test users "
+        "build the trie, print the zero-IG statistics, recommend for a sample of test rows "
         "with BIGRec-style, D3-style and IGD decoding and print NDCG/HR@{5,10}, diversity and "
         "the seconds each took. --quick (default) uses the instruct model zero-shot and fits "
         "in 10 minutes on 2 CPU cores; --full fine-tunes it with the IGD loss first and "
-        "evaluates more users (an hour or more on CPU).",
+        "evaluates more rows (an hour or more on CPU).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     prof = p.add_mutually_exclusive_group()
@@ -237,20 +237,26 @@ def build_parser() -> argparse.ArgumentParser:
         dest="profile",
         action="store_const",
         const="quick",
-        help="zero-shot, 5 history items, up to 200 users: as many as a timed first batch "
-        "says fit 9 minutes (default)",
+        help="zero-shot, 5 history items, up to 500 test rows: batches of 16 are decoded until "
+        "the next one would pass 9 minutes (default)",
     )
     prof.add_argument(
         "--full",
         dest="profile",
         action="store_const",
         const="full",
-        help="100 IGD fine-tuning steps (batch 8), 300 users, 10 history items",
+        help="100 IGD fine-tuning steps (batch 8), 300 test rows, 10 history items",
     )
     p.set_defaults(profile="quick")
     p.add_argument("--out", type=Path, default=Path("igdbeam-demo"), help="output folder")
     p.add_argument("--dataset", choices=("ml-100k", "ml-1m"), default="ml-100k", help="data")
-    p.add_argument("--num-users", type=int, default=None, help="override the profile's users")
+    p.add_argument(
+        "--num-users",
+        type=int,
+        default=None,
+        help="test rows to decode (every user's last row first, then more rows), overriding "
+        "the profile and its time budget",
+    )
     p.add_argument(
         "--threads",
         type=int,

@@ -143,10 +143,10 @@ def _concat(parts: list[Any]) -> Any:
 
 def _sharing_note(recs: dict[str, Any]) -> str:
     """A line saying which decoders shared work (empty for a custom decoder)."""
-    pairs = {tuple(sorted([m, *r.extra.get("shared_search_with", [])])) for m, r in recs.items()}
-    shared = [" and ".join(p) for p in sorted(pairs) if len(p) > 1]
     if not any("prefill_seconds" in r.extra for r in recs.values()):
         return ""
+    pairs = {tuple(sorted([m, *r.extra.get("shared_search_with", [])])) for m, r in recs.items()}
+    shared = [" and ".join(p) for p in sorted(pairs) if len(p) > 1]
     note = "seconds: each decoder's beam search plus the prompt forward that all share"
     if shared:
         note += f"; {', '.join(shared)} share one beam search (they differ only in length penalty)"
@@ -318,6 +318,7 @@ def run_demo(
             flush=True,
         )
     rows = rows[:done]
+    num_test_users = len({r.user_id for r in rows})
     targets = target_positions(ds, rows)
     results: list[dict[str, Any]] = []
     ranked: dict[str, np.ndarray] = {}
@@ -340,7 +341,7 @@ def run_demo(
     summary = {
         "profile": asdict(prof),
         "dataset": dataset,
-        "num_users": len({r.user_id for r in rows}),
+        "num_users": num_test_users,
         "num_rows": len(rows),
         "threads": torch.get_num_threads(),
         "trie": {k: v for k, v in report.items()},
@@ -358,7 +359,7 @@ def run_demo(
     if shared_note:
         print(shared_note)
     print(
-        f"\n{len(rows)} test rows of {len({r.user_id for r in rows})} users, "
+        f"\n{len(rows)} test rows of {num_test_users} users, "
         f"{prof.num_beams} beams; total {total:.0f} s; "
         f"results in {out}/ (results.json, results.csv, recommendations.csv, *.png)"
     )

@@ -127,6 +127,10 @@ class Decoding:
     renormalize: bool = False
     temperature: float = 1.0
 
+    def search_key(self) -> tuple[float, float, bool]:
+        """What decides which beams run: decodings with equal keys share one beam search."""
+        return (float(self.alpha), float(self.temperature), bool(self.renormalize))
+
     def checked(self) -> Decoding:
         """Return a copy with validated, normalised values (ValueError on bad ones)."""
         return Decoding(
@@ -287,7 +291,7 @@ def generate_many(
     # One search per (alpha, temperature, renormalize); its finishers are the decodings' rest.
     groups: dict[tuple[float, float, bool], list[int]] = {}
     for i, d in enumerate(settings):
-        groups.setdefault((d.alpha, d.temperature, d.renormalize), []).append(i)
+        groups.setdefault(d.search_key(), []).append(i)
 
     t0 = time.perf_counter()
     start = _prefill(model, input_ids, attention_mask, model_kwargs)

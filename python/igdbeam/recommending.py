@@ -112,14 +112,11 @@ class Recommendations:
 
 def _shared_search_partners(methods: MethodSettings) -> dict[str, list[str]]:
     """Methods that :func:`igdbeam.generate_many` decodes in the same search as each method."""
+    from igdbeam.generate import Decoding
+
     groups: dict[tuple[float, float, bool], list[str]] = {}
-    for name, s in methods.items():
-        key = (
-            float(s.get("alpha", 0.0)),
-            float(s.get("temperature", 1.0)),
-            bool(s.get("renormalize", False)),
-        )
-        groups.setdefault(key, []).append(name)
+    for name, settings in methods.items():
+        groups.setdefault(Decoding(**settings).search_key(), []).append(name)
     return {n: [m for m in g if m != n] for g in groups.values() for n in g}
 
 
