@@ -4,11 +4,15 @@
   honours ``num_items_in_batch`` (the step's completion-token count), so gradients do not grow
   with gradient accumulation: when ``compute_loss_func`` is set, the Trainer does not divide by the
   accumulation steps, and a loss that normalises per micro-batch (the public reference trainer)
-  makes the gradient scale with ``gradient_accumulation_steps``.
-* :class:`IGDTrainer` (a ``Trainer``) additionally normalises by the step's *weight* sum (so the
-  accumulated loss equals the reference loss of the whole step), supports the CFT baseline, and
-  logs at evaluation the mean loss of zero-IG and of positive-IG tokens (the paper's "bias in SFT"
-  analysis) as ``eval_loss_zero_ig`` / ``eval_loss_pos_ig``.
+  makes the gradient scale with ``gradient_accumulation_steps``. Under data parallelism it gives
+  the loss of the whole global batch when ``average_tokens_across_devices=True`` (the default of
+  recent transformers: the Trainer gathers the token count and multiplies the loss by the
+  process count).
+* :class:`IGDTrainer` (a ``Trainer``) additionally normalises by the step's *weight* sum over the
+  micro-batches of every process (so the accumulated, DDP-averaged gradient is the gradient of
+  the reference loss of the whole global step, whatever ``average_tokens_across_devices`` says),
+  supports the CFT baseline, and logs at evaluation the mean loss of zero-IG and of positive-IG
+  tokens (the paper's "bias in SFT" analysis) as ``eval_loss_zero_ig`` / ``eval_loss_pos_ig``.
 * :class:`IGDSFTTrainer` is TRL's ``SFTTrainer`` with ``compute_loss`` overridden (TRL deprecates
   ``compute_loss_func`` from 1.15); it scores tokens with TRL's fused LM head (per-token
   log-probs, no full logits) when available.
@@ -346,30 +350,57 @@ class _IGDTrainerMixin:
         self.igd_normalize = normalize
 
     def _get_num_items_in_batch(self, batch_samples: list, device: torch.device) -> Any:
-        """The step's denominator: the Trainer's token count, rescaled to the weight sum."""
+        """The step's denominator over *all* processes: the weight sum ``Omega`` of the step.
+
+        ``batch_samples`` are this process's micro-batches of one optimizer step. The Trainer's
+        count (``base``: completion tokens, over every process when
+        ``average_tokens_across_devices``) is rescaled to this loss's denominator summed over the
+        micro-batches of every process: the weight sum (``normalize="weights"``, ``"igd"`` /
+        ``"pos"``) or the token count. The per-process sums are always all-gathered (two scalars
+        per step), whatever ``average_tokens_across_devices`` says, and :meth:`_igd_loss_scale`
+        supplies the matching ``world_size`` factor, so that under data parallelism the averaged
+        gradient is the gradient of the loss of the whole global batch.
+        """
         base = super()._get_num_items_in_batch(batch_samples, device)  # type: ignore[misc]
-        if (
-            base is None
-            or self.igd_normalize == "tokens"
-            or self.igd_loss_func.kind in ("ce", "cft")
-        ):
-            return base
+        if base is None:
+            return None
         ignore = self.igd_loss_func.ignore_index
         try:
             labels = [b["labels"].to(device) for b in batch_samples]
         except (KeyError, TypeError, AttributeError):
             return base
-        ratio = torch.stack(
-            [
-                self.igd_loss_func.step_denominator(labels).to(device, torch.float64),
-                sum((t[:, 1:] != ignore).sum() for t in labels).to(device, torch.float64),
-            ]
-        )
+        tokens = sum((t[:, 1:] != ignore).sum() for t in labels).to(device, torch.float64)
+        if self.igd_normalize == "weights" and self.igd_loss_func.kind in ("igd", "pos"):
+            den = self.igd_loss_func.step_denominator(labels).to(device, torch.float64)
+        else:
+            den = tokens
+        local = torch.stack([den, tokens])
+        total = local
         args = self.args  # type: ignore[attr-defined]
-        if args.average_tokens_across_devices and args.world_size > 1:
-            ratio = self.accelerator.gather(ratio[None]).sum(0)  # type: ignore[attr-defined]
-        scale = torch.where(ratio[1] > 0, ratio[0] / ratio[1].clamp(min=1), ratio.new_ones(()))
+        if args.world_size > 1:
+            total = self.accelerator.gather(local[None]).sum(0)  # type: ignore[attr-defined]
+        # `base` counts the tokens of every process when transformers averages across devices
+        # (then divided by the TP / CP / SP sizes; one copy per GPU under DataParallel), else
+        # this process's tokens: rescale whichever count it is to the global denominator.
+        counted = total[1] if args.average_tokens_across_devices else local[1]
+        scale = torch.where(counted > 0, total[0] / counted.clamp(min=1), counted.new_ones(()))
         return (base * scale).to(torch.float32)
+
+    def _igd_loss_scale(self, num_items_in_batch: Any, transformers_scaled: bool) -> int:
+        """Factor that makes DDP's gradient average the gradient of the global-batch loss.
+
+        With a denominator over every process (see :meth:`_get_num_items_in_batch`), each
+        process's loss is its share of the global sum divided by the global ``Omega``; DDP
+        averages the gradients over the processes, so the loss must also be multiplied by their
+        number (``transformers.Trainer`` does that itself when ``average_tokens_across_devices``;
+        ``transformers_scaled`` says whether it did).
+        """
+        args = self.args  # type: ignore[attr-defined]
+        if num_items_in_batch is None or args.world_size <= 1 or transformers_scaled:
+            return 1
+        get_tp = getattr(self, "get_tp_size", None)
+        tp = get_tp() if callable(get_tp) else 1
+        return self.accelerator.num_processes // max(int(tp), 1)  # type: ignore[attr-defined]
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         """Add ``igd_left_trie_rows`` (rows off the trie since the last log) to training logs."""
@@ -412,8 +443,9 @@ class IGDTrainer(_IGDTrainerMixin, transformers.Trainer):
         alpha: weight of the counterfactual term of ``"cft"``.
         off_trie: policy for completions that leave the trie.
         normalize: ``"weights"`` (default): divide by the weight sum of the whole optimizer
-            step, so the accumulated loss is exactly the reference loss of the step and does not
-            depend on the split into micro-batches; ``"tokens"``: by its token count, like
+            step (all micro-batches of all processes), so the accumulated loss is exactly the
+            reference loss of the global step and does not depend on the split into
+            micro-batches or processes; ``"tokens"``: by its token count, like
             :func:`make_compute_loss_func`.
         ignore_index: label value of prompt and padding positions.
         validate: label checks, ``"first"`` (default), ``"always"`` or ``"never"`` (see
@@ -466,9 +498,18 @@ class IGDTrainer(_IGDTrainerMixin, transformers.Trainer):
                 use_cache=False,
             )
             self.igd_loss_func.pending_cf_outputs = (cf_out.logits, cf_inputs["cf_labels"])
-        return super().compute_loss(
+        result = super().compute_loss(
             model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
         )
+        # transformers multiplies by the process count itself when averaging across devices
+        scale = self._igd_loss_scale(
+            num_items_in_batch, bool(self.args.average_tokens_across_devices)
+        )
+        if scale == 1:
+            return result
+        if return_outputs:
+            return result[0] * scale, result[1]
+        return result * scale
 
 
 def _sft_trainer_class() -> type:
@@ -493,7 +534,12 @@ def _build_sft_class() -> type:
         ``compute_loss`` is overridden (TRL deprecates ``compute_loss_func`` from 1.15); when TRL's
         fused LM head is present (recent SFTTrainers patch the model with it) the loss comes from
         its per-token log-probabilities without materialising the full logits, otherwise from the
-        logits. Evaluation logs ``eval_loss_zero_ig`` / ``eval_loss_pos_ig`` like IGDTrainer.
+        logits. ``fused_head``: ``None`` (default) uses the fused head when TRL added it and the
+        LM head is not sharded in a way the installed TRL cannot gather (DeepSpeed ZeRO-3 without
+        TRL's gather context, or FSDP), ``False`` always uses the logits, ``True`` requires the
+        fused head. A ``peft.PeftModel`` (or ``peft_config=``) trains its adapter only; the
+        label weights and the loss are the same as for the full model. Evaluation logs
+        ``eval_loss_zero_ig`` / ``eval_loss_pos_ig`` like IGDTrainer.
         """
 
         def __init__(
@@ -506,14 +552,25 @@ def _build_sft_class() -> type:
             normalize: str = "weights",
             ignore_index: int = -100,
             validate: str = "first",
+            fused_head: bool | None = None,
             **kwargs: Any,
         ) -> None:
+            if fused_head not in (None, True, False):
+                raise ValueError(f"fused_head must be None, True or False, got {fused_head!r}")
             if loss not in ("igd", "pos", "ce"):
                 raise ValueError(f"IGDSFTTrainer supports loss 'igd', 'pos' or 'ce', got {loss!r}")
             if kwargs.get("compute_loss_func") is not None:
                 raise ValueError("IGDSFTTrainer computes the loss itself; pass loss=... instead")
             self._init_igd(trie, beta, loss, 1.0, off_trie, normalize, ignore_index, validate)
             super().__init__(*args, **kwargs)
+            available = _has_fused_head(self.model)
+            if fused_head and not available:
+                raise ValueError(
+                    "fused_head=True but the model has no TRL fused LM head (TRL too old?)"
+                )
+            if fused_head is None:
+                fused_head = available and _fused_head_safe(self.accelerator)
+            self.igd_fused_head = bool(fused_head)
 
         def compute_loss(
             self,
@@ -528,7 +585,7 @@ def _build_sft_class() -> type:
                 raise ValueError("IGDSFTTrainer needs 'labels' in every batch")
             inputs["use_cache"] = False
             labels = inputs["labels"]
-            fused = _has_fused_head(self.model)
+            fused = self.igd_fused_head
             if fused:
                 outputs = model(**inputs, fused_lm_head=True)
                 loss = self.igd_loss_func.loss_from_log_probs(
@@ -539,8 +596,8 @@ def _build_sft_class() -> type:
             else:
                 outputs = model(**{k: v for k, v in inputs.items() if k != "labels"})
                 loss = self.igd_loss_func(outputs, labels, num_items_in_batch)
-            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
-                loss = loss * (self.accelerator.num_processes // self.get_tp_size())
+            # The denominator covers every process (_get_num_items_in_batch): scale for DDP's mean.
+            loss = loss * self._igd_loss_scale(num_items_in_batch, False)
             if return_outputs and fused:
                 with torch.no_grad():
                     outputs = model(**{k: v for k, v in inputs.items() if k != "labels"})
@@ -562,6 +619,31 @@ def _build_sft_class() -> type:
     _IGDSFTTrainer.__name__ = "IGDSFTTrainer"
     _IGDSFTTrainer.__qualname__ = "IGDSFTTrainer"
     return _IGDSFTTrainer
+
+
+def _fused_head_safe(accelerator: Any) -> bool:
+    """Whether TRL's fused LM head sees the whole ``lm_head.weight`` under this parallelism.
+
+    The fused head multiplies the hidden states by ``lm_head.weight`` directly, without calling
+    the ``lm_head`` module. DeepSpeed ZeRO-3 shards that weight and gathers it only inside the
+    module's forward hook; recent TRL gathers it around the fused kernel
+    (``maybe_gather_lm_head_ctx``), older TRL does not. FSDP shards it too; the full-logits path is
+    used there. DDP and ZeRO-1/2 keep whole weights.
+    """
+    try:
+        from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+
+        zero3 = bool(is_deepspeed_zero3_enabled())
+    except ImportError:  # pragma: no cover - old transformers layout
+        zero3 = False
+    if zero3:
+        try:
+            from trl.trainer.utils import maybe_gather_lm_head_ctx  # noqa: F401
+        except ImportError:
+            return False
+        return True
+    dist_type = str(getattr(accelerator, "distributed_type", ""))
+    return "FSDP" not in dist_type.upper()
 
 
 def _has_fused_head(model: Any) -> bool:
