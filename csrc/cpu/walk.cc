@@ -1,4 +1,5 @@
 // CPU walk of token rows through the trie.
+#include "igdbeam/errors.h"
 #include "igdbeam/kernels.h"
 #include "igdbeam/trie_lookup.h"
 
@@ -6,6 +7,17 @@ namespace igdbeam {
 
 void WalkPaths(const TrieView& trie, const int64_t* tokens, int64_t rows, int64_t cols,
                int64_t row_stride, const int64_t* lengths, int32_t* out_nodes) {
+  // Everything this op indexes with, checked once per call (O(rows)): the trie walk itself only
+  // compares input tokens, so any int64 token value is safe.
+  IGD_CHECK_ARG(trie.num_nodes >= 1, "the trie view has no nodes");
+  IGD_CHECK_ARG(rows >= 0 && cols >= 0 && row_stride >= 0, "bad shape: rows=", rows, " cols=", cols,
+                " row_stride=", row_stride);
+  if (lengths != nullptr) {
+    for (int64_t r = 0; r < rows; ++r) {
+      IGD_CHECK_ARG(lengths[r] >= 0 && lengths[r] <= cols, "lengths[", r, "] = ", lengths[r],
+                    " lies outside [0, cols=", cols, "]");
+    }
+  }
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t len = lengths ? lengths[r] : cols;
     const int64_t* row = tokens + r * row_stride;

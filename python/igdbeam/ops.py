@@ -9,6 +9,7 @@ import torch
 
 from igdbeam._checks import check_tensor, cuda_stream, row_major
 from igdbeam._native import _C
+from igdbeam.errors import InvalidIdError, first_non_integer
 
 if TYPE_CHECKING:
     from igdbeam.trie import ItemTrie
@@ -31,9 +32,20 @@ def walk_paths(
     """Walk each row of ``tokens`` ``[rows, cols]`` from the root; return int32 nodes (-1 = off).
 
     ``lengths[r]`` (optional, int64) limits row ``r`` to its first ``lengths[r]`` tokens.
+
+    Raises:
+        InvalidIdError: a token that is not an integer (float, bool, NaN; never truncated).
+        ValueError: bad dtype, shape, device or ``lengths`` outside ``[0, cols]``.
     """
     if not isinstance(tokens, torch.Tensor):
         rows = [list(r) for r in tokens]
+        for i, row in enumerate(rows):
+            bad = first_non_integer(row)
+            if bad >= 0:
+                raise InvalidIdError(
+                    f"tokens[{i}][{bad}] = {row[bad]!r} ({type(row[bad]).__name__}) is not an "
+                    "integer token id"
+                )
         width = max((len(r) for r in rows), default=0)
         lengths = torch.tensor([len(r) for r in rows], dtype=torch.int64)
         tokens = torch.tensor([r + [0] * (width - len(r)) for r in rows], dtype=torch.int64)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -17,6 +18,13 @@ import numpy as np
 import torch
 
 from igdbeam._native import _C
+from igdbeam.errors import (
+    InvalidIdError,
+    VocabularyError,
+    as_id_array,
+    as_index,
+    first_non_integer,
+)
 
 ENTROPY_MODES = {"global": 0, "conditional": 1}
 
@@ -52,17 +60,101 @@ DEVICE_ARRAYS = NODE_ARRAYS + ("leaf_nodes", "leaf_item_offsets", "leaf_items")
 
 
 def _as_int64(values: np.ndarray | torch.Tensor, name: str) -> np.ndarray:
-    """Return a 1-D contiguous int64 numpy array or raise ValueError naming ``name``."""
-    arr = values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+    """Return a 1-D contiguous int64 numpy array, or raise naming ``name``.
+
+    Raises:
+        InvalidIdError: a float / bool / non-numeric dtype or element (never truncated).
+        ValueError: not 1-D.
+    """
+    arr = as_id_array(values, name)
     if arr.ndim != 1:
         raise ValueError(f"{name} must be 1-D, got shape {tuple(arr.shape)}")
-    if arr.size and not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"{name} must hold integer token ids, got dtype {arr.dtype}")
-    return np.ascontiguousarray(arr, dtype=np.int64)
+    return arr
+
+
+def _as_weights(weights: Sequence[float] | np.ndarray | torch.Tensor, num_items: int) -> np.ndarray:
+    """Return item weights as float64 ``[num_items]``; bools, strings and objects are refused.
+
+    Finiteness and signs are checked by the native build, which names the item.
+    """
+    if isinstance(weights, torch.Tensor):
+        if weights.dtype == torch.bool or weights.is_complex():
+            raise ValueError(f"weights must be real numbers, got dtype {weights.dtype}")
+        w = weights.detach().cpu().numpy()
+    elif isinstance(weights, np.ndarray) and weights.dtype != object:
+        w = weights
+    else:
+        if isinstance(weights, str | bytes):
+            raise ValueError("weights must be a sequence of numbers, got a string")
+        values = list(weights.reshape(-1) if isinstance(weights, np.ndarray) else weights)
+        for i, v in enumerate(values):
+            if isinstance(v, bool | np.bool_) or not isinstance(v, int | float | np.number):
+                raise ValueError(
+                    f"item {i} has weight {v!r} ({type(v).__name__}); weights must be finite "
+                    "numbers >= 0"
+                )
+        w = np.asarray(values, dtype=np.float64)
+    if w.dtype.kind not in "iuf":
+        raise ValueError(f"weights must be real numbers, got dtype {w.dtype}")
+    w = np.ascontiguousarray(w, dtype=np.float64)
+    if w.ndim != 1 or w.shape[0] != num_items:
+        raise ValueError(
+            f"weights must have one value per item ({num_items}), got shape {tuple(w.shape)}"
+        )
+    return w
+
+
+def _item_of_token(offsets: np.ndarray, k: int) -> tuple[int, int]:
+    """``(item, position)`` of flat token index ``k`` (offsets valid, ascending)."""
+    item = int(np.searchsorted(offsets, k, side="right")) - 1
+    return item, int(k - offsets[item])
+
+
+def _check_token_ranges(offsets: np.ndarray, tokens: np.ndarray, vocab_size: int | None) -> None:
+    """Raise a typed error naming the item and position of the first token id out of range.
+
+    Runs only when the offsets are well formed; the native build reports malformed offsets.
+    """
+    if (
+        offsets.shape[0] < 2
+        or offsets[0] != 0
+        or offsets[-1] != tokens.shape[0]
+        or bool((offsets[1:] < offsets[:-1]).any())
+        or tokens.shape[0] == 0
+    ):
+        return
+    lo, hi = int(tokens.min()), int(tokens.max())
+    if lo < 0:
+        item, pos = _item_of_token(offsets, int(np.argmax(tokens < 0)))
+        raise InvalidIdError(
+            f"item {item} has a negative token id {int(tokens[offsets[item] + pos])} at "
+            f"position {pos}; token ids must be >= 0"
+        )
+    if vocab_size is not None and hi >= vocab_size:
+        item, pos = _item_of_token(offsets, int(np.argmax(tokens >= vocab_size)))
+        raise VocabularyError(
+            f"item {item} has token id {int(tokens[offsets[item] + pos])} at position {pos}, "
+            f"outside the vocabulary [0, {vocab_size})"
+        )
+    if hi > _INT32_MAX:
+        item, pos = _item_of_token(offsets, int(np.argmax(tokens > _INT32_MAX)))
+        raise InvalidIdError(
+            f"item {item} has token id {int(tokens[offsets[item] + pos])} at position {pos} "
+            "that does not fit in 32 bits"
+        )
+
+
+_INT32_MAX = 2**31 - 1
 
 
 def _paths_to_csr(sequences: Iterable[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
-    """Flatten token sequences into (offsets, tokens) int64 arrays."""
+    """Flatten token sequences into (offsets, tokens) int64 arrays.
+
+    Raises:
+        TypeError: ``sequences`` is one tensor/array, or an item is a string or not a sequence.
+        InvalidIdError: a token that is not an integer (float, bool, NaN, ...), naming the item
+            and the position; nothing is truncated.
+    """
     if isinstance(sequences, torch.Tensor | np.ndarray):
         raise TypeError(
             "sequences must be a list of token-id lists (one per item, terminator included), "
@@ -75,16 +167,41 @@ def _paths_to_csr(sequences: Iterable[Sequence[int]]) -> tuple[np.ndarray, np.nd
                 f"item {index} is a string; ItemTrie.from_token_ids takes token ids, "
                 "use ItemTrie.from_titles for text"
             )
-        rows.append(seq.tolist() if isinstance(seq, torch.Tensor | np.ndarray) else seq)
+        if isinstance(seq, torch.Tensor | np.ndarray):
+            if seq.ndim != 1:
+                raise TypeError(f"item {index} must be a 1-D token path, got shape {seq.shape}")
+            if not isinstance(seq, np.ndarray) or seq.dtype != object:
+                # Keeps the dtype visible: a float tensor becomes floats, rejected below.
+                seq = seq.tolist()
+            else:
+                seq = list(seq)
+        elif not isinstance(seq, Sequence):
+            try:
+                seq = list(seq)
+            except TypeError:
+                raise TypeError(
+                    f"item {index} must be a sequence of token ids, got {type(seq).__name__}"
+                ) from None
+        rows.append(seq)
     lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
     offsets = np.zeros(len(rows) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    try:
-        tokens = np.fromiter(
-            itertools.chain.from_iterable(rows), dtype=np.int64, count=int(offsets[-1])
+    flat = list(itertools.chain.from_iterable(rows))
+    bad = first_non_integer(flat)
+    if bad >= 0:
+        item, pos = _item_of_token(offsets, bad)
+        raise InvalidIdError(
+            f"item {item} has token {flat[bad]!r} ({type(flat[bad]).__name__}) at position {pos}; "
+            "token ids must be integers (not floats, bools or NaN)"
         )
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise ValueError(f"token ids must be integers: {exc}") from exc
+    try:
+        tokens = np.fromiter(flat, dtype=np.int64, count=len(flat))
+    except OverflowError:
+        k = next(i for i, t in enumerate(flat) if not -(2**63) <= t < 2**63)
+        item, pos = _item_of_token(offsets, k)
+        raise InvalidIdError(
+            f"item {item} has token id {flat[k]} at position {pos} that does not fit in 64 bits"
+        ) from None
     return offsets, tokens
 
 
@@ -118,30 +235,26 @@ class ItemTrie:
         """Build from paths in CSR form: item ``i`` is ``tokens[offsets[i]:offsets[i + 1]]``.
 
         The fast path for large catalogs (no Python lists); arguments otherwise as
-        :meth:`from_token_ids`.
+        :meth:`from_token_ids`. ``offsets`` and ``tokens`` must have an integer dtype: float or
+        bool arrays are refused, never truncated.
         """
         offsets = _as_int64(offsets, "offsets")
         tokens = _as_int64(tokens, "tokens")
         if entropy not in ENTROPY_MODES:
             raise ValueError(f"entropy must be one of {sorted(ENTROPY_MODES)}, got {entropy!r}")
+        if vocab_size is not None:
+            vocab_size = as_index(vocab_size, "vocab_size")
+            if vocab_size <= 0:
+                raise ValueError(f"vocab_size must be a positive integer, got {vocab_size}")
         num_items = offsets.shape[0] - 1
-        w = None
-        if weights is not None:
-            w = np.asarray(
-                weights.detach().cpu().numpy() if isinstance(weights, torch.Tensor) else weights,
-                dtype=np.float64,
-            )
-            if w.ndim != 1 or w.shape[0] != num_items:
-                raise ValueError(
-                    f"weights must have one value per item ({num_items}), "
-                    f"got shape {tuple(w.shape)}"
-                )
+        w = None if weights is None else _as_weights(weights, num_items)
+        _check_token_ranges(offsets, tokens, vocab_size)
         raw = _C.build_trie(
             offsets,
             tokens,
             w,
             ENTROPY_MODES[entropy],
-            -1 if vocab_size is None else int(vocab_size),
+            -1 if vocab_size is None else vocab_size,
             float(equal_ig_rtol),
         )
         arrays = {name: torch.from_numpy(raw[name]) for name in NODE_ARRAYS + ITEM_ARRAYS}
@@ -177,9 +290,12 @@ class ItemTrie:
                 equal, so their normalised IG~ is 0.
 
         Raises:
-            ValueError: empty catalog or path, negative / out-of-vocabulary token ids, weights
-                that are negative, NaN or of the wrong length, or a path that is a prefix of
-                another.
+            InvalidIdError: a token id that is not an integer (a float such as ``3.5``, a bool,
+                NaN; never truncated) or is negative; the message names the item and position.
+            VocabularyError: a token id ``>= vocab_size``.
+            ValueError: empty catalog or path, weights that are negative, NaN, bools or of the
+                wrong length, or a path that is a prefix of another. (The two errors above are
+                ValueError subclasses too.)
         """
         offsets, tokens = _paths_to_csr(sequences)
         return cls.from_csr(
@@ -307,7 +423,9 @@ class ItemTrie:
     info_gain_norm = property(
         lambda self: self._arrays["info_gain_norm"], doc="[num_nodes] sibling-normalised IG~"
     )
-    zero_ig = property(lambda self: self._arrays["zero_ig"], doc="[num_nodes] structural zero-IG")
+    zero_ig = property(
+        lambda self: self._arrays["zero_ig"], doc="[num_nodes] zero-IG edge (siblings weigh 0)"
+    )
 
     @property
     def child_tokens(self) -> torch.Tensor:
@@ -396,9 +514,10 @@ class ItemTrie:
         """Return the float32 IG of each token along one path from the root.
 
         Raises:
+            InvalidIdError: a token that is not an integer (float, bool, NaN).
             ValueError: the path leaves the trie (names the position and token).
         """
-        seq = tokens.tolist() if isinstance(tokens, torch.Tensor) else list(tokens)
+        seq = as_id_array(tokens, "tokens").reshape(-1).tolist()
         off = self._arrays["child_offsets"].cpu().numpy()
         tok = self._arrays["token"].cpu().numpy()
         ig = self._arrays["info_gain"].cpu().numpy()
@@ -418,9 +537,14 @@ class ItemTrie:
         return torch.from_numpy(out)
 
     def item_path(self, item: int) -> list[int]:
-        """Return the token path of catalog item ``item`` (terminator included)."""
+        """Return the token path of catalog item ``item`` (terminator included).
+
+        Raises:
+            InvalidIdError: ``item`` is not an integer or lies outside ``[0, num_items)``.
+        """
+        item = as_index(item, "item id")
         if not 0 <= item < self.num_items:
-            raise ValueError(f"item id {item} is out of range [0, {self.num_items})")
+            raise InvalidIdError(f"item id {item} is out of range [0, {self.num_items})")
         node = int(self._arrays["item_leaf"][item])
         parent = self._arrays["parent"].cpu()
         token = self._arrays["token"].cpu()
@@ -441,10 +565,20 @@ class ItemTrie:
         return self._arrays["leaf_items"][int(off[k]) : int(off[k + 1])].tolist()
 
     def item_ids_of_nodes(self, nodes: torch.Tensor) -> torch.Tensor:
-        """Map node ids (any shape, any device) to the smallest item id of their leaf, else -1."""
+        """Map node ids (any shape, any device) to the smallest item id of their leaf, else -1.
+
+        Raises:
+            InvalidIdError: ``nodes`` is not an integer tensor (a float tensor is never truncated).
+        """
+        if not isinstance(nodes, torch.Tensor):
+            nodes = torch.from_numpy(as_id_array(nodes, "nodes"))
+        elif nodes.dtype not in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8):
+            raise InvalidIdError(f"nodes must hold integer node ids, got dtype {nodes.dtype}")
         nodes = nodes.to(self.device)
         leaves = self._arrays["leaf_nodes"]
-        flat = nodes.reshape(-1).to(torch.int32)
+        flat = nodes.reshape(-1).long()
+        # Ids past the trie (int64 ids would wrap around in int32) are no leaf: -1.
+        flat = torch.where((flat >= 0) & (flat < self.num_nodes), flat, -1).to(torch.int32)
         k = torch.searchsorted(leaves, flat.clamp(min=0)).clamp(max=leaves.numel() - 1)
         hit = (leaves[k] == flat) & (flat >= 0)
         first = self._arrays["leaf_items"][self._arrays["leaf_item_offsets"][k].long()]
@@ -492,18 +626,51 @@ class ItemTrie:
         }
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path: str) -> None:
-        """Write the trie in igdbeam's versioned, memory-mappable format (see ``trie_io``)."""
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the trie in igdbeam's versioned, memory-mappable format (see ``trie_io``).
+
+        Atomic: the bytes go to a unique temporary file in the same folder, which is fsynced and
+        renamed over ``path``, so readers and concurrent writers never see a partial or mixed
+        file, and a trie memory-mapped from ``path`` keeps reading the old file's pages.
+        """
         from igdbeam.trie_io import save_trie
 
         save_trie(self, path)
 
     @classmethod
-    def load(cls, path: str, *, mmap: bool = True) -> ItemTrie:
-        """Read a trie written by :meth:`save`; ``mmap=True`` maps the arrays lazily."""
+    def load(cls, path: str | os.PathLike[str], *, mmap: bool = True) -> ItemTrie:
+        """Read and validate a trie written by :meth:`save`.
+
+        Every array is checked (dtype, length, token ids within the vocabulary, the
+        breadth-first CSR layout, parents, depths, sorted siblings, leaf / item maps, finite
+        floats, checksums) before the trie is returned, so no file can make the kernels read or
+        write out of bounds.
+
+        Args:
+            path: the trie file.
+            mmap: ``True`` (default) maps the file copy-on-write: no copy, pages shared between
+                processes. The memory-map contract: replace a loaded file only by renaming a new
+                file over it (:meth:`save` does); never overwrite or truncate it in place while a
+                process has it loaded (a truncated mapping dies with SIGBUS, rewritten pages
+                change the trie behind its validation). ``False`` copies the whole file into
+                private memory at load time, so the trie no longer depends on the file.
+
+        Raises:
+            TrieFormatError: the file is not a valid trie (a ValueError subclass).
+        """
         from igdbeam.trie_io import load_trie
 
         return load_trie(path, mmap=mmap)
+
+    def validate(self) -> None:
+        """Check every array and the metadata as :meth:`load` does (a copy to the CPU first).
+
+        Raises:
+            TrieFormatError: the arrays do not form a well-formed trie.
+        """
+        from igdbeam.trie_io import validate_arrays
+
+        validate_arrays({k: v.cpu().numpy() for k, v in self._arrays.items()}, self._meta)
 
     def __reduce__(self) -> tuple[Any, ...]:
         cpu = self.cpu()
@@ -512,9 +679,9 @@ class ItemTrie:
 
     # ------------------------------------------------------------------ helpers
     def _check_node(self, node: int) -> int:
-        node = int(node)
+        node = as_index(node, "node id")
         if not 0 <= node < self.num_nodes:
-            raise ValueError(f"node id {node} is out of range [0, {self.num_nodes})")
+            raise InvalidIdError(f"node id {node} is out of range [0, {self.num_nodes})")
         return node
 
 
@@ -541,21 +708,25 @@ def popularity_weights(
 
     Returns:
         float64 array of length ``num_items``.
+
+    Raises:
+        InvalidIdError: an id that is not an integer (a float such as ``1.5``, a bool, NaN; never
+            truncated) or lies outside ``[0, num_items)``; ``num_items`` not a positive integer.
+        ValueError: ``smoothing`` negative or not finite.
     """
-    if isinstance(target_item_ids, torch.Tensor):
-        ids = target_item_ids.detach().cpu().numpy()
-    else:
-        ids = np.asarray(
-            list(target_item_ids)
-            if not isinstance(target_item_ids, np.ndarray)
-            else target_item_ids
-        )
-    ids = ids.astype(np.int64).reshape(-1)
+    if not isinstance(target_item_ids, torch.Tensor | np.ndarray):
+        target_item_ids = list(target_item_ids)
+    ids = as_id_array(target_item_ids, "target_item_ids").reshape(-1)
+    num_items = as_index(num_items, "num_items")
     if num_items <= 0:
-        raise ValueError(f"num_items must be positive, got {num_items}")
+        raise InvalidIdError(f"num_items must be positive, got {num_items}")
     if ids.size and (ids.min() < 0 or ids.max() >= num_items):
-        bad = ids[(ids < 0) | (ids >= num_items)][0]
-        raise ValueError(f"target item id {bad} is out of range [0, {num_items})")
+        pos = int(np.argmax((ids < 0) | (ids >= num_items)))
+        raise InvalidIdError(
+            f"target item id {int(ids[pos])} (entry {pos}) is out of range [0, {num_items})"
+        )
+    if isinstance(smoothing, bool | np.bool_) or not isinstance(smoothing, int | float | np.number):
+        raise ValueError(f"smoothing must be a number >= 0, got {smoothing!r}")
     if not math.isfinite(smoothing) or smoothing < 0:
         raise ValueError(f"smoothing must be finite and >= 0, got {smoothing}")
     counts = np.bincount(ids, minlength=num_items).astype(np.float64)

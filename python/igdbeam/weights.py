@@ -16,6 +16,7 @@ import torch
 
 from igdbeam._checks import check_tensor, check_unit_interval, cuda_stream, row_major
 from igdbeam._native import _C
+from igdbeam.errors import VocabularyError, as_index
 
 if TYPE_CHECKING:
     from igdbeam.trie import ItemTrie
@@ -79,7 +80,7 @@ def _policy_code(off_trie: str) -> int:
 def check_labels(
     labels: torch.Tensor, vocab_size: int | None, ignore_index: int, *, name: str = "labels"
 ) -> None:
-    """Raise ValueError unless every label is ``ignore_index`` or lies in ``[0, vocab_size)``.
+    """Raise VocabularyError unless every label is ``ignore_index`` or lies in ``[0, vocab_size)``.
 
     With ``vocab_size=None`` only negative labels other than ``ignore_index`` are rejected. One
     reduction over the batch; on a GPU it synchronises once per call.
@@ -97,7 +98,7 @@ def check_labels(
         pos = torch.nonzero(bad)[0].tolist()
         value = int(labels[tuple(pos)])
         allowed = f"[0, {vocab_size})" if vocab_size is not None else "[0, vocab)"
-        raise ValueError(
+        raise VocabularyError(
             f"{name}[{pos[0]}, {pos[1]}] = {value} is neither ignore_index ({ignore_index}) nor a "
             f"token id in {allowed}; check the collator's label masking and the tokenizer/model "
             "vocabulary"
@@ -164,8 +165,10 @@ def label_token_weights(
         ignore_index: label value of prompt and padding positions.
         off_trie: rows whose completion leaves the trie (a token that is not a child, or tokens
             after a leaf): ``"uniform"`` (every completion token weighs ``beta``, the reference
-            behaviour, which cancels out in the micro-batch normalisation), ``"ignore"`` (weight
-            0) or ``"error"`` (raise ValueError naming the rows and the first offending token).
+            behaviour; ``beta`` cancels out in the micro-batch normalisation only when every row
+            of the micro-batch leaves the trie, otherwise those rows weigh ``beta`` against the
+            others' 1), ``"ignore"`` (weight 0) or ``"error"`` (raise ValueError naming the rows
+            and the first offending token).
         vocab_size: when given (else the trie's ``vocab_size`` when known), labels must lie in
             ``[0, vocab_size)`` or equal ``ignore_index``.
         validate: check label values (one reduction; a host sync on GPU). The native op is safe
@@ -181,6 +184,9 @@ def label_token_weights(
     """
     beta = check_unit_interval("beta", beta)
     policy = _policy_code(off_trie)
+    ignore_index = as_index(ignore_index, "ignore_index")
+    if vocab_size is not None:
+        vocab_size = as_index(vocab_size, "vocab_size")
     if isinstance(labels, torch.Tensor) and labels.dtype == torch.int32:
         labels = labels.to(torch.int64)
     check_tensor("labels", labels, ndim=2, dtypes=(torch.int64,), device=trie.device)
@@ -202,7 +208,7 @@ def label_token_weights(
             rows,
             cols,
             labels.stride(0),
-            int(ignore_index),
+            ignore_index,
             beta,
             policy,
             info_gain.data_ptr(),
