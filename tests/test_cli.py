@@ -46,7 +46,7 @@ def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str,
         ("train", ["--loss", "{plain,pos,cft,igd}", "--beta", "--output-dir", "--max-steps"]),
         ("recommend", ["--method", "--alpha", "--length-penalty", "--num-beams", "--out"]),
         ("evaluate", ["--methods", "--num-users", "--decoder", "--split", "--threads"]),
-        ("demo", ["--quick", "--full", "--out", "--num-users"]),
+        ("demo", ["--out", "--num-users", "--overwrite"]),
     ],
 )
 def test_help_explains_every_option(command, options, capsys) -> None:
@@ -64,9 +64,9 @@ def test_help_explains_every_option(command, options, capsys) -> None:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["evaluate", "--out", "o", "--alpha", "1.5"], "--alpha must lie in [0, 1]"),
-        (["evaluate", "--out", "o", "--num-beams", "0"], "--num-beams must be positive"),
-        (["train", "--output-dir", "o", "--beta", "-1"], "--beta must lie in [0, 1]"),
+        (["evaluate", "--out", "o", "--alpha", "1.5"], "argument --alpha: must lie in [0, 1]"),
+        (["evaluate", "--out", "o", "--num-beams", "0"], "--num-beams: must be a positive int"),
+        (["train", "--output-dir", "o", "--beta", "-1"], "argument --beta: must lie in [0, 1]"),
         (["recommend", "--out", "o", "--method", "beam"], "invalid choice: 'beam'"),
         (["evaluate"], "the following arguments are required: --out"),
     ],
@@ -171,28 +171,38 @@ def test_stats_tiny(tiny, tmp_path: Path, capsys) -> None:
 def test_train_needs_the_trainer_module(tiny, tmp_path: Path, capsys) -> None:
     pytest.importorskip("igdbeam.trainer")
     data, model = tiny
-    code, _, err = _run(
-        [
-            "train",
-            "--data",
-            str(data),
-            "--model",
-            str(model),
-            "--output-dir",
-            str(tmp_path / "t"),
-            "--loss",
-            "igd",
-            "--max-steps",
-            "2",
-            "--batch-size",
-            "2",
-            "--no-progress",
-        ],
-        capsys,
-    )
+    # Another run's checkpoint save in progress: the save must not share (and delete) it.
+    other = tmp_path / ".t.saving"
+    other.mkdir()
+    (other / "model.safetensors").write_text("another run's save")
+    argv = [
+        "train", "--data", str(data), "--model", str(model), "--output-dir", str(tmp_path / "t"),
+        "--loss", "igd", "--max-steps", "2", "--batch-size", "2", "--no-progress",
+    ]  # fmt: skip
+    code, _, err = _run(argv, capsys)
     assert code == 0, err
     assert (tmp_path / "t" / "model" / "config.json").is_file()
     assert json.loads((tmp_path / "t" / "train_metrics.json").read_text())["loss"] == "igd"
+    assert json.loads((tmp_path / "t" / ".igdbeam-output").read_text())["command"] == "train"
+    assert (other / "model.safetensors").read_text() == "another run's save"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".t.saving", "t"]
+    assert sorted(p.name for p in (tmp_path / "t").iterdir()) == [
+        ".igdbeam-output",
+        "model",
+        "train_metrics.json",
+    ]
+    # A second run needs --overwrite, and then replaces the model (no temp folder left).
+    code, _, err = _run(argv, capsys)
+    assert code == 2 and "already exists; pass --overwrite" in err
+    first = (tmp_path / "t" / "model" / "model.safetensors").stat().st_mtime_ns
+    code, _, err = _run([*argv, "--overwrite", "--lr", "0.01"], capsys)
+    assert code == 0, err
+    assert (tmp_path / "t" / "model" / "model.safetensors").stat().st_mtime_ns != first
+    assert sorted(p.name for p in (tmp_path / "t").iterdir()) == [
+        ".igdbeam-output",
+        "model",
+        "train_metrics.json",
+    ]
 
 
 @pytest.mark.slow

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 from pathlib import Path
 
@@ -38,7 +39,14 @@ def test_round_trip(tmp_path: Path) -> None:
     with (d / "test.csv").open() as fh:
         row = next(csv.DictReader(fh))
     assert ast.literal_eval(row["history_item_title"]) == s.history_item_title
-    assert sorted(p.name for p in d.iterdir()) == ["info.txt", "test.csv", "train.csv", "valid.csv"]
+    assert sorted(p.name for p in d.iterdir()) == [
+        ".igdbeam-output",  # the marker: an igdbeam output that --overwrite may replace
+        "info.txt",
+        "test.csv",
+        "train.csv",
+        "valid.csv",
+    ]
+    assert json.loads((d / ".igdbeam-output").read_text())["command"] == "prepare"
     mask = os.umask(0)
     os.umask(mask)
     assert d.stat().st_mode & 0o777 == 0o777 & ~mask
@@ -215,3 +223,75 @@ def test_read_target_ids_and_popularity(tmp_path: Path) -> None:
     (d / "train.csv").write_text("user_id\n1\n")
     with pytest.raises(DataFormatError, match="missing column item_id"):
         read_target_ids(d / "train.csv")
+
+
+def test_malformed_rows_name_file_row_and_column(tmp_path: Path) -> None:
+    head = "user_id,history_item_title,item_title,history_item_id,item_id\n"
+    f = tmp_path / "t.csv"
+    good = '0,"[""A""]",B,[1],2\n'  # row 1 (line 2) is fine; row 2 (line 3) is not
+    cases = [
+        ('1,"[""A""]",C\n', r"t\.csv:3: row 2: 3 fields but the header has 5 \(no value for "
+         r"column\(s\) history_item_id, item_id\)"),
+        ('1,"[""A""]",C,[1],2,extra\n', "row 2: 6 fields but the header has 5"),
+        ('1,"[""A""]",C,[146.7],2\n', "row 2, column 'history_item_id': element 0 is 146.7"),
+        ('1,"[""A""]",C,"[""1""]",2.5\n', "row 2, column 'item_id': '2.5' is not an integer"),
+        ('1,"[1]",C,[1],2\n', "column 'history_item_title': element 0 is 1, not a title"),
+    ]  # fmt: skip
+    for row, message in cases:
+        f.write_text(head + good + row)
+        with pytest.raises(DataFormatError, match=message):
+            read_samples(f)
+    f.write_bytes(head.encode() + b'1,"[""\xff""]",C,[1],2\n')
+    with pytest.raises(DataFormatError, match=r"t\.csv: not UTF-8 text"):
+        read_samples(f)
+    # String ids of integers are fine (the reference files quote nothing, pandas may).
+    f.write_text(head + '1,"[""A""]",C,"[""7""]", 8 \n')
+    (s,) = read_samples(f)
+    assert s.history_item_id == [7] and s.item_id == 8
+
+
+def test_read_target_ids_rejects_floats(tmp_path: Path) -> None:
+    from igdbeam.data.bigrec_csv import read_target_ids
+
+    f = tmp_path / "t.csv"
+    f.write_text("user_id,item_id\n1,5\n2,6.5\n")
+    with pytest.raises(DataFormatError, match=r"t\.csv:3: row 2, column 'item_id': '6.5'"):
+        read_target_ids(f)
+    f.write_text("user_id,item_id\n1\n")
+    with pytest.raises(DataFormatError, match="row 1, column 'item_id': missing"):
+        read_target_ids(f)
+
+
+def test_movielens_malformed_rows(tmp_path: Path) -> None:
+    src = _recbole(tmp_path)
+    inter = src / "toy.inter"
+    head = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+    for body, message in [
+        ("a\t2\n", r"toy\.inter:2: 2 fields, expected at least 4"),
+        ("a\t2\t5\tnan\n", "timestamp 'nan' is not a finite number"),
+        ("a\t2\tfive\t3\n", "rating 'five' is not a number"),
+    ]:
+        inter.write_text(head + body)
+        with pytest.raises(DataFormatError, match=message):
+            build_movielens(src, tmp_path / "o", min_rating=1, progress=False)
+    assert not (tmp_path / "o").exists()
+
+
+def test_write_dataset_never_replaces_a_users_folder_or_file(tmp_path: Path) -> None:
+    cat = Catalog(["A", "B"], [0, 1])
+    good = Sample("u", ["A"], "B", [0], 1)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    afile = tmp_path / "afile"
+    afile.write_text("keep")
+    with pytest.raises(FileExistsError, match="igdbeam did not create"):
+        write_dataset(mine, cat, {"train": [good]}, overwrite=True)
+    with pytest.raises(FileExistsError, match="is a file"):
+        write_dataset(afile, cat, {"train": [good]}, overwrite=True)
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"] and afile.read_text() == "keep"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "mine"]
+    # An empty folder is fine, and its replacement is marked.
+    (tmp_path / "empty").mkdir()
+    write_dataset(tmp_path / "empty", cat, {"train": [good]})
+    assert json.loads((tmp_path / "empty" / ".igdbeam-output").read_text())["command"] == "prepare"

@@ -14,11 +14,12 @@ import ast
 import csv
 import json
 import os
-import shutil
-import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from igdbeam.io_utils import _public_dir, atomic_dir  # noqa: F401 - _public_dir: for assets
 
 REQUIRED_COLUMNS = ("user_id", "history_item_title", "item_title", "history_item_id", "item_id")
 SPLITS = ("train", "valid", "test")
@@ -90,6 +91,28 @@ def _clean_title(title: str) -> str:
     return " ".join(str(title).split())
 
 
+@contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """Turn a decoding or CSV-syntax error while reading ``path`` into a DataFormatError."""
+    try:
+        yield
+    except UnicodeDecodeError as exc:
+        raise DataFormatError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+    except csv.Error as exc:
+        raise DataFormatError(f"{path}: malformed CSV: {exc}") from None
+
+
+def _as_int(value: object) -> int:
+    """An id: a Python int (not a bool) or a decimal integer string; anything else raises."""
+    if isinstance(value, bool):
+        raise ValueError(value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        return int(value.strip())
+    raise ValueError(value)
+
+
 def read_item_info(path: str | os.PathLike[str]) -> Catalog:
     """Read an item info file of ``title\\tid`` lines (the id is the last tab-separated field).
 
@@ -100,7 +123,7 @@ def read_item_info(path: str | os.PathLike[str]) -> Catalog:
     p = _check_file(path, "item info file")
     titles: list[str] = []
     ids: list[int] = []
-    with p.open(encoding="utf-8") as fh:
+    with _reading(p), p.open(encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, start=1):
             line = line.rstrip("\r\n")
             if not line.strip():
@@ -111,7 +134,7 @@ def read_item_info(path: str | os.PathLike[str]) -> Catalog:
             if not title.strip():
                 raise DataFormatError(f"{p}:{lineno}: empty title")
             try:
-                ids.append(int(raw_id))
+                ids.append(_as_int(raw_id))
             except ValueError:
                 raise DataFormatError(
                     f"{p}:{lineno}: item id {raw_id!r} is not an integer"
@@ -130,19 +153,19 @@ def _parse_list(value: str, where: str, column: str) -> list:
         # The writer emits JSON lists (also valid Python, so the reference code's eval reads
         # them); files from the reference code use Python quoting and need literal_eval.
         parsed = json.loads(value) if value.strip() else []
-    except ValueError:
+    except (ValueError, RecursionError):
         parsed = None
     try:
         if parsed is None:
             parsed = ast.literal_eval(value)
-    except (ValueError, SyntaxError):
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
         raise DataFormatError(
-            f"{where}: column {column!r} is not a list literal: {value[:80]!r}"
+            f"{where}, column {column!r} is not a list literal: {value[:80]!r}"
         ) from None
     if isinstance(parsed, tuple):
         parsed = list(parsed)
     if not isinstance(parsed, list):
-        raise DataFormatError(f"{where}: column {column!r} is not a list: {value[:80]!r}")
+        raise DataFormatError(f"{where}, column {column!r} is not a list: {value[:80]!r}")
     return parsed
 
 
@@ -165,7 +188,7 @@ def read_samples(
     """
     p = _check_file(path, "split file")
     samples: list[Sample] = []
-    with p.open(encoding="utf-8", newline="") as fh:
+    with _reading(p), p.open(encoding="utf-8", newline="") as fh:
         reader = csv.DictReader(fh)
         header = reader.fieldnames or []
         missing = [c for c in REQUIRED_COLUMNS if c not in header]
@@ -174,10 +197,21 @@ def read_samples(
                 f"{p}: missing column(s) {', '.join(missing)}; found {', '.join(header) or 'none'}."
                 f" A BIGRec split needs {', '.join(REQUIRED_COLUMNS)}"
             )
-        for row in reader:
+        for rowno, row in enumerate(reader, start=1):
             if limit is not None and len(samples) >= limit:
                 break
-            where = f"{p}:{reader.line_num}"
+            where = f"{p}:{reader.line_num}: row {rowno}"
+            if None in row:  # DictReader keeps the surplus fields of a long row under None
+                raise DataFormatError(
+                    f"{where}: {len(header) + len(row[None])} fields but the header has "
+                    f"{len(header)}"
+                )
+            short = [c for c in header if row[c] is None]
+            if short:
+                raise DataFormatError(
+                    f"{where}: {len(header) - len(short)} fields but the header has "
+                    f"{len(header)} (no value for column(s) {', '.join(short)})"
+                )
             titles = _parse_list(row["history_item_title"], where, "history_item_title")
             raw_ids = _parse_list(row["history_item_id"], where, "history_item_id")
             if len(titles) != len(raw_ids):
@@ -189,16 +223,32 @@ def read_samples(
                     f"{where}: user {row['user_id']!r} has an empty history; a recommender "
                     "needs at least one past item (drop the row or pass allow_empty_history)"
                 )
+            for k, t in enumerate(titles):
+                if not isinstance(t, str):
+                    raise DataFormatError(
+                        f"{where}, column 'history_item_title': element {k} is {t!r}, not a "
+                        "title string"
+                    )
+            hist_ids = []
+            for k, x in enumerate(raw_ids):
+                try:
+                    hist_ids.append(_as_int(x))
+                except ValueError:
+                    raise DataFormatError(
+                        f"{where}, column 'history_item_id': element {k} is {x!r}, not an "
+                        "integer item id"
+                    ) from None
             try:
-                hist_ids = [int(x) for x in raw_ids]
-                item_id = int(row["item_id"])
-            except (TypeError, ValueError):
-                raise DataFormatError(f"{where}: item ids must be integers") from None
-            extra = {k: v for k, v in row.items() if k not in REQUIRED_COLUMNS and k is not None}
+                item_id = _as_int(row["item_id"])
+            except ValueError:
+                raise DataFormatError(
+                    f"{where}, column 'item_id': {row['item_id'][:80]!r} is not an integer item id"
+                ) from None
+            extra = {k: v for k, v in row.items() if k not in REQUIRED_COLUMNS}
             samples.append(
                 Sample(
                     user_id=str(row["user_id"]),
-                    history_item_title=[str(t) for t in titles],
+                    history_item_title=list(titles),
                     item_title=str(row["item_title"]),
                     history_item_id=hist_ids,
                     item_id=item_id,
@@ -258,16 +308,27 @@ def read_target_ids(path: str | os.PathLike[str]) -> list[int]:
         DataFormatError: missing file or column, or a non-integer id.
     """
     p = _check_file(path, "split file")
-    with p.open(encoding="utf-8", newline="") as fh:
+    with _reading(p), p.open(encoding="utf-8", newline="") as fh:
         reader = csv.reader(fh)
         header = next(reader, [])
         if "item_id" not in header:
-            raise DataFormatError(f"{p}: missing column item_id; found {', '.join(header)}")
+            raise DataFormatError(
+                f"{p}: missing column item_id; found {', '.join(header) or 'none'}"
+            )
         k = header.index("item_id")
-        try:
-            return [int(row[k]) for row in reader if row]
-        except (ValueError, IndexError):
-            raise DataFormatError(f"{p}:{reader.line_num}: bad item_id") from None
+        ids = []
+        for rowno, row in enumerate(reader, start=1):
+            if not row:
+                continue
+            try:
+                ids.append(_as_int(row[k]))
+            except (ValueError, IndexError):
+                value = repr(row[k][:80]) if k < len(row) else "missing"
+                raise DataFormatError(
+                    f"{p}:{reader.line_num}: row {rowno}, column 'item_id': {value} is not an "
+                    "integer item id"
+                ) from None
+        return ids
 
 
 def _write_split(path: Path, samples: Iterable[Sample]) -> int:
@@ -305,47 +366,30 @@ def write_item_info(path: str | os.PathLike[str], catalog: Catalog) -> None:
             fh.write(f"{_clean_title(title)}\t{item}\n")
 
 
-def _public_dir(path: Path) -> None:
-    """Give a ``mkdtemp`` folder (mode 0700) the permissions of a normal folder (umask)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    path.chmod(0o777 & ~mask)
-
-
 def write_dataset(
     directory: str | os.PathLike[str],
     catalog: Catalog,
     splits: dict[str, Sequence[Sample]],
     *,
     overwrite: bool = False,
+    command: str = "prepare",
 ) -> Path:
-    """Write ``info.txt`` and one CSV per split atomically: into a temp dir, then renamed.
+    """Write ``info.txt`` and one CSV per split atomically: into a unique temp folder next to
+    ``directory``, fsynced, then renamed into place (:func:`igdbeam.io_utils.atomic_dir`).
 
-    Nothing is left half-written when an error occurs: the temp dir is removed and an existing
-    target is only replaced (with ``overwrite``) once everything was written.
+    The folder gets the igdbeam output marker of ``command``. Nothing is left half-written when
+    an error occurs: the temp folder is removed, and an existing ``directory`` is replaced (with
+    ``overwrite``) only once everything was written, and only if it is empty or an earlier
+    output of ``command``: a folder of the user's or a file is never replaced.
 
     Raises:
-        FileExistsError: the target exists and ``overwrite`` is False.
+        FileExistsError: (:class:`igdbeam.io_utils.OutputPathError`) the target exists and
+            ``overwrite`` is False, or it is a file or a folder igdbeam did not write.
         DataFormatError: a sample with an empty history.
     """
     target = Path(directory)
-    if target.exists() and not overwrite:
-        raise FileExistsError(f"{str(target)!r} already exists; pass overwrite=True (--overwrite)")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        _public_dir(tmp)
+    with atomic_dir(target, command=command, overwrite=overwrite) as tmp:
         write_item_info(tmp / "info.txt", catalog)
         for name, rows in splits.items():
             _write_split(tmp / f"{name}.csv", rows)
-        if target.exists():
-            old = target.parent / f".{target.name}.old-{os.getpid()}"
-            target.rename(old)
-            tmp.rename(target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target

@@ -10,6 +10,7 @@ samples are split 80/10/10 by the target's timestamp (ties broken by user and po
 from __future__ import annotations
 
 import csv
+import math
 import os
 from collections import defaultdict
 from collections.abc import Sequence
@@ -40,19 +41,34 @@ def _read_atomic(path: Path, required: Sequence[str]) -> tuple[list[str], list[l
     """Read a RecBole atomic file; return the bare column names and the rows."""
     if not path.is_file():
         raise DataFormatError(f"RecBole file {str(path)!r} does not exist")
-    with path.open(encoding="utf-8", newline="") as fh:
-        reader = csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
-        try:
-            header = next(reader)
-        except StopIteration:
-            raise DataFormatError(f"{path}: the file is empty") from None
-        names = [h.split(":", 1)[0] for h in header]
-        missing = [c for c in required if c not in names]
-        if missing:
-            raise DataFormatError(
-                f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(header)}"
-            )
-        rows = [r for r in reader if r]
+    try:
+        with path.open(encoding="utf-8", newline="") as fh:
+            reader = csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
+            try:
+                header = next(reader)
+            except StopIteration:
+                raise DataFormatError(f"{path}: the file is empty") from None
+            names = [h.split(":", 1)[0] for h in header]
+            missing = [c for c in required if c not in names]
+            if missing:
+                raise DataFormatError(
+                    f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(header)}"
+                )
+            need = max(names.index(c) for c in required) + 1
+            rows = []
+            for r in reader:
+                if not r:
+                    continue
+                if len(r) < need:
+                    raise DataFormatError(
+                        f"{path}:{reader.line_num}: {len(r)} fields, expected at least {need} "
+                        f"(columns {', '.join(header[:need])})"
+                    )
+                rows.append(r)
+    except UnicodeDecodeError as exc:
+        raise DataFormatError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+    except csv.Error as exc:
+        raise DataFormatError(f"{path}: malformed file: {exc}") from None
     return names, rows
 
 
@@ -62,9 +78,7 @@ def read_recbole_items(path: str | os.PathLike[str], *, with_year: bool = True) 
     i_id, i_title = names.index("item_id"), names.index("movie_title")
     i_year = names.index("release_year") if "release_year" in names else -1
     titles: dict[str, str] = {}
-    for lineno, r in enumerate(rows, start=2):
-        if len(r) <= max(i_id, i_title):
-            raise DataFormatError(f"{path}:{lineno}: too few fields")
+    for r in rows:
         title = _clean_title(r[i_title])
         if with_year and i_year >= 0 and i_year < len(r) and r[i_year].strip():
             year = r[i_year].strip()
@@ -158,7 +172,8 @@ def build_movielens(
         with_year: append ``(year)`` to titles that lack it (disambiguates remakes).
         max_users: keep only the first ``max_users`` users (shortest ids first, then by id, i.e.
             numeric order for numeric ids) for quick runs.
-        overwrite: replace an existing ``out_dir``.
+        overwrite: replace an existing ``out_dir`` (only an earlier igdbeam ``prepare`` output:
+            :func:`~igdbeam.data.write_dataset` never replaces a folder it did not write).
         progress: show tqdm progress bars.
 
     Catalog item ids are ``0 .. N-1`` in order of the ``.item`` file, restricted to items that
@@ -172,6 +187,11 @@ def build_movielens(
     i_rating = names.index("rating") if "rating" in names else -1
     if min_rating is not None and i_rating < 0:
         raise DataFormatError(f"{src / (name + '.inter')}: min_rating needs a rating column")
+    if max_history < 1:
+        raise ValueError(f"max_history must be >= 1, got {max_history}")
+    if max_users is not None and max_users < 1:
+        raise ValueError(f"max_users must be >= 1, got {max_users}")
+    inter = src / f"{name}.inter"
     per_user: dict[str, list[tuple[float, int, str]]] = defaultdict(list)
     unknown = low = 0
     for order, r in enumerate(tqdm(rows, desc=f"reading {name}", disable=not progress, unit="row")):
@@ -179,13 +199,26 @@ def build_movielens(
         if item not in titles_by_token:
             unknown += 1
             continue
-        if min_rating is not None and float(r[i_rating]) < min_rating:
-            low += 1
-            continue
+        if min_rating is not None:
+            if i_rating >= len(r):
+                raise DataFormatError(f"{inter}: data row {order + 1} has no rating")
+            try:
+                rating = float(r[i_rating])
+            except ValueError:
+                raise DataFormatError(
+                    f"{inter}: data row {order + 1}: rating {r[i_rating][:40]!r} is not a number"
+                ) from None
+            if rating < min_rating:
+                low += 1
+                continue
         try:
             ts = float(r[i_ts])
         except ValueError:
-            raise DataFormatError(f"{src / (name + '.inter')}:{order + 2}: bad timestamp") from None
+            ts = math.nan
+        if not math.isfinite(ts):
+            raise DataFormatError(
+                f"{inter}: data row {order + 1}: timestamp {r[i_ts][:40]!r} is not a finite number"
+            )
         per_user[r[i_user]].append((ts, order, item))
     if max_users is not None:
         keep = sorted(per_user, key=lambda u: (len(u), u))[:max_users]
