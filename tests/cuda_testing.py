@@ -128,6 +128,20 @@ def logsumexp(x: np.ndarray) -> float:
     return float(m + np.log(np.sum(np.exp(x - m))))
 
 
+def _child_norm(lp: np.ndarray) -> float:
+    """The children's logsumexp for renormalising; 0 when infinite (every child -inf)."""
+    z = logsumexp(lp)
+    return 0.0 if np.isinf(z) else z
+
+
+def _weighted(w: np.ndarray, lp: np.ndarray) -> np.ndarray:
+    """w * lp with -inf kept -inf where w == 0 (an impossible token stays impossible)."""
+    out = np.full(lp.shape, -np.inf)
+    keep = lp != -np.inf
+    out[keep] = w[keep] * lp[keep]
+    return out
+
+
 # ---------------------------------------------------------------------------------- references
 class CandidateTable:
     """Every candidate of one batch row: (beam * vocab + token) -> (score, logp), by search."""
@@ -182,9 +196,9 @@ def ref_beam_step(
             toks, kids = toks[keep], np.arange(lo, hi)[keep]
             x = x_all[r] / temperature
             sel = x[toks]
-            lp = sel - (logsumexp(sel) if renormalize else logsumexp(x))
+            lp = sel - (_child_norm(sel) if renormalize else logsumexp(x))
             w = 1.0 - alpha * t.ign[kids]
-            cand_s.append(bs[r] + w * lp)
+            cand_s.append(bs[r] + _weighted(w, lp))
             cand_lp.append(lp)
             cand_k.append(np.full(toks.shape, k))
             cand_tok.append(toks)
@@ -281,11 +295,12 @@ def ref_processor_step(
         x = x_all[r]
         if temperature != 1.0:
             x = x / temperature
-            x = x - logsumexp(x)
+            if not renormalize:  # renormalising over the children cancels the full-row norm
+                x = x - logsumexp(x)
         lp = x[toks]
         if renormalize:
-            lp = lp - logsumexp(lp)
-        y = (1.0 - alpha * t.ign[kids]) * lp
+            lp = lp - _child_norm(lp)
+        y = _weighted(1.0 - alpha * t.ign[kids], lp)
         out[r, toks] = y
         if np.isnan(y).any():
             status[r] = 2
@@ -312,7 +327,9 @@ def ref_label_weights(t: NumpyTrie, labels: torch.Tensor, ignore_index: int, bet
             ig[r, p] = t.ig[node]
             zero[r, p] = t.zero[node]
             w[r, p] = beta if t.zero[node] else 1.0
-        if status[r]:
+        if status[r]:  # IG and zero-IG flags cleared, the policy's weight on the completion
             comp = lab[r] != ignore_index
+            ig[r] = 0.0
+            zero[r] = 0
             w[r, comp] = beta if policy == 1 else 0.0
     return ig, zero, w, status

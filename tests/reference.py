@@ -27,6 +27,7 @@ class ReferenceTrie:
         leaf_weight: dict[tuple[int, ...], float] = defaultdict(float)
         for path, w in zip(self.paths, self.weights, strict=True):
             leaf_weight[path] += w
+        self.leaf_weight = dict(leaf_weight)
         self.leaf_prob = {path: w / total for path, w in leaf_weight.items()}
         self.items_of_leaf: dict[tuple[int, ...], list[int]] = defaultdict(list)
         for item, path in enumerate(self.paths):
@@ -53,16 +54,22 @@ class ReferenceTrie:
             return 0.0
         return -sum((p / mass) * math.log(p / mass) for p in probs if p > 0)
 
+    def weight_below(self, prefix: Sequence[int]) -> float:
+        """Summed item weight of the items whose path starts with ``prefix``."""
+        return sum(self.leaf_weight[p] for p in self.below[tuple(prefix)])
+
     def info_gain(self, prefix: Sequence[int], token: int) -> float:
-        """IG(token | prefix) = H(prefix) - H(prefix + token); 0 for a single child."""
+        """IG(token | prefix) = H(prefix) - H(prefix + token); exactly 0 for a zero-IG edge."""
         prefix = tuple(prefix)
-        if len(self.children[prefix]) == 1:
+        if self.is_zero_ig(prefix, token):
             return 0.0
         return self.entropy(prefix) - self.entropy(prefix + (token,))
 
     def is_zero_ig(self, prefix: Sequence[int], token: int) -> bool:
-        """Structural zero-IG: the parent has exactly one child."""
-        return len(self.children[tuple(prefix)]) == 1
+        """Zero IG: the child's siblings hold weight exactly 0 (a single child included)."""
+        prefix = tuple(prefix)
+        siblings = [t for t in self.children[prefix] if t != token]
+        return sum(self.weight_below(prefix + (t,)) for t in siblings) == 0
 
     def normalized_info_gain(self, prefix: Sequence[int], token: int, rtol: float = 1e-9) -> float:
         """IG~ min-max normalised among the siblings; 0 when all siblings have equal IG."""

@@ -89,6 +89,62 @@ def reference_weighted_loss(
     return total / den if den > 0 else 0.0
 
 
+def reference_weighted_loss_grad(
+    logits: Sequence[Sequence[Sequence[float]]],
+    labels: Sequence[Sequence[int]],
+    weights: Sequence[Sequence[float]],
+    num_items_in_batch: float | None = None,
+    ignore_index: int = IGNORE,
+) -> list[list[list[float]]]:
+    """d(reference_weighted_loss)/d(logits): ``w_t / Omega * (softmax(z_t) - onehot(y_t))``.
+
+    Zero at ignored positions; the weights do not depend on the logits.
+    """
+    omega = sum(
+        weights[b][t]
+        for b, row in enumerate(labels)
+        for t, tok in enumerate(row)
+        if tok != ignore_index
+    )
+    den = omega if num_items_in_batch is None else float(num_items_in_batch)
+    grad = [[[0.0] * len(z) for z in row] for row in logits]
+    if den <= 0:
+        return grad
+    for b, row in enumerate(labels):
+        for t, tok in enumerate(row):
+            if tok == ignore_index:
+                continue
+            z = logits[b][t]
+            m = max(z)
+            e = [math.exp(x - m) for x in z]
+            total = sum(e)
+            scale = weights[b][t] / den
+            grad[b][t] = [scale * (v / total - (1.0 if k == tok else 0.0)) for k, v in enumerate(e)]
+    return grad
+
+
+def reference_igd_weights(
+    labels: Sequence[Sequence[int]], trie: ReferenceTrie, beta: float, off_trie: str = "uniform"
+) -> list[list[float]]:
+    """Weight of the token each logits position predicts (``labels[t + 1]``), unshifted labels."""
+    return [reference_row_weights(trie, row, beta, off_trie)[2][1:] + [0.0] for row in labels]
+
+
+def reference_igd_loss_grad(
+    logits: Sequence[Sequence[Sequence[float]]],
+    labels: Sequence[Sequence[int]],
+    trie: ReferenceTrie,
+    beta: float,
+    num_items_in_batch: float | None = None,
+    off_trie: str = "uniform",
+) -> list[list[list[float]]]:
+    """d(reference_igd_loss)/d(logits) of unshifted labels."""
+    weights = reference_igd_weights(labels, trie, beta, off_trie)
+    return reference_weighted_loss_grad(
+        logits, reference_shift(labels), weights, num_items_in_batch
+    )
+
+
 def reference_igd_loss(
     logits: Sequence[Sequence[Sequence[float]]],
     labels: Sequence[Sequence[int]],
@@ -104,7 +160,7 @@ def reference_igd_loss(
     logits at ``t``.
     """
     target = reference_shift(labels)
-    weights = [reference_row_weights(trie, row, beta, off_trie)[2][1:] + [0.0] for row in labels]
+    weights = reference_igd_weights(labels, trie, beta, off_trie)
     return reference_weighted_loss(logits, target, weights, num_items_in_batch)
 
 

@@ -8,6 +8,8 @@ import torch
 
 from cuda_testing import _C, NumpyTrie, build, cpu_op, cuda_marks, random_catalog, ref_label_weights
 from cuda_testing import stream as cuda_stream
+from reference import ReferenceTrie
+from reference_loss import reference_row_weights
 
 pytestmark = cuda_marks
 
@@ -61,13 +63,11 @@ def test_label_weights_match_reference_and_cpu(policy: int, seed: int) -> None:
     assert (got[1].numpy() == zero).all()
     np.testing.assert_allclose(got[2].numpy(), w, rtol=0, atol=0)
     op = cpu_op("label_weights")
-    if op is not None:
+    if op is not None:  # the same bits on every row, rows that leave the trie included
         cpu = _run(op, trie.native_view(), labels, beta, policy, "cpu")
-        ok = cpu[3] == 0
         assert cpu[3].tolist() == got[3].tolist()
-        torch.testing.assert_close(got[2], cpu[2], rtol=0, atol=0)
-        torch.testing.assert_close(got[0][ok], cpu[0][ok], rtol=0, atol=0)
-        torch.testing.assert_close(got[1][ok], cpu[1][ok], rtol=0, atol=0)
+        for g, c in zip(got, cpu, strict=True):
+            torch.testing.assert_close(g, c, rtol=0, atol=0)
 
 
 def test_label_weights_strided_labels() -> None:
@@ -83,3 +83,40 @@ def test_label_weights_strided_labels() -> None:
     assert (status == 0).all() and got[3].tolist() == status.tolist()
     np.testing.assert_allclose(got[2].numpy(), w)
     np.testing.assert_allclose(got[0].numpy(), ig)
+
+
+@pytest.mark.parametrize("policy", [0, 1, 2])
+def test_label_weights_zero_weight_items_and_rows_leaving_the_trie(policy: int) -> None:
+    """The pure-Python reference decides every row: a zero-weight sibling makes 5 -> 6 zero-IG,
+    and a row that leaves the trie after a walked prefix has IG 0 and no zero-IG flag anywhere
+    (on CUDA as on the CPU), only the policy's weight on its completion."""
+    paths, weights = [[5, 6, 8, 2], [5, 7, 2], [9, 2]], [3.0, 0.0, 1.0]
+    trie = build(paths, weights)
+    x = IGNORE
+    rows = [
+        [x, 5, 6, 8, 2, x, x],  # zero-IG flags on 6, 8 and 2
+        [x, x, 5, 7, 2, x, x],  # the zero-weight item: 7 is not zero-IG
+        [x, 5, 6, 8, 99, x, x],  # leaves the trie after three tokens (two of them zero-IG)
+        [5, 9, 2, x, x, x, x],  # leaves at its second token
+        [x, 5, x, 6, 8, 2, x],  # an ignored hole inside the completion
+        [x] * 7,  # padding only
+    ]
+    labels = torch.tensor(rows, dtype=torch.int64)
+    beta = 0.25
+    got = _run(_C.label_weights_cuda, trie.to("cuda").native_view(), labels.cuda(), beta, policy,
+               "cuda", cuda_stream())  # fmt: skip
+    torch.cuda.synchronize()
+    ref = ReferenceTrie(paths, weights)
+    off_trie = {0: "error", 1: "uniform", 2: "ignore"}[policy]
+    want = [reference_row_weights(ref, row, beta, off_trie) for row in rows]
+    assert got[3].tolist() == [int(w[3]) for w in want] == [0, 0, 1, 1, 0, 0]
+    np.testing.assert_allclose(got[0].numpy(), [w[0] for w in want], rtol=1e-6, atol=0)
+    assert got[1].numpy().astype(bool).tolist() == [w[1] for w in want]
+    np.testing.assert_array_equal(got[2].numpy(), np.array([w[2] for w in want], np.float32))
+    assert got[1][0].tolist() == [0, 0, 1, 1, 1, 0, 0] and got[1][1].tolist() == [0] * 4 + [1, 0, 0]
+    assert not got[1][2:4].any() and not got[0][2:4].any()
+    op = cpu_op("label_weights")
+    if op is not None:
+        cpu = _run(op, trie.native_view(), labels, beta, policy, "cpu")
+        for g, c in zip(got, cpu, strict=True):
+            torch.testing.assert_close(g, c, rtol=0, atol=0)

@@ -203,25 +203,36 @@ TrieArrays BuildTrie(const TokenPaths& paths, const double* weights, const Build
 
   // 4. Entropies bottom-up (children have larger ids than their parent). Leaves hold one unit.
   //    The probability mass below each node is only needed for the conditional entropy.
+  //    `weighted` counts the leaves of positive weight below each node, saturated at 2: it
+  //    decides the zero-IG edges exactly (step 5) and the conditional entropies that are exactly
+  //    0 (at most one weighted leaf below), where h / mass + log(mass) would leave a residue.
   const bool conditional = options.entropy == EntropyMode::kConditional;
   std::vector<double> h(num_nodes, 0.0), mass(conditional ? num_nodes : 0, 0.0);
+  std::vector<uint8_t> weighted(num_nodes, 0);
   for (size_t k = 0; k < leaves.size(); ++k) {
     const double p = leaf_weight[k] / total_weight;
     if (conditional) mass[leaves[k].node] = p;
     h[leaves[k].node] = p > 0.0 ? -p * std::log(p) : 0.0;
+    weighted[leaves[k].node] = leaf_weight[k] > 0.0 ? 1 : 0;
   }
   for (int64_t node = num_nodes - 1; node > 0; --node) {
-    h[t.parent[node]] += h[node];
-    if (conditional) mass[t.parent[node]] += mass[node];
+    const int32_t up = t.parent[node];
+    h[up] += h[node];
+    if (conditional) mass[up] += mass[node];
+    weighted[up] = static_cast<uint8_t>(std::min(2, weighted[up] + weighted[node]));
   }
   if (conditional) {
     for (int64_t node = 0; node < num_nodes; ++node) {
-      h[node] = mass[node] > 0.0 ? h[node] / mass[node] + std::log(mass[node]) : 0.0;
+      const bool spread = weighted[node] > 1 && mass[node] > 0.0;
+      h[node] = spread ? h[node] / mass[node] + std::log(mass[node]) : 0.0;
     }
   }
 
-  // 5. Edge information gain, structural zero-IG flags and sibling-normalised IG~. The IG of
-  //    an edge is recomputed from h when normalising rather than kept in a temporary array.
+  // 5. Edge information gain, zero-IG flags and sibling-normalised IG~. An edge n -> c has zero
+  //    IG when its siblings' weight sum is exactly 0 (a single child, or every other child holds
+  //    only zero-weight items): decided from the weights, not by comparing float entropies, and
+  //    its IG is then exactly 0, also inside IG~. The IG of an edge is recomputed from h when
+  //    normalising rather than kept in a temporary array.
   t.entropy.resize(num_nodes);
   t.info_gain.assign(num_nodes, 0.0f);
   t.info_gain_norm.assign(num_nodes, 0.0f);
@@ -232,13 +243,21 @@ TrieArrays BuildTrie(const TokenPaths& paths, const double* weights, const Build
     if (c1 - c0 > t.max_fanout) t.max_fanout = c1 - c0;
     if (t.depth[node] > t.max_depth) t.max_depth = t.depth[node];
     if (c0 == c1) continue;
-    if (c1 - c0 == 1) {  // a single child: structurally zero IG
+    if (c1 - c0 == 1) {  // a single child: zero IG
       t.zero_ig[c0] = 1;
       continue;
     }
+    int32_t weighted_children = 0;
+    for (int32_t c = c0; c < c1; ++c) weighted_children += weighted[c] > 0 ? 1 : 0;
+    // Child c has zero-weight siblings only: no child has weight, or c is the only one that has.
+    auto is_zero_ig = [&](int32_t c) {
+      return weighted_children == 0 || (weighted_children == 1 && weighted[c] > 0);
+    };
+    auto edge_ig = [&](int32_t c) { return is_zero_ig(c) ? 0.0 : h[node] - h[c]; };
     double lo = std::numeric_limits<double>::infinity(), hi = -lo;
     for (int32_t c = c0; c < c1; ++c) {
-      const double ig = h[node] - h[c];
+      const double ig = edge_ig(c);
+      t.zero_ig[c] = is_zero_ig(c) ? 1 : 0;
       t.info_gain[c] = static_cast<float>(ig);
       lo = std::min(lo, ig);
       hi = std::max(hi, ig);
@@ -246,7 +265,7 @@ TrieArrays BuildTrie(const TokenPaths& paths, const double* weights, const Build
     const double scale = std::max(std::fabs(lo), std::fabs(hi));
     if (hi - lo <= options.equal_ig_rtol * scale || hi == lo) continue;  // equal IG: all 0
     for (int32_t c = c0; c < c1; ++c) {
-      t.info_gain_norm[c] = static_cast<float>((h[node] - h[c] - lo) / (hi - lo));
+      t.info_gain_norm[c] = static_cast<float>((edge_ig(c) - lo) / (hi - lo));
     }
   }
 

@@ -3,7 +3,9 @@
 // The warp loads 32 labels at a time (coalesced), walks that chunk's completion tokens in order
 // (the lanes search each node's children together, WarpFindChild), keeps the result of
 // position p in lane p and stores the chunk's outputs with coalesced writes. A row that leaves
-// the trie is swept a second time to give its completion tokens the off-trie weight.
+// the trie is swept a second time, as the CPU kernel does: its IG and zero-IG flags are cleared
+// (those of the prefix walked before leaving included) and its completion tokens get the off-trie
+// weight.
 #include "cuda_check.cuh"
 #include "igdbeam/cuda_kernels.h"
 #include "igdbeam/trie_lookup.h"
@@ -63,7 +65,9 @@ __global__ void LabelWeightsKernel(TrieView trie, const int64_t* __restrict__ la
   if (!left) return;
   const float off_weight = policy == static_cast<int32_t>(OffTriePolicy::kUniform) ? beta : 0.0f;
   for (int64_t p = lane; p < cols; p += 32) {
-    if (row[p] != ignore_index) w_row[p] = off_weight;
+    ig_row[p] = 0.0f;
+    zero_row[p] = 0;
+    w_row[p] = row[p] != ignore_index ? off_weight : 0.0f;
   }
 }
 

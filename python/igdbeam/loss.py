@@ -203,8 +203,10 @@ def igd_loss(
             logits predict ``labels[t + 1]``); False when already aligned with the logits.
         num_items_in_batch: None for the micro-batch Omega (reference); else the denominator
             shared by all micro-batches of a step (see the module docstring).
-        off_trie: policy for completions that leave the trie: ``"uniform"``, ``"ignore"`` or
-            ``"error"`` (see :func:`~igdbeam.weights.label_token_weights`).
+        off_trie: policy for completions that leave the trie: ``"uniform"`` (the reference:
+            each of their tokens weighs ``beta``, which cancels out only when the whole
+            micro-batch leaves the trie), ``"ignore"`` or ``"error"`` (see
+            :func:`~igdbeam.weights.label_token_weights`).
         validate: check that labels lie in ``[0, V)`` (one reduction, a host sync on GPU).
         return_output: also return an :class:`IGDLossOutput`.
 

@@ -6,7 +6,8 @@
 //    [child_offsets[n], child_offsets[n + 1]) and no separate child-id array is needed.
 //  * Per-node arrays describe the node and the edge that enters it (root: token -1, IG 0):
 //    token, parent, depth, entropy H(n), info_gain IG = H(parent) - H(n), info_gain_norm IG~
-//    (min-max normalised among siblings), zero_ig (1 when the parent has exactly one child).
+//    (min-max normalised among siblings), zero_ig (1 for a zero-IG edge: the siblings' weight
+//    sum is exactly 0, a single child being the common case; such an edge's IG is exactly 0).
 //  * Leaves (nodes without children) carry items: leaf_nodes (ascending), leaf_item_offsets and
 //    leaf_items list the item ids of each leaf; item_leaf maps every item id to its leaf.
 #pragma once
