@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 
@@ -10,6 +12,20 @@ from decode_models import EOS, left_pad, random_catalog, tiny_llama
 from generate_checks import assert_same_hypotheses, ours_hypotheses, processor_path
 from igdbeam.generate import Decoding, generate, generate_many
 from reference import ReferenceTrie
+
+
+@pytest.fixture(autouse=True, params=["shared_prefix", "dynamic"])
+def kv_cache(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run every test with both KV caches: ``kv_cache="auto"`` resolves to the parameter."""
+    module = sys.modules["igdbeam.generate"]
+    resolve = module.resolve_kv_cache
+
+    def forced(model, mode: str, length: int) -> str:
+        return resolve(model, request.param if mode == "auto" else mode, length)
+
+    monkeypatch.setattr(module, "resolve_kv_cache", forced)
+    return request.param
+
 
 DECODINGS = [
     Decoding(alpha=0.0, length_penalty=1.0),  # BIGRec
