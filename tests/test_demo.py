@@ -1,35 +1,34 @@
-"""The demo's control flow on tiny stand-ins (the real run needs SmolLM2 and igdbeam.generate)."""
+"""The demo end to end on tiny stand-ins: a tiny Llama, two random LoRA adapters, tiny data."""
 
 from __future__ import annotations
 
+import csv
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
-import torch
 
 from igdbeam.demo import DemoProfile, run_demo
 from pipeline_fixtures import write_tiny_data, write_tiny_model
 
 
-@dataclass
-class _Out:
-    item_ids: torch.Tensor
-    scores: torch.Tensor
+def _write_adapter(model_dir: Path, out: Path, seed: int) -> Path:
+    import peft
+    import torch
+    from transformers import AutoModelForCausalLM
 
-
-def _fake_generate(model, input_ids, attention_mask, *, trie, num_beams, alpha, length_penalty):
-    rows = input_ids.shape[0]
-    # Deterministic: item k at rank k, except IGD which starts with the last item.
-    items = torch.arange(num_beams).repeat(rows, 1) % trie.num_items
-    if alpha > 0:
-        items = items.flip(1)
-    return _Out(items, -torch.arange(float(num_beams)).repeat(rows, 1))
+    torch.manual_seed(seed)
+    base = AutoModelForCausalLM.from_pretrained(str(model_dir))
+    cfg = peft.LoraConfig(
+        r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False, task_type="CAUSAL_LM"
+    )
+    peft.get_peft_model(base, cfg).save_pretrained(str(out))
+    return out
 
 
 @pytest.fixture
-def tiny_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def tiny_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from igdbeam import assets, pipeline
@@ -45,31 +44,48 @@ def tiny_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setattr(pipeline, "prepare_movielens", lambda *a, **k: data)
     monkeypatch.setattr(assets, "smollm2_checkpoint", lambda **k: model_dir)
     monkeypatch.setattr(assets, "load_model_and_tokenizer", load)
-    return tmp_path
+    return {
+        "root": tmp_path,
+        "plain": _write_adapter(model_dir, tmp_path / "plain", 1),
+        "igd": _write_adapter(model_dir, tmp_path / "igd", 2),
+    }
 
 
-@pytest.mark.parametrize(("budget", "users"), [(1e6, 6), (0.0, 2)])
-def test_demo_flow(tiny_env: Path, budget: float, users: int, capsys) -> None:
+@pytest.mark.parametrize(("budget", "rows"), [(None, 6), (0.0, 2)])
+def test_demo_trained_models_with_intervals(tiny_env, budget, rows, capsys) -> None:
+    from igdbeam.metrics import ranking_metrics
+
     prof = DemoProfile("t", num_users=6, num_beams=3, batch_size=2, time_budget_s=budget)
-    out = tiny_env / "demo"
-    summary = run_demo(out, prof, threads=None, progress=False, generate_fn=_fake_generate)
+    out = tiny_env["root"] / "demo"
+    adapters = {"plain": tiny_env["plain"], "igd": tiny_env["igd"]}
+    summary = run_demo(out, prof, progress=False, adapters=adapters)
     printed = capsys.readouterr().out
-    assert "zero-IG tokens" in printed
-    assert ("test rows decoded within the" in printed) == (users < 6)
-    assert summary["num_rows"] == users
-    assert [r["method"] for r in summary["results"]] == ["bigrec", "d3", "igd"]
-    assert [r["length_penalty"] for r in summary["results"]] == [1.0, 0.0, 0.0]
-    assert [r["alpha"] for r in summary["results"]] == [0.0, 0.0, 0.2]
+    assert "zero-IG tokens" in printed and "NDCG@10 - D3 baseline" in printed
+    assert ("test rows decoded within the" in printed) == (rows < 6)
+    assert summary["num_rows"] == rows
+    cells = {(r["loss"], r["decoding"]): r for r in summary["results"]}
+    assert set(cells) == {("plain", "d3"), ("plain", "igd"), ("igd", "d3"), ("igd", "igd")}
+    assert "vs_baseline" not in cells[("plain", "d3")]
+    # Every printed value is recomputed independently from recommendations.csv.
+    with open(out / "recommendations.csv") as f:
+        recs = list(csv.DictReader(f))
+    assert len(recs) == 2 * 2 * 3 * rows
+    for (model, decoding), rec in cells.items():
+        mine = [r for r in recs if r["model"] == model and r["decoding"] == decoding]
+        users = list(dict.fromkeys(r["user_id"] for r in mine))  # one test row per user here
+        ranked = np.array([[int(r["item_id"]) for r in mine if r["user_id"] == u] for u in users])
+        target = np.array(
+            [int(next(r["target_item_id"] for r in mine if r["user_id"] == u)) for u in users]
+        )
+        ref = ranking_metrics(ranked, target, ks=(10,))
+        m = rec["metrics"]["NDCG@10"]
+        assert m["value"] == pytest.approx(ref["NDCG@10"])
+        assert m["low"] <= m["value"] <= m["high"]
+        if "vs_baseline" in rec:
+            d = rec["vs_baseline"]["NDCG@10"]
+            base = cells[("plain", "d3")]["metrics"]["NDCG@10"]["value"]
+            assert d["value"] == pytest.approx(m["value"] - base)
     on_disk = json.loads((out / "results.json").read_text())
-    assert on_disk["num_rows"] == users and "decode bigrec + d3 + igd" in on_disk["phase_seconds"]
-    for name in (
-        "results.csv",
-        "recommendations.csv",
-        "entropy_by_step.png",
-        "zero_ig_by_step.png",
-    ):
+    assert on_disk["num_rows"] == rows
+    for name in ("results.csv", "entropy_by_step.png", "zero_ig_by_step.png"):
         assert (out / name).is_file()
-    # Every decoded user got 3 recommendations per method.
-    rec_lines = (out / "recommendations.csv").read_text().strip().splitlines()
-    assert len(rec_lines) == 1 + 3 * 3 * users
-    assert summary["results"][0]["coverage"] == pytest.approx(3 / 10)

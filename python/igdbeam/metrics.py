@@ -99,17 +99,21 @@ def ranking_metrics(
 
 
 def first_tokens(trie: Any) -> np.ndarray:
-    """Return the first token of every catalog item's path (int64, indexed by item id)."""
+    """Return the first token of every catalog item's path (int64, indexed by item id).
+
+    Items outside the trie (``item_leaf == -1``, a ``train-targets`` catalog) get -1.
+    """
     parent = trie.array("parent").cpu().numpy().astype(np.int64)
     depth = trie.array("depth").cpu().numpy().astype(np.int64)
     token = trie.array("token").cpu().numpy().astype(np.int64)
     node = trie.array("item_leaf").cpu().numpy().astype(np.int64).copy()
+    present = node > 0
     for _ in range(trie.max_depth):
-        deep = depth[node] > 1
+        deep = present & (depth[node] > 1)
         if not deep.any():
             break
         node[deep] = parent[node[deep]]
-    return token[node]
+    return np.where(present, token[node], -1)
 
 
 def diversity_metrics(

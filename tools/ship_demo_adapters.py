@@ -1,0 +1,39 @@
+"""Copy the demo's two adapters out of an `igdbeam experiment` folder into the package.
+
+Usage: python tools/ship_demo_adapters.py benchmarks/quality/ml-100k-cpu
+Writes python/igdbeam/adapters/ml-100k-smollm2-lora8/{plain,igd}/ (adapter_config.json with its
+base recorded as "smollm2", adapter_model.safetensors) and prints the SHA-256 pins to paste into
+python/igdbeam/demo_adapters.py.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
+from igdbeam.assets import sha256_file  # noqa: E402
+from igdbeam.demo_adapters import ADAPTER_FILES, DEMO_RUNS, SHIPPED_DIR  # noqa: E402
+from igdbeam.experiment import run_name  # noqa: E402
+
+
+def main(experiment_dir: str, beta: float = 0.1) -> None:
+    pins = {}
+    for name, (loss, seed) in DEMO_RUNS.items():
+        src = Path(experiment_dir) / "models" / run_name(loss, seed, beta) / "model"
+        dst = SHIPPED_DIR / name
+        dst.mkdir(parents=True, exist_ok=True)
+        config = json.loads((src / "adapter_config.json").read_text())
+        config["base_model_name_or_path"] = "smollm2"
+        (dst / "adapter_config.json").write_text(
+            json.dumps(config, indent=2, sort_keys=True) + "\n"
+        )
+        shutil.copyfile(src / "adapter_model.safetensors", dst / "adapter_model.safetensors")
+        pins[name] = {f: sha256_file(dst / f) for f in ADAPTER_FILES}
+    print(json.dumps(pins, indent=4))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
