@@ -372,6 +372,35 @@ class Experiment:
         }
 
     # ------------------------------------------------------------------ the whole grid
+    def is_complete(self, loss: str, seed: int) -> bool:
+        """True when ``(loss, seed)`` is trained and every test-row chunk is decoded."""
+        p = self.profile
+        if not (self.model_dir(loss, seed) / "train_log.json").exists():
+            return False
+        folder = self.out / "decodes" / run_name(loss, seed, p.beta)
+        chunks = -(-len(self.test_rows) // p.decode_chunk)
+        return all((folder / f"chunk-{k:04d}.json").exists() for k in range(chunks))
+
+    def report(self) -> dict[str, Any]:
+        """Write the report of the cells finished so far (a partial grid), training nothing.
+
+        Raises ValueError when no (loss, seed) run is complete yet.
+        """
+        from igdbeam.experiment_report import write_report
+
+        self.setup()
+        done = [(loss, seed) for loss, seed in self.runs() if self.is_complete(loss, seed)]
+        if not done:
+            raise ValueError(f"{self.out} holds no finished run yet")
+        decoded = {run_name(ls, sd, self.profile.beta): self.decode(ls, sd) for ls, sd in done}
+        logs = {
+            run_name(ls, sd, self.profile.beta): json.loads(
+                (self.model_dir(ls, sd) / "train_log.json").read_text()
+            )
+            for ls, sd in done
+        }
+        return write_report(self, decoded, logs)
+
     def run(self) -> dict[str, Any]:
         """Train and decode every cell of the grid (resuming), then write the report."""
         from tqdm.auto import tqdm

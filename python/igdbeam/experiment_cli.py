@@ -61,6 +61,11 @@ def add_experiment_parser(sub: Any, formatter: type[argparse.HelpFormatter]) -> 
     p.add_argument("--test-rows", type=positive_int, default=None, help="test rows to decode")
     p.add_argument("--lora-r", type=int, default=None, help="LoRA rank (0: full fine-tune)")
     p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="train and decode nothing: report the runs finished so far (a partial grid)",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
 
@@ -118,7 +123,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         model=args.model,
         progress=not args.no_progress,
     )
-    exp.run()
+    exp.report() if args.report_only else exp.run()
     print((Path(args.out) / "results.md").read_text())
     print(f"results in {args.out}/ (results.json, results.csv, results.md, training_curves.png)")
     return 0
