@@ -171,7 +171,7 @@ BAD_VALUES = [
     (_set("leaf_item_offsets", -1, 99), r"'leaf_item_offsets'"),
     (_set("leaf_items", 0, 6), r"item id outside \[0, 6\)"),
     (_set("leaf_items", 0, -1), r"item id outside"),
-    (_duplicate_item, r"every item exactly once"),
+    (_duplicate_item, r"lists an item more than once"),
     (_set("item_leaf", 0, 10**6), r"'item_leaf' and 'leaf_items' disagree"),
     (_set("item_leaf", 0, -3), r"disagree"),
     (_bad_item_leaf, r"disagree"),
