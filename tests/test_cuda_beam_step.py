@@ -146,6 +146,40 @@ def test_beam_step_exact_ties_order() -> None:
     assert torch.isinf(s[0, 6:]).all() and (s[0, :6] == s[0, 0]).all()
 
 
+@pytest.mark.parametrize("opts", [dict(), dict(temperature=0.7), dict(renormalize=True)])
+def test_beam_step_zero_weight_on_minus_inf_is_not_nan(opts) -> None:
+    """alpha = 1 gives the IG~ = 1 child weight 0: its -inf log-probability scores -inf, ranked
+    after every finite candidate (0 * -inf would be NaN, which the select ranks first); with
+    renormalize, a beam whose children are all -inf scores -inf too. CUDA matches the CPU op."""
+    paths = [[10, 11, 12, 2], [10, 11, 13, 2], [10, 14, 2], [20, 21, 2]]
+    trie = build(paths, [4, 2, 1, 1])  # IG~: root {10: 0, 20: 1}, (10,) {11: 0, 14: 1}
+    t = NumpyTrie(trie)
+    vocab = 32
+    logits = torch.randn(3, vocab)
+    logits[0, 20] = float("-inf")
+    logits[1, 14] = float("-inf")
+    logits[2, 21] = float("-inf")  # the only child of (20,)
+    nodes = torch.tensor([0, t.child(0, 10), t.child(0, 20)], dtype=torch.int32)
+    bs = torch.tensor([-1.0, -2.0, -3.0])
+    kw = dict(beams=3, alpha=1.0, **opts)
+    _compare(trie, logits, bs, nodes, K=2, **kw)  # the finite candidates: (0, 10), (1, 11)
+    gpu = trie.to("cuda")
+    got = run_beam_step(_C.beam_step_cuda, gpu.native_view(), logits.cuda(), bs.cuda(),
+                        nodes.cuda(), num_candidates=6, stream=cuda_stream(), **kw)  # fmt: skip
+    torch.cuda.synchronize()
+    got = {f: v.cpu() for f, v in got.items()}
+    assert not torch.isnan(got["score"]).any() and not torch.isnan(got["logp"]).any()
+    assert torch.isfinite(got["score"][0, :2]).all()
+    assert (got["score"][0, 2:5] == float("-inf")).all()
+    assert sorted(got["beam"][0, :2].tolist()) == [0, 1]
+    assert got["beam"][0, 2:].tolist() == [0, 1, 2, -1]  # -inf ties in (beam, token) order
+    assert got["token"][0, 2:].tolist() == [20, 14, 21, -1]
+    cpu = run_beam_step(cpu_op("beam_step"), trie.native_view(), logits, bs, nodes,
+                        num_candidates=6, **kw)  # fmt: skip
+    for f in FIELDS:
+        torch.testing.assert_close(got[f], cpu[f], rtol=2e-5, atol=2e-5, msg=f)
+
+
 def test_beam_step_strided_logits_and_graph_capture() -> None:
     rng = np.random.default_rng(23)
     vocab = 4096

@@ -140,3 +140,37 @@ def test_processor_step_nan_child_off_trie_and_strided_scores() -> None:
     torch.testing.assert_close(gpu_scores[:, :vocab].cpu(), torch.from_numpy(want).float(),
                                atol=1e-5, rtol=1e-5, equal_nan=True)  # fmt: skip
     torch.testing.assert_close(gpu_scores[:, vocab:].cpu(), big[:, vocab:])  # untouched padding
+
+
+@pytest.mark.parametrize(
+    "params",
+    [(1.0, 1.0, False, 2), (1.0, 0.7, False, 2), (1.0, 1.0, True, 2), (1.0, 0.7, True, -1)],
+)
+def test_processor_step_zero_weight_on_minus_inf_is_not_nan(params) -> None:
+    """alpha = 1 gives the IG~ = 1 child weight 0: a -inf log-probability there stays -inf (not
+    0 * -inf = NaN, not a kRowNan status), and renormalising children that are all -inf leaves
+    them -inf; CUDA, the CPU op and the reference agree."""
+    paths = [[10, 11, 12, 2], [10, 11, 13, 2], [10, 14, 2], [20, 21, 2]]
+    trie = build(paths, [4, 2, 1, 1])  # IG~: root {10: 0, 20: 1}, (10,) {11: 0, 14: 1}
+    vocab = 40
+    scores = torch.randn(3, vocab)
+    scores[0, 20] = float("-inf")  # root, IG~ 1
+    scores[1, 14] = float("-inf")  # (10,), IG~ 1
+    scores[2, 21] = float("-inf")  # (20,): its only child
+    ids = np.array([[9, 9], [9, 10], [9, 20]], dtype=np.int64)
+    plens = [2, 1, 1]
+    want, _, want_status = ref_processor_step(
+        NumpyTrie(trie), torch.from_numpy(ids[1:]), 1, scores[1:], alpha=params[0],
+        temperature=params[1], renormalize=params[2], eos_token_id=params[3],
+    )  # fmt: skip
+    assert want_status.tolist() == [0, 0] and not np.isnan(want).any()
+    assert want[0, 14] == -np.inf and want[1, 21] == -np.inf and np.isfinite(want[0, 11])
+    _check(trie, trie.to("cuda"), ids, plens, scores, params)
+    got = scores.clone().cuda()
+    _, status = _run_rows(_C.processor_step_cuda, trie.to("cuda").native_view(),
+                          torch.from_numpy(ids[:1]).cuda(), 2, got[:1], params, "cuda",
+                          cuda_stream())  # fmt: skip
+    torch.cuda.synchronize()
+    row = got[0].cpu()
+    assert status.cpu().tolist() == [0] and not torch.isnan(row).any()
+    assert row[20] == float("-inf") and torch.isfinite(row[10])

@@ -6,6 +6,10 @@
 
 namespace py = pybind11;
 
+namespace igdbeam::bindings {
+void RegisterFilters(py::module_& m);  // bind_filters.cc: item filters and CF scores
+}  // namespace igdbeam::bindings
+
 PYBIND11_MODULE(_C, m) {
   m.doc() = "igdbeam native kernels (CPU, and CUDA when built with it)";
   py::register_exception_translator([](std::exception_ptr p) {
@@ -19,4 +23,5 @@ PYBIND11_MODULE(_C, m) {
   igdbeam::bindings::RegisterWeights(m);
   igdbeam::bindings::RegisterDecode(m);
   igdbeam::bindings::RegisterCuda(m);
+  igdbeam::bindings::RegisterFilters(m);
 }

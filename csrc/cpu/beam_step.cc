@@ -42,8 +42,13 @@ void BeamStepTyped(const TrieView& trie, const void* logits, int64_t batch, int6
   const float scale = 1.0f / params.temperature;
   std::vector<Candidate> cands;
   std::vector<float> child_logp;
+  const NodeFilter& filter = params.filter;
   for (int64_t b = 0; b < batch; ++b) {
     cands.clear();
+    // Item filters / CF scores of this batch row's request (item_filters.h), or none.
+    const int64_t frow = filter.row(b);
+    const NodeMaskRow allowed = MaskRowOf(filter, frow);
+    const float* cf = filter.has_score() ? filter.node_score + frow * filter.row_stride : nullptr;
     for (int64_t k = 0; k < beams; ++k) {
       const int64_t r = b * beams + k;
       const int32_t node = nodes[r];
@@ -58,7 +63,11 @@ void BeamStepTyped(const TrieView& trie, const void* logits, int64_t batch, int6
       child_logp.resize(static_cast<size_t>(hi - lo));
       for (int32_t c = lo; c < hi; ++c) {
         const int64_t tok = trie.token[c];
+        // A negative trie token would index before the row.
+        IGD_CHECK_ARG(tok >= 0, "trie node ", c, " holds the negative token id ", tok,
+                      "; the trie is corrupt (validate it with ItemTrie.validate())");
         child_logp[c - lo] = tok < vocab ? S::Load(row[tok]) * scale - log_norm : kNegInf;
+        if (!allowed.allowed(c)) child_logp[c - lo] = kNegInf;  // like a non-child
       }
       if (params.renormalize) {
         float m = kNegInf;
@@ -74,9 +83,11 @@ void BeamStepTyped(const TrieView& trie, const void* logits, int64_t batch, int6
       }
       const float base = beam_scores[r];
       for (int32_t c = lo; c < hi; ++c) {
+        if (!allowed.allowed(c)) continue;  // never a candidate
         const float logp = child_logp[c - lo];
         const float w = 1.0f - params.alpha * trie.info_gain_norm[c];
-        const float step = logp == kNegInf ? kNegInf : w * logp;
+        float step = logp == kNegInf ? kNegInf : w * logp;
+        if (cf) step = cf[c] == kNegInf ? kNegInf : step + filter.score_weight * (cf[c] - cf[node]);
         const float score = base + step;
         cands.push_back(Candidate{std::isnan(score) ? kNegInf : score, score, logp,
                                   static_cast<int32_t>(k), trie.token[c], c});
@@ -113,7 +124,18 @@ void BeamStep(const TrieView& trie, const void* logits, ScalarType dtype, int64_
               int64_t beams, int64_t vocab, int64_t logits_row_stride, const float* beam_scores,
               const int32_t* nodes, const DecodeParams& params, int64_t num_candidates,
               const BeamStepOutput& out) {
+  // Everything this op indexes with, checked once per call (O(batch * beams)); trie tokens are
+  // checked as the children are visited.
+  IGD_CHECK_ARG(trie.num_nodes >= 1, "the trie view has no nodes");
+  IGD_CHECK_ARG(batch >= 0 && beams >= 1 && vocab >= 0 && logits_row_stride >= 0,
+                "bad shape: batch=", batch, " beams=", beams, " vocab=", vocab,
+                " logits_row_stride=", logits_row_stride);
   IGD_CHECK_ARG(num_candidates >= 1, "num_candidates must be >= 1, got ", num_candidates);
+  for (int64_t r = 0; r < batch * beams; ++r) {
+    // Negative node ids mark inactive beams; ids past the trie are caller bugs.
+    IGD_CHECK_ARG(nodes[r] < trie.num_nodes, "nodes[", r, "] = ", nodes[r],
+                  " is not a node of the trie [0, ", trie.num_nodes, ")");
+  }
   IGD_CHECK_ARG(params.temperature > 0.0f && std::isfinite(params.temperature),
                 "temperature must be a positive finite number, got ", params.temperature);
   switch (dtype) {

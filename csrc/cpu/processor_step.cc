@@ -37,6 +37,7 @@ void ProcessorStepTyped(const TrieView& trie, const int64_t* input_ids, int64_t 
   const float scale = 1.0f / params.temperature;
   const bool tempered = params.temperature != 1.0f;
   std::vector<float> child_logp;
+  const NodeFilter& filter = params.filter;
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t* ids = input_ids + r * ids_row_stride;
     Storage* row = static_cast<Storage*>(scores) + r * scores_row_stride;
@@ -67,9 +68,16 @@ void ProcessorStepTyped(const TrieView& trie, const int64_t* input_ids, int64_t 
     }
     child_logp.resize(static_cast<size_t>(hi - lo));
     bool has_nan = false;
+    // Item filters / CF scores of this row's request (item_filters.h), or none.
+    const int64_t frow = filter.row(r);
+    const NodeMaskRow allowed = MaskRowOf(filter, frow);
+    const float* cf = filter.has_score() ? filter.node_score + frow * filter.row_stride : nullptr;
     for (int32_t c = lo; c < hi; ++c) {
       const int64_t tok = trie.token[c];
-      float v = tok < vocab ? S::Load(row[tok]) : kNegInf;
+      // A negative trie token would index before the row: refuse it before the row is touched.
+      IGD_CHECK_ARG(tok >= 0, "trie node ", c, " holds the negative token id ", tok,
+                    "; the trie is corrupt (validate it with ItemTrie.validate())");
+      float v = tok < vocab && allowed.allowed(c) ? S::Load(row[tok]) : kNegInf;
       has_nan |= std::isnan(v);
       if (tempered) v = v * scale - log_norm;
       child_logp[c - lo] = v;
@@ -93,7 +101,9 @@ void ProcessorStepTyped(const TrieView& trie, const int64_t* input_ids, int64_t 
       const float logp = child_logp[c - lo];
       const float w = 1.0f - params.alpha * trie.info_gain_norm[c];
       // An impossible token stays impossible even when its weight is 0.
-      row[tok] = S::Store(logp == kNegInf ? kNegInf : w * logp);
+      float y = logp == kNegInf ? kNegInf : w * logp;
+      if (cf) y = cf[c] == kNegInf ? kNegInf : y + filter.score_weight * (cf[c] - cf[node]);
+      row[tok] = S::Store(y);
     }
     if (has_nan) row_status[r] = kRowNan;
   }
@@ -105,6 +115,14 @@ void ProcessorStep(const TrieView& trie, const int64_t* input_ids, int64_t rows,
                    int64_t ids_row_stride, int64_t prompt_len, void* scores, ScalarType dtype,
                    int64_t vocab, int64_t scores_row_stride, const DecodeParams& params,
                    int32_t* out_nodes, int32_t* row_status) {
+  // Everything this op indexes with, checked once per call; input ids are only compared with
+  // trie tokens (any value is safe), trie tokens are checked as the children are visited.
+  IGD_CHECK_ARG(trie.num_nodes >= 1, "the trie view has no nodes");
+  IGD_CHECK_ARG(rows >= 0 && seq_len >= 0 && vocab >= 0 && ids_row_stride >= 0,
+                "bad shape: rows=", rows, " seq_len=", seq_len, " vocab=", vocab,
+                " ids_row_stride=", ids_row_stride);
+  IGD_CHECK_ARG(rows <= 1 || scores_row_stride >= vocab, "scores rows overlap: row stride ",
+                scores_row_stride, " < vocab ", vocab);
   IGD_CHECK_ARG(prompt_len >= 0 && prompt_len <= seq_len, "prompt_len ", prompt_len,
                 " must lie in [0, seq_len=", seq_len, "]");
   IGD_CHECK_ARG(params.temperature > 0.0f && std::isfinite(params.temperature),

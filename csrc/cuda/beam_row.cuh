@@ -34,6 +34,7 @@ struct SelectArgs {
   int capacity;                    // keys in the shared buffer (SelectCapacity)
   int slices;                      // S: select blocks per batch row
   unsigned long long* slice_keys;  // [batch, S, K] best keys of each slice; S > 1 only
+  NodeFilter filter;               // per-request item filters / CF scores (item_filters.h)
 };
 
 // Shared memory of one select block: keys[capacity] then per-beam arrays.
@@ -72,7 +73,13 @@ struct Candidate {
   float score, logp;
   int beam;
   int32_t child;
+  bool allowed;  // false: the item filter removes the child (never a candidate)
 };
+
+// The item filter's CF scores of batch row b (item_filters.h): row filter.rows[b], or b.
+__device__ __forceinline__ const float* FilterScores(const NodeFilter& f, int64_t b) {
+  return f.node_score + f.row(b) * f.row_stride;
+}
 
 // The beam k whose candidate range holds ordinal i: the last k with prefix[k] <= i.
 __device__ __forceinline__ int BeamOfOrdinal(const uint32_t* prefix, int beams, uint32_t i) {
@@ -109,6 +116,12 @@ __device__ __forceinline__ uint32_t LoadRowRanges(const TrieView& trie, const Se
   return row.prefix[beams];
 }
 
+// The shift of a beam's children's log-probabilities with renormalize: their logsumexp, or 0 when
+// that is infinite (every child -inf), as the CPU kernel leaves such a beam's logits unchanged.
+__device__ __forceinline__ float ChildShift(float child_lse) {
+  return child_lse == INFINITY || child_lse == -INFINITY ? 0.0f : child_lse;
+}
+
 // Fills the normaliser shift of every beam of row b (after LoadRowRanges): the full-row
 // log-softmax normaliser merged from kernel 1's partials, or with renormalize the children's
 // logsumexp (precomputed in child_lse, else one warp per beam here). Ends with a barrier.
@@ -120,15 +133,16 @@ __device__ __forceinline__ void LoadRowShifts(const TrieView& trie, const T* log
     for (int k = threadIdx.x >> 5; k < beams; k += blockDim.x >> 5) {
       const T* x = logits + (b * a.beams + k) * a.row_stride;
       const int32_t n = static_cast<int32_t>(row.prefix[k + 1] - row.prefix[k]);
-      const float lse = WarpChildLse(trie, x, row.lo[k], n, a.inv_temperature);
-      if ((threadIdx.x & 31) == 0) row.shift[k] = lse;
+      const float lse = WarpChildLse(trie, x, row.lo[k], n, a.inv_temperature,
+                                     MaskRowOf(a.filter, a.filter.row(b)));
+      if ((threadIdx.x & 31) == 0) row.shift[k] = ChildShift(lse);
     }
   } else {
     for (int k = threadIdx.x; k < beams; k += blockDim.x) {
       const int64_t r = b * a.beams + k;
       float shift = 0.0f;
       if (a.renormalize) {
-        shift = a.child_lse[r];
+        shift = ChildShift(a.child_lse[r]);
       } else if (row.prefix[k + 1] > row.prefix[k]) {
         MaxSum acc;
         for (int s = 0; s < a.splits; ++s) {
@@ -156,7 +170,18 @@ __device__ __forceinline__ Candidate ScoreCandidate(const TrieView& trie, const 
   const float scaled = __fmul_rn(LoadFloat(x + __ldg(trie.token + c.child)), a.inv_temperature);
   c.logp = __fsub_rn(scaled, row.shift[c.beam]);
   const float w = __fsub_rn(1.0f, __fmul_rn(a.alpha, __ldg(trie.info_gain_norm + c.child)));
-  c.score = __fadd_rn(row.score[c.beam], __fmul_rn(w, c.logp));
+  // An impossible token stays impossible when its weight is 0 (0 * -inf would be NaN).
+  float step = c.logp == -INFINITY ? -INFINITY : __fmul_rn(w, c.logp);
+  c.allowed = MaskRowOf(a.filter, a.filter.row(b)).allowed(c.child);
+  if (a.filter.has_score()) {  // + weight * (CF log-mass of the child - of the beam's node)
+    const float* cf = FilterScores(a.filter, b);
+    const float child_cf = __ldg(cf + c.child);
+    const float node_cf = __ldg(cf + __ldg(a.nodes + b * a.beams + c.beam));
+    step = child_cf == -INFINITY
+               ? -INFINITY
+               : __fadd_rn(step, __fmul_rn(a.filter.score_weight, __fsub_rn(child_cf, node_cf)));
+  }
+  c.score = __fadd_rn(row.score[c.beam], step);
   return c;
 }
 

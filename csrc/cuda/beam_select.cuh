@@ -33,7 +33,8 @@ __device__ __forceinline__ void SelectOrdinals(const TrieView& trie, const T* lo
   LoadRowShifts(trie, logits, a, b, row);
   BlockTopK(top, a.num_candidates, end - begin, [&](uint32_t j) {
     const uint32_t i = begin + j;
-    return MakeKey(ScoreCandidate(trie, logits, a, b, row, i).score, i);
+    const Candidate c = ScoreCandidate(trie, logits, a, b, row, i);
+    return c.allowed ? MakeKey(c.score, i) : kPadKey;  // a filtered child is no candidate
   });
 }
 

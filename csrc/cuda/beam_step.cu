@@ -141,8 +141,8 @@ Status LaunchBeamKernels(const TrieView& trie, const void* logits, ScalarType dt
     if (child_lse != nullptr) {
       const int64_t warps = kChildNormThreads / 32;
       IGD_LAUNCH(BeamChildNormKernel<scalar_t>, static_cast<unsigned>(CeilDiv(rows, warps)),
-                 kChildNormThreads, 0,
-                 s)(trie, x, rows, a.vocab, a.row_stride, a.nodes, a.inv_temperature, child_lse);
+                 kChildNormThreads, 0, s)(trie, x, rows, a.vocab, a.row_stride, a.nodes,
+                                          a.inv_temperature, child_lse, a.filter, a.beams);
       IGD_CUDA_CHECK_LAUNCH();
     }
     if (a.slices == 1) {
@@ -200,6 +200,7 @@ Status BeamStep(const TrieView& trie, const void* logits, ScalarType dtype, int6
   a.inv_temperature = 1.0f / params.temperature;
   a.alpha = params.alpha;
   a.renormalize = params.renormalize;
+  a.filter = params.filter;
   a.num_candidates = static_cast<int>(num_candidates);
   a.capacity = SelectCapacity(a.num_candidates);
   a.slices = static_cast<int>(select_slices);

@@ -2,10 +2,11 @@
 //
 // Per row: thread 0 walks the generated tokens to the node; with temperature != 1 the block
 // reduces the full row once for the log-softmax normaliser; with renormalize it reduces over the
-// children. Then the row is rewritten tile by tile (kThreads * 16 bytes per tile): a tile without
-// allowed tokens is filled with -inf by 16-byte stores, no barrier; a tile with children is staged
-// in shared memory (own slots -inf, barrier, children scattered from their old global values,
-// barrier, 16-byte stores), so every child is read before its tile is overwritten.
+// children instead (the full-row normaliser cancels out, as on the CPU). Then the row is rewritten
+// tile by tile (kThreads * 16 bytes per tile): a tile without allowed tokens is filled with -inf by
+// 16-byte stores, no barrier; a tile with children is staged in shared memory (own slots -inf,
+// barrier, children scattered from their old global values, barrier, 16-byte stores), so every
+// child is read before its tile is overwritten.
 #include "cuda_check.cuh"
 #include "cuda_compat.cuh"
 #include "igdbeam/cuda_kernels.h"
@@ -28,6 +29,7 @@ struct ProcessorArgs {
   int64_t eos_token_id;
   int32_t* out_nodes;
   int32_t* row_status;
+  NodeFilter filter;  // per-request item filters / CF scores (item_filters.h)
 };
 
 // Writes the thread's own V slots [e0, e0 + V) of the row: a 16-byte store when possible.
@@ -65,10 +67,16 @@ __global__ void __launch_bounds__(kThreads)
   const int32_t node = s_node;
   const ChildRange kids = ChildrenInVocab(trie, node, a.vocab);
   const bool leaf_eos = node >= 0 && IsLeaf(trie, node) && a.eos_token_id >= 0;
+  // Item filters / CF scores of this row's request (item_filters.h), or none.
+  const int64_t frow = a.filter.row(r);
+  const NodeMaskRow allowed = MaskRowOf(a.filter, frow);
+  const float* cf =
+      a.filter.has_score() ? a.filter.node_score + frow * a.filter.row_stride : nullptr;
 
-  // Normalisers: logp(y) = x(y) / T - row_lse; renormalized: minus the children's logsumexp.
+  // Normalisers: logp(y) = x(y) / T - row_lse; renormalized: x(y) / T minus the children's
+  // logsumexp, left out when that is infinite (every child -inf), as the CPU kernel does.
   float row_lse = 0.0f;
-  if (a.use_temperature && kids.size() > 0) {
+  if (a.use_temperature && !a.renormalize && kids.size() > 0) {
     MaxSum acc;
     if (a.aligned) {
       const int64_t nvec = a.vocab / V;
@@ -91,8 +99,10 @@ __global__ void __launch_bounds__(kThreads)
   if (a.renormalize && kids.size() > 0) {
     MaxSum acc;
     for (int32_t c = kids.lo + threadIdx.x; c < kids.hi; c += kThreads)
-      acc.Add(LoadFloatPlain(row + __ldg(trie.token + c)) * a.inv_temperature - row_lse);
+      if (allowed.allowed(c))
+        acc.Add(LoadFloatPlain(row + __ldg(trie.token + c)) * a.inv_temperature);
     child_lse = BlockReduce(acc, red).Lse();
+    if (child_lse == INFINITY || child_lse == -INFINITY) child_lse = 0.0f;
   }
   const float shift = row_lse + child_lse;
 
@@ -123,10 +133,13 @@ __global__ void __launch_bounds__(kThreads)
     __syncthreads();
     if (kids.size() > 0) {
       for (int32_t c = ca + threadIdx.x; c < cb; c += kThreads) {
+        if (!allowed.allowed(c)) continue;  // like a non-child: stays -inf
         const int32_t tok = __ldg(trie.token + c);
         const float logp = LoadFloatPlain(row + tok) * a.inv_temperature - shift;
         const float w = 1.0f - a.alpha * __ldg(trie.info_gain_norm + c);
-        const float y = w * logp;
+        // An impossible token stays impossible when its weight is 0 (0 * -inf would be NaN).
+        float y = logp == -INFINITY ? -INFINITY : w * logp;
+        if (cf) y = cf[c] == -INFINITY ? -INFINITY : y + a.filter.score_weight * (cf[c] - cf[node]);
         nan_seen |= (y != y);
         tile[tok - t0] = y;
       }
@@ -182,6 +195,7 @@ Status ProcessorStep(const TrieView& trie, const int64_t* input_ids, int64_t row
   a.eos_token_id = params.eos_token_id;
   a.out_nodes = out_nodes;
   a.row_status = row_status;
+  a.filter = params.filter;
   IGD_DISPATCH_FLOAT_TYPES(dtype, {
     IGD_LAUNCH(ProcessorStepKernel<scalar_t>, static_cast<unsigned>(rows), kThreads, 0,
                AsStream(stream))(trie, static_cast<scalar_t*>(scores), a);

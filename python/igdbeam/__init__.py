@@ -7,6 +7,7 @@ loss, and IG-reweighted trie-constrained beam search for Hugging Face transforme
 from igdbeam._native import built_with_cuda, cuda_available
 from igdbeam.collators import CFTCollator, CompletionCollator
 from igdbeam.decode_ops import beam_step, processor_step
+from igdbeam.errors import IGDBeamError, InvalidIdError, TrieFormatError, VocabularyError
 from igdbeam.generate import (
     Decoding,
     RecommendationOutput,
@@ -14,6 +15,8 @@ from igdbeam.generate import (
     generate,
     generate_many,
 )
+from igdbeam.item_filters import NodeFilters, exclude_items, node_filters
+from igdbeam.lora import is_adapter_folder, load_model_with_adapter, lora_config
 from igdbeam.loss import cft_loss, igd_loss, igd_loss_from_log_probs, pos_loss
 from igdbeam.metrics import diversity_metrics, evaluate_recommendations, ranking_metrics
 from igdbeam.processor import IGDLogitsProcessor
@@ -41,15 +44,20 @@ __all__ = [
     "CFTCollator",
     "CompletionCollator",
     "Decoding",
+    "IGDBeamError",
     "IGDLogitsProcessor",
     "IGDLossFunc",
     "IGDSFTTrainer",
     "IGDTrainer",
+    "InvalidIdError",
     "ItemTrie",
+    "NodeFilters",
     "PromptTemplate",
     "RecommendationOutput",
     "TEMPLATES",
     "TokenWeights",
+    "TrieFormatError",
+    "VocabularyError",
     "__version__",
     "beam_step",
     "build_example",
@@ -59,12 +67,17 @@ __all__ = [
     "custom_generate",
     "diversity_metrics",
     "evaluate_recommendations",
+    "exclude_items",
     "generate",
     "generate_many",
     "igd_loss",
     "igd_loss_from_log_probs",
+    "is_adapter_folder",
     "label_token_weights",
+    "load_model_with_adapter",
+    "lora_config",
     "make_compute_loss_func",
+    "node_filters",
     "popularity_weights",
     "pos_loss",
     "positional_token_weights",

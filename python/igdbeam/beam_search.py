@@ -21,8 +21,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from igdbeam.decode_ops import beam_step
+from igdbeam.kv_cache import decode_forward
 
 if TYPE_CHECKING:
+    from igdbeam.item_filters import NodeFilters
     from igdbeam.trie import ItemTrie
 
 NEG_INF = float("-inf")
@@ -58,8 +60,14 @@ class SearchInputs:
 
 
 def _select_rows(kwargs: dict[str, Any], cache_key: str, rows: torch.Tensor) -> None:
-    """Keep (and reorder, and repeat) the model's per-row state at ``rows``."""
-    kwargs[cache_key].reorder_cache(rows)
+    """Keep (and reorder, and repeat) the model's per-row state at ``rows`` ``[prompts, beams]``
+    (a cache with ``reorder_beams``, e.g. igdbeam's shared-prefix cache, takes them grouped)."""
+    cache = kwargs[cache_key]
+    if hasattr(cache, "reorder_beams"):
+        cache.reorder_beams(rows)
+    else:
+        cache.reorder_cache(rows.reshape(-1))
+    rows = rows.reshape(-1)
     for name in ROW_KWARGS:
         value = kwargs.get(name)
         if isinstance(value, torch.Tensor) and value.dim() == 2:
@@ -117,11 +125,14 @@ def run_beam_search(
     renormalize: bool,
     pad_token_id: int,
     max_steps: int,
+    filters: NodeFilters | None = None,
 ) -> list[FinishedItems]:
     """Run trie-constrained, IG-reweighted beam search from the prompt forward's state.
 
     ``start.model_kwargs`` (with its KV cache) is consumed: the cache is reordered in place.
-    Returns one :class:`FinishedItems` per finisher, in order.
+    ``filters`` (one row per prompt, or one for all) are the per-request item filters / CF
+    scores of :mod:`igdbeam.item_filters`. Returns one :class:`FinishedItems` per finisher, in
+    order.
     """
     logits, kwargs, cache_key = start.logits, start.model_kwargs, start.cache_key
     device = logits.device
@@ -158,6 +169,8 @@ def run_beam_search(
             renormalize=renormalize,
             # Step 1 starts at the root; later beams sit below it (sizes the CUDA select).
             max_candidates_per_row=root_fanout if step == 0 else beams_now * inner_fanout,
+            filters=filters,
+            filter_rows=active if filters is not None and filters.num_rows > 1 else None,
         )
         if device.type == "cpu" and bool(torch.isnan(cand.score).any()):
             raise ValueError("the model produced NaN logits (check its dtype and inputs)")
@@ -211,14 +224,14 @@ def run_beam_search(
             src, next_scores, next_nodes, tokens = (
                 t[:, :width] for t in (src, next_scores, next_nodes, tokens)
             )
-        _select_rows(kwargs, cache_key, (kept.unsqueeze(1) * beams_now + src).reshape(-1))
+        _select_rows(kwargs, cache_key, kept.unsqueeze(1) * beams_now + src)
         beams_now = width
         run_scores = next_scores.reshape(-1).contiguous()
         run_nodes = next_nodes.reshape(-1).to(torch.int32).contiguous()
         inputs = model.prepare_inputs_for_generation(
             tokens.reshape(-1, 1), next_sequence_length=1, **kwargs
         )
-        outputs = model(**inputs, return_dict=True)
+        outputs = decode_forward(model, inputs, kwargs[cache_key])
         kwargs = model._update_model_kwargs_for_generation(outputs, kwargs)
         logits = outputs.logits[:, -1, :]
     return fins

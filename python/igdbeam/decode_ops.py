@@ -18,6 +18,8 @@ import torch
 
 from igdbeam._checks import LOGIT_DTYPES, check_tensor, check_unit_interval, cuda_stream
 from igdbeam._native import _C
+from igdbeam.errors import VocabularyError, as_index
+from igdbeam.item_filters import NodeFilters, run_filtered_step
 from igdbeam.ops import require_cuda_kernels
 
 if TYPE_CHECKING:
@@ -25,9 +27,9 @@ if TYPE_CHECKING:
 
 ROW_OK, ROW_LEFT_TRIE, ROW_NAN = 0, 1, 2
 
-# Largest token id of each trie, computed once (one device sync on CUDA) and kept while the trie
-# lives.
-_MAX_TOKEN: weakref.WeakKeyDictionary[ItemTrie, int] = weakref.WeakKeyDictionary()
+# (smallest, largest) token id below the root of each trie, computed once (one device sync on
+# CUDA) and kept while the trie lives.
+_TOKEN_RANGE: weakref.WeakKeyDictionary[ItemTrie, tuple[int, int]] = weakref.WeakKeyDictionary()
 
 
 class BeamStepResult(NamedTuple):
@@ -56,23 +58,35 @@ def check_temperature(temperature: float) -> float:
 
 
 def check_vocab(trie: ItemTrie, vocab: int) -> None:
-    """Raise ValueError when ``trie`` cannot index a vocabulary of ``vocab`` tokens.
+    """Raise VocabularyError when ``trie`` cannot index a vocabulary of ``vocab`` tokens.
 
     A trie built for a larger vocabulary, or holding a token id ``>= vocab``, belongs to another
-    tokenizer. A trie built for a smaller vocabulary is accepted: models often pad their output
-    layer beyond the tokenizer's size (e.g. Qwen2: 151,936 logits for 151,665 tokens).
+    tokenizer; a negative token id below the root is never valid (the kernels index score rows
+    with the trie's tokens). A trie built for a smaller vocabulary is accepted: models often pad
+    their output layer beyond the tokenizer's size (e.g. Qwen2: 151,936 logits for 151,665
+    tokens).
     """
     if trie.vocab_size is not None and trie.vocab_size > vocab:
-        raise ValueError(
+        raise VocabularyError(
             f"the trie was built for a vocabulary of {trie.vocab_size} tokens but the scores have "
             f"{vocab} columns; build the trie with the model's own tokenizer"
         )
-    max_token = _MAX_TOKEN.get(trie)
-    if max_token is None:
-        max_token = int(trie.token.max()) if trie.num_nodes > 1 else -1
-        _MAX_TOKEN[trie] = max_token
+    token_range = _TOKEN_RANGE.get(trie)
+    if token_range is None:
+        if trie.num_nodes > 1:
+            lo, hi = torch.aminmax(trie.token[1:])
+            token_range = (int(lo), int(hi))
+        else:
+            token_range = (0, -1)
+        _TOKEN_RANGE[trie] = token_range
+    min_token, max_token = token_range
+    if min_token < 0:
+        raise VocabularyError(
+            f"the trie holds the negative token id {min_token}; it is corrupt (ItemTrie.load "
+            "and the ItemTrie.from_* constructors never produce one)"
+        )
     if max_token >= vocab:
-        raise ValueError(
+        raise VocabularyError(
             f"the trie holds token id {max_token} but the scores have only {vocab} columns; "
             "the trie was built for another vocabulary"
         )
@@ -81,9 +95,9 @@ def check_vocab(trie: ItemTrie, vocab: int) -> None:
 def _check_eos(eos_token_id: int | None, vocab: int) -> int:
     if eos_token_id is None:
         return -1
-    eos = int(eos_token_id)
+    eos = as_index(eos_token_id, "eos_token_id")
     if eos >= vocab:
-        raise ValueError(f"eos_token_id {eos} is outside the vocabulary [0, {vocab})")
+        raise VocabularyError(f"eos_token_id {eos} is outside the vocabulary [0, {vocab})")
     return eos if eos >= 0 else -1
 
 
@@ -98,6 +112,8 @@ def processor_step(
     renormalize: bool = False,
     eos_token_id: int | None = None,
     validate: bool | None = None,
+    filters: NodeFilters | None = None,
+    filter_rows: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Constrain and IG-reweight ``scores`` ``[rows, vocab]`` in place, one native call.
 
@@ -119,14 +135,22 @@ def processor_step(
         eos_token_id: the only token allowed at a leaf, or None.
         validate: raise on NaN scores; defaults to True on CPU and False on CUDA (the check needs
             a host sync there).
+        filters: per-request item filters / CF scores (:func:`igdbeam.item_filters.node_filters`):
+            disallowed children are treated as non-children, allowed ones gain the CF term.
+        filter_rows: int ``[rows]`` prompt (filter row) of each row; None: row ``r`` uses filter
+            row ``r`` (or row 0 of single-row filters).
 
     Returns:
         ``(nodes, row_status)``: int32 ``[rows]`` trie node of each row (-1 when off the trie)
         and int32 ``[rows]`` status (0 ok, 1 left the trie, 2 NaN among the child scores).
 
     Raises:
-        ValueError: bad shapes, dtypes, devices, ``alpha`` outside [0, 1], a trie built for
-            another vocabulary, or (when validating) NaN scores.
+        VocabularyError: a trie built for another vocabulary (or holding a negative token id),
+            or ``eos_token_id >= vocab``.
+        InvalidIdError: ``prompt_length`` or ``eos_token_id`` not an integer (a float or bool is
+            never truncated).
+        ValueError: bad shapes, dtypes, devices, ``alpha`` outside [0, 1], or (when validating)
+            NaN scores. (The two errors above are ValueError subclasses too.)
     """
     alpha = check_unit_interval("alpha", alpha)
     temperature = check_temperature(temperature)
@@ -135,7 +159,7 @@ def processor_step(
     rows, seq_len = input_ids.shape
     if scores.shape[0] != rows:
         raise ValueError(f"scores has {scores.shape[0]} rows but input_ids has {rows}")
-    prompt_length = int(prompt_length)
+    prompt_length = as_index(prompt_length, "prompt_length")
     if not 0 <= prompt_length <= seq_len:
         raise ValueError(f"prompt_length {prompt_length} must lie in [0, {seq_len}]")
     vocab = scores.shape[1]
@@ -165,7 +189,17 @@ def processor_step(
             nodes.data_ptr(),
             status.data_ptr(),
         )
-        if scores.device.type == "cuda":
+        if filters is not None:
+            run_filtered_step(
+                "processor_step",
+                filters,
+                args,
+                decoded_rows=rows,
+                filter_rows=filter_rows,
+                device=scores.device,
+                cuda_tail=(cuda_stream(scores),),
+            )
+        elif scores.device.type == "cuda":
             require_cuda_kernels("processor_step")
             _C.processor_step_cuda(*args, cuda_stream(scores))
         else:
@@ -195,6 +229,8 @@ def beam_step(
     temperature: float = 1.0,
     renormalize: bool = False,
     max_candidates_per_row: int | None = None,
+    filters: NodeFilters | None = None,
+    filter_rows: torch.Tensor | None = None,
 ) -> BeamStepResult:
     """Score every trie child of every active beam and keep the best ``num_candidates`` per row.
 
@@ -209,7 +245,9 @@ def beam_step(
         trie: the catalog, on the device of ``logits``.
         logits: float32 / bfloat16 / float16 raw model logits, unit stride in the last dim.
         beam_scores: float32 ``[batch * beams]`` running scores.
-        nodes: int32 ``[batch * beams]`` trie node of each beam.
+        nodes: int32 ``[batch * beams]`` trie node of each beam (negative: inactive). An id
+            ``>= trie.num_nodes`` is a caller bug: the CPU op raises ValueError naming it (the
+            CUDA op, which cannot check without a host sync, treats it as inactive).
         beams: beams per batch row.
         num_candidates: candidates kept per batch row.
         alpha: debiasing strength in [0, 1].
@@ -219,16 +257,28 @@ def beam_step(
             beams) of any batch row, e.g. ``trie.fanout_bounds()[0]`` on a step from the root.
             Only a speed hint for CUDA (how many blocks select each row; the default bound is
             ``beams * trie.max_fanout``); every value gives the same result.
+        filters: per-request item filters / CF scores (:func:`igdbeam.item_filters.node_filters`):
+            a disallowed child is never a candidate, an allowed child ``c`` of node ``n`` adds
+            ``weight * (S(c) - S(n))`` to its score.
+        filter_rows: int ``[batch]`` prompt (filter row) of each batch row, e.g. the prompts a
+            compacted search still decodes; None: batch row ``b`` uses filter row ``b`` (or row
+            0 of single-row filters).
 
     Returns:
         A :class:`BeamStepResult` of ``[batch, num_candidates]`` tensors.
+
+    Raises:
+        VocabularyError: a trie built for another vocabulary (or holding a negative token id).
+        InvalidIdError: ``beams`` or ``num_candidates`` not an integer.
+        ValueError: bad shapes, dtypes, devices, ``alpha`` or ``temperature``, or (CPU) a node id
+            past the trie.
     """
     alpha = check_unit_interval("alpha", alpha)
     temperature = check_temperature(temperature)
     check_tensor("logits", logits, ndim=2, dtypes=tuple(LOGIT_DTYPES), device=trie.device)
     check_tensor("beam_scores", beam_scores, ndim=1, dtypes=(torch.float32,), device=trie.device)
     check_tensor("nodes", nodes, ndim=1, dtypes=(torch.int32,), device=trie.device)
-    beams, num_candidates = int(beams), int(num_candidates)
+    beams, num_candidates = as_index(beams, "beams"), as_index(num_candidates, "num_candidates")
     if beams < 1 or num_candidates < 1:
         raise ValueError(f"beams ({beams}) and num_candidates ({num_candidates}) must be >= 1")
     rows, vocab = logits.shape
@@ -270,9 +320,19 @@ def beam_step(
         num_candidates,
         *(t.data_ptr() for t in out),
     )
-    if dev.type == "cuda":
+    bound = 0 if max_candidates_per_row is None else max(1, int(max_candidates_per_row))
+    if filters is not None:
+        run_filtered_step(
+            "beam_step",
+            filters,
+            args,
+            decoded_rows=batch,
+            filter_rows=filter_rows,
+            device=dev,
+            cuda_tail=(cuda_stream(logits), 0, bound),
+        )
+    elif dev.type == "cuda":
         require_cuda_kernels("beam_step")
-        bound = 0 if max_candidates_per_row is None else max(1, int(max_candidates_per_row))
         _C.beam_step_cuda(*args, cuda_stream(logits), 0, bound)
     else:
         _C.beam_step_cpu(*args)

@@ -22,6 +22,8 @@ import torch
 from igdbeam._checks import check_unit_interval
 from igdbeam.beam_search import Finisher, SearchInputs, run_beam_search
 from igdbeam.decode_ops import check_temperature, check_vocab
+from igdbeam.item_filters import node_filters
+from igdbeam.kv_cache import resolve_kv_cache, shared_prefix_kwargs
 
 if TYPE_CHECKING:
     from igdbeam.trie import ItemTrie
@@ -240,6 +242,15 @@ def _fork(start: SearchInputs) -> SearchInputs:
     return SearchInputs(start.logits, kwargs, start.cache_key)
 
 
+def _search_start(start: SearchInputs, kv_cache: str, *, last: bool) -> SearchInputs:
+    """The state one beam search consumes: a shared-prefix cache adopting the prompt KV (no
+    copy), else the prompt cache itself (last search) or a copy of it."""
+    if kv_cache == "shared_prefix":
+        kwargs = shared_prefix_kwargs(start.model_kwargs, start.cache_key)
+        return SearchInputs(start.logits, kwargs, start.cache_key)
+    return start if last else _fork(start)
+
+
 @torch.no_grad()
 def generate_many(
     model: Any,
@@ -252,6 +263,10 @@ def generate_many(
     num_return_sequences: int | None = None,
     pad_token_id: int | None = None,
     max_new_tokens: int | None = None,
+    kv_cache: str = "auto",
+    item_mask: Any = None,
+    item_scores: Any = None,
+    item_score_weight: float = 1.0,
     **model_kwargs: Any,
 ) -> list[RecommendationOutput]:
     """Decode the same prompts with several settings, sharing all the work that can be shared.
@@ -264,8 +279,10 @@ def generate_many(
 
     Args:
         model, input_ids, attention_mask, trie, num_beams, num_return_sequences, pad_token_id,
-            max_new_tokens, model_kwargs: as in :func:`generate`.
+            max_new_tokens, kv_cache, model_kwargs: as in :func:`generate`.
         decodings: :class:`Decoding` objects or dicts of their fields.
+        item_mask, item_scores, item_score_weight: as in :func:`generate`; one filter serves
+            every decoding.
 
     Returns:
         One :class:`RecommendationOutput` per decoding. ``seconds`` is the wall time of the beam
@@ -285,8 +302,16 @@ def generate_many(
     if not 1 <= R <= K:
         raise ValueError(f"num_return_sequences must lie in [1, num_beams={K}], got {R}")
     _check_prompts(model, input_ids, attention_mask, trie)
+    filters = node_filters(
+        trie,
+        item_mask,
+        item_scores,
+        item_score_weight=item_score_weight,
+        num_rows=input_ids.shape[0],
+    )
     pad = _default_pad_token_id(model) if pad_token_id is None else int(pad_token_id)
     max_steps = trie.max_depth if max_new_tokens is None else min(trie.max_depth, max_new_tokens)
+    cache_mode = resolve_kv_cache(model, kv_cache, input_ids.shape[1] + max_steps)
 
     # One search per (alpha, temperature, renormalize); its finishers are the decodings' rest.
     groups: dict[tuple[float, float, bool], list[int]] = {}
@@ -305,7 +330,7 @@ def generate_many(
         fins = run_beam_search(
             model,
             trie,
-            start if g == len(groups) - 1 else _fork(start),
+            _search_start(start, cache_mode, last=g == len(groups) - 1),
             finishers,
             num_beams=K,
             alpha=alpha,
@@ -313,6 +338,7 @@ def generate_many(
             renormalize=renormalize,
             pad_token_id=pad,
             max_steps=max_steps,
+            filters=filters,
         )
         seconds = time.perf_counter() - t0
         for i, fin in zip(members, fins, strict=True):
@@ -345,6 +371,10 @@ def generate(
     temperature: float = 1.0,
     pad_token_id: int | None = None,
     max_new_tokens: int | None = None,
+    kv_cache: str = "auto",
+    item_mask: Any = None,
+    item_scores: Any = None,
+    item_score_weight: float = 1.0,
     **model_kwargs: Any,
 ) -> RecommendationOutput:
     """Recommend catalog items by trie-constrained, IG-reweighted beam search (spec section 4).
@@ -395,6 +425,19 @@ def generate(
         temperature: > 0, divides the logits before the log-softmax.
         pad_token_id: pads ``sequences`` (default: the model's pad, else EOS, else 0).
         max_new_tokens: optional cap on the generated length (default: the trie's depth).
+        item_mask: bool ``[B, num_items]`` (or ``[num_items]`` for all prompts), True = the item
+            may be recommended (:func:`igdbeam.exclude_items` builds one from excluded ids).
+            Beams never enter a branch without an allowed item; a prompt with none gets
+            ``item_ids = -1``. IG~ stays the trie's. See :mod:`igdbeam.item_filters`.
+        item_scores: float ``[B, num_items]`` (or ``[num_items]``) collaborative log-scores; the
+            step score of child ``c`` of node ``n`` gains ``item_score_weight * (S(c) - S(n))``
+            with ``S`` the log-sum-exp of the (allowed) item scores below a node, so a finished
+            item's score gains ``item_score_weight * log p_cf(item)``.
+        item_score_weight: the weight of ``item_scores`` (0: ignored).
+        kv_cache: ``"auto"`` (default: ``"shared_prefix"`` where supported, else
+            ``"dynamic"``), ``"shared_prefix"`` (each prompt's KV kept once, its beams attend
+            to it with cascade attention; Llama, Qwen2 and Mistral models, see
+            :mod:`igdbeam.kv_cache`) or ``"dynamic"`` (transformers' ``DynamicCache``).
         **model_kwargs: passed to the model's forward (e.g. ``token_type_ids``).
 
     Returns:
@@ -403,7 +446,8 @@ def generate(
     Raises:
         ValueError: ``alpha`` outside [0, 1], bad ``num_beams`` / ``num_return_sequences``,
             prompts or trie on another device than the model, right padding, a trie built for
-            another vocabulary, a model without a KV cache, or NaN logits (checked on CPU).
+            another vocabulary, a model without a KV cache, NaN logits (checked on CPU), an
+            unknown ``kv_cache`` or ``kv_cache="shared_prefix"`` for a model it does not support.
     """
     decoding = Decoding(alpha, length_penalty, early_stopping, renormalize, temperature)
     return generate_many(
@@ -416,6 +460,10 @@ def generate(
         num_return_sequences=num_return_sequences,
         pad_token_id=pad_token_id,
         max_new_tokens=max_new_tokens,
+        item_mask=item_mask,
+        item_scores=item_scores,
+        item_score_weight=item_score_weight,
+        kv_cache=kv_cache,
         **model_kwargs,
     )[0]
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import LogitsProcessor
 
 from igdbeam._checks import check_unit_interval
 from igdbeam.decode_ops import check_temperature, processor_step
+from igdbeam.item_filters import node_filters
 
 if TYPE_CHECKING:
     from igdbeam.trie import ItemTrie
@@ -47,14 +48,24 @@ class IGDLogitsProcessor(LogitsProcessor):
         trie: the catalog; moved to the scores' device on first use.
         alpha: debiasing strength in [0, 1]; 0 is plain constrained beam search.
         renormalize: renormalise the log-probabilities over the allowed tokens before weighting
-            (the paper's text); the default uses the model's full-vocabulary log-softmax (the
-            reference code).
+            (an option). The default, as the paper's Eq. 9 and the reference code, weights the
+            model's own ``log p``: its log-softmax over the full vocabulary.
         temperature: > 0; when not 1 the step uses ``log_softmax(scores / temperature)``.
         eos_token_id: the token allowed after a complete item (use it when the trie's paths do
             not end in the EOS terminator); None: nothing is allowed at a leaf.
         prompt_length: fixed prompt length (columns of ``input_ids``), or None to detect it.
         validate: raise ValueError on NaN scores; default True on CPU, False on CUDA (the check
             costs a host sync there).
+        item_mask: bool ``[P, num_items]`` per prompt (or ``[num_items]`` for all), True = may
+            be recommended: children with no allowed item below are treated as non-children
+            (``-inf``, outside the renormalisation). See :mod:`igdbeam.item_filters`.
+        item_scores: float ``[P, num_items]`` (or ``[num_items]``) collaborative log-scores:
+            child ``c`` of node ``n`` gains ``item_score_weight * (S(c) - S(n))``, ``S`` the
+            log-sum-exp of the allowed item scores below a node.
+        item_score_weight: the weight of ``item_scores``.
+
+    With ``P`` prompts, the ``rows`` of ``input_ids`` (``P * num_beams`` in beam search) map to
+    prompt ``r // (rows // P)``; ``rows`` must be a multiple of ``P``.
     """
 
     def __init__(
@@ -67,6 +78,9 @@ class IGDLogitsProcessor(LogitsProcessor):
         eos_token_id: int | None = None,
         prompt_length: int | None = None,
         validate: bool | None = None,
+        item_mask: Any = None,
+        item_scores: Any = None,
+        item_score_weight: float = 1.0,
     ) -> None:
         self.trie = trie
         self.alpha = check_unit_interval("alpha", alpha)
@@ -81,6 +95,9 @@ class IGDLogitsProcessor(LogitsProcessor):
         self.last_row_status: torch.Tensor | None = None
         self._prompt: torch.Tensor | None = None
         self._last_len = -1
+        self.filters = node_filters(
+            trie, item_mask, item_scores, item_score_weight=item_score_weight
+        )
 
     def reset(self) -> None:
         """Forget the remembered prompt: the next call starts a new ``generate`` call."""
@@ -130,5 +147,23 @@ class IGDLogitsProcessor(LogitsProcessor):
             renormalize=self.renormalize,
             eos_token_id=self.eos_token_id,
             validate=self.validate,
+            **self._filter_kwargs(scores.shape[0], scores.device),
         )
         return scores
+
+    def _filter_kwargs(self, rows: int, device: torch.device) -> dict[str, Any]:
+        """``filters`` / ``filter_rows`` of :func:`processor_step` for ``rows`` score rows."""
+        if self.filters is None:
+            return {}
+        if self.filters.device != device:
+            self.filters = self.filters.to(device)
+        prompts = self.filters.num_rows
+        if prompts == 1 or prompts == rows:
+            return {"filters": self.filters}
+        if rows % prompts:
+            raise ValueError(
+                f"the item filters have {prompts} prompt rows but the scores have {rows} rows, "
+                "not a multiple"
+            )
+        filter_rows = torch.arange(rows, device=device) // (rows // prompts)
+        return {"filters": self.filters, "filter_rows": filter_rows}

@@ -135,6 +135,9 @@ def recommend_many(
     progress: bool = True,
     desc: str | None = None,
     generate_fn: GenerateFn | None = None,
+    exclude_item_ids: Sequence[Sequence[int]] | None = None,
+    item_scores: Any = None,
+    item_score_weight: float = 1.0,
 ) -> dict[str, Recommendations]:
     """Decode the top ``num_beams`` items of every sample with each method's settings.
 
@@ -154,6 +157,12 @@ def recommend_many(
         generate_fn: a decoder with :func:`igdbeam.generate`'s signature, called once per
             method; None or :func:`igdbeam.generate` itself take the shared
             :func:`igdbeam.generate_many` path.
+        exclude_item_ids: per sample, trie item ids (catalog positions) that must not be
+            recommended, e.g. :func:`history_exclusions` (``--exclude-history``); passed to the
+            decoder as ``item_mask`` (see :mod:`igdbeam.item_filters`).
+        item_scores: collaborative log-scores ``[len(samples), num_items]`` (one row per
+            sample) or ``[num_items]`` (every sample), e.g. :func:`popularity_log_scores`;
+            passed to the decoder with ``item_score_weight``.
 
     Returns:
         ``{name: Recommendations}`` in the order of ``methods``.
@@ -169,6 +178,7 @@ def recommend_many(
         tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     )
     device = next(model.parameters()).device
+    row_filters = _RowFilters(trie, len(samples), exclude_item_ids, item_scores, item_score_weight)
     ids_out = {n: np.full((len(samples), num_beams), -1, dtype=np.int64) for n in names}
     sc_out = {n: np.full((len(samples), num_beams), -math.inf, dtype=np.float64) for n in names}
     seconds = dict.fromkeys(names, 0.0)
@@ -188,6 +198,7 @@ def recommend_many(
                     trie=trie,
                     decodings=[dict(methods[n]) for n in names],
                     num_beams=num_beams,
+                    **row_filters.kwargs(idx),
                 )
                 prefill += outs[0].prefill_seconds
                 for n, out in zip(names, outs, strict=True):
@@ -198,7 +209,13 @@ def recommend_many(
                     t0 = time.perf_counter()
                     outs.append(
                         generate_fn(  # type: ignore[misc]
-                            model, input_ids, mask, trie=trie, num_beams=num_beams, **methods[n]
+                            model,
+                            input_ids,
+                            mask,
+                            trie=trie,
+                            num_beams=num_beams,
+                            **methods[n],
+                            **row_filters.kwargs(idx),
                         )
                     )
                     seconds[n] += time.perf_counter() - t0
@@ -218,6 +235,71 @@ def recommend_many(
             extra = {"prefill_seconds": prefill, "shared_search_with": partners[n]}
         result[n] = Recommendations(ids_out[n], sc_out[n], seconds[n] + prefill, extra)
     return result
+
+
+# --------------------------------------------------------------- item filters and CF scores
+def history_exclusions(catalog: Any, samples: Sequence[Sample]) -> list[list[int]]:
+    """Catalog positions (trie item ids) of each sample's history items, for
+    ``exclude_item_ids`` (``--exclude-history``); history ids missing from the catalog cannot be
+    recommended anyway and are skipped."""
+    known = set(catalog.ids)
+    return [[catalog.position(i) for i in s.history_item_id if i in known] for s in samples]
+
+
+def popularity_log_scores(counts: np.ndarray) -> np.ndarray:
+    """The popularity prior's item log-scores ``log(count + 1)`` (``--popularity-prior``)."""
+    return np.log(np.asarray(counts, dtype=np.float64) + 1.0)
+
+
+class _RowFilters:
+    """Per-batch ``item_mask`` / ``item_scores`` keywords of the decoder, sliced from per-row
+    inputs (``exclude_item_ids``: one list per sample; ``item_scores``: one row per sample or one
+    row for all)."""
+
+    def __init__(
+        self,
+        trie: Any,
+        num_rows: int,
+        exclude: Sequence[Sequence[int]] | None,
+        scores: Any,
+        weight: float,
+    ) -> None:
+        self.trie, self.exclude, self.weight = trie, exclude, float(weight)
+        if exclude is not None and len(exclude) != num_rows:
+            raise ValueError(f"exclude_item_ids has {len(exclude)} rows for {num_rows} samples")
+        self.scores = None
+        if scores is not None:
+            t = torch.as_tensor(np.asarray(scores, dtype=np.float32))
+            if t.dim() not in (1, 2) or (t.dim() == 2 and t.shape[0] != num_rows):
+                raise ValueError(
+                    f"item_scores must have shape [{num_rows} samples, num_items] or "
+                    f"[num_items], got {tuple(t.shape)}"
+                )
+            self.scores = t
+
+    def kwargs(self, idx: Sequence[int]) -> dict[str, Any]:
+        from igdbeam.item_filters import exclude_items
+
+        out: dict[str, Any] = {}
+        if self.exclude is not None:
+            out["item_mask"] = exclude_items(self.trie, [self.exclude[i] for i in idx])
+        if self.scores is not None:
+            rows = self.scores if self.scores.dim() == 1 else self.scores[list(idx)]
+            out["item_scores"] = rows.to(self.trie.device)
+            out["item_score_weight"] = self.weight
+        return out
+
+
+def _shard_row_kwargs(kwargs: Mapping[str, Any], mine: list[int], num_rows: int) -> dict[str, Any]:
+    """The per-row keywords of :func:`recommend_many` restricted to one process's rows."""
+    out: dict[str, Any] = {}
+    exclude = kwargs.get("exclude_item_ids")
+    if exclude is not None:
+        out["exclude_item_ids"] = [exclude[i] for i in mine]
+    scores = kwargs.get("item_scores")
+    if scores is not None and np.ndim(scores) == 2 and len(scores) == num_rows:
+        out["item_scores"] = np.asarray(scores)[mine]
+    return out
 
 
 def recommend(
@@ -280,7 +362,11 @@ def recommend_many_sharded(
             trie,
             [samples[i] for i in mine],
             methods,
-            **{**kwargs, "progress": kwargs.get("progress", True) and acc.is_local_main_process},
+            **{
+                **kwargs,
+                **_shard_row_kwargs(kwargs, list(mine), len(samples)),
+                "progress": kwargs.get("progress", True) and acc.is_local_main_process,
+            },
         )
         payload = [
             (

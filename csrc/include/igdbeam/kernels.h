@@ -4,6 +4,7 @@
 
 #include <cstdint>
 
+#include "igdbeam/item_filters.h"
 #include "igdbeam/trie.h"
 
 namespace igdbeam {
@@ -29,8 +30,9 @@ struct LabelWeightsOutput {
 };
 
 // Walks the completion of each row (labels != ignore_index, in order) from the root. A row whose
-// completion leaves the trie gets kRowLeftTrie, and its completion tokens weight beta (kUniform,
-// the reference behaviour), 0 (kIgnore) or 0 with the error left to the caller (kError).
+// completion leaves the trie gets kRowLeftTrie, IG 0 and no zero-IG flag at every position (the
+// prefix walked before leaving included), and its completion tokens weight beta (kUniform, the
+// reference behaviour), 0 (kIgnore) or 0 with the error left to the caller (kError).
 void LabelWeights(const TrieView& trie, const int64_t* labels, int64_t rows, int64_t cols,
                   int64_t row_stride, int64_t ignore_index, float beta, OffTriePolicy policy,
                   const LabelWeightsOutput& out);
@@ -41,6 +43,7 @@ struct DecodeParams {
   float temperature = 1.0f;   // != 1: log_softmax(scores / temperature) over the full row first
   bool renormalize = false;   // renormalise log-probs over the allowed tokens before scaling
   int64_t eos_token_id = -1;  // at a leaf, only this token is allowed (score 0); -1: none
+  NodeFilter filter;          // per-request item filters / CF scores (item_filters.h); none
 };
 
 // For each row: walks input_ids[r, prompt_len:seq_len] to its node (written to out_nodes), then
