@@ -150,3 +150,18 @@ def test_cli_experiment_tiny(tiny, capsys) -> None:
         main(["experiment", "--profile", "tiny", "--out", str(user_dir), "--no-progress"])
     assert err.value.code == 2
     assert (user_dir / "notes.txt").read_text() == "mine"
+
+
+def test_report_only_covers_the_finished_runs(tiny) -> None:
+    out = tiny["root"] / "report-only"
+    exp = _experiment(tiny, out)
+    with pytest.raises(ValueError, match="no finished run"):
+        exp.report()
+    exp.train("plain", 0)
+    exp.decode("plain", 0)
+    summary = _experiment(tiny, out).report()  # igd is neither trained nor decoded
+    assert {(r["loss"], r["decoding"]) for r in summary["results"]} == {
+        ("plain", d) for d in ("bigrec", "d3", "igd")
+    }
+    assert "| IGD (loss + decoding) | (not run) |" in (out / "results.md").read_text()
+    assert not (out / "models" / run_name("igd", 0, TINY.beta)).exists()
