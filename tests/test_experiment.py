@@ -165,3 +165,28 @@ def test_report_only_covers_the_finished_runs(tiny) -> None:
     }
     assert "| IGD (loss + decoding) | (not run) |" in (out / "results.md").read_text()
     assert not (out / "models" / run_name("igd", 0, TINY.beta)).exists()
+
+
+def test_exclude_history_never_recommends_the_history(tiny) -> None:
+    out = tiny["root"] / "exclude"
+    exp = _experiment(tiny, out, replace(TINY, losses=("plain",), exclude_history=True))
+    exp.setup()
+    exp.train("plain", 0)
+    decoded = exp.decode("plain", 0)
+    for m, ranked in decoded.items():
+        for row, items in zip(exp.test_rows, ranked, strict=True):
+            history = {exp._ds.catalog.position(i) for i in row.history_item_id}
+            assert history and not history & set(items.tolist()), m
+
+
+def test_folders_written_before_a_new_profile_field_still_resume(tiny) -> None:
+    out = tiny["root"] / "old-folder"
+    exp = _experiment(tiny, out, replace(TINY, losses=("plain",)))
+    exp.setup()
+    path = out / "experiment.json"
+    old = json.loads(path.read_text())
+    del old["profile"]["exclude_history"]  # as written before the field existed
+    path.write_text(json.dumps(old))
+    _experiment(tiny, out, replace(TINY, losses=("plain",))).setup()
+    with pytest.raises(ValueError, match="exclude_history"):
+        _experiment(tiny, out, replace(TINY, losses=("plain",), exclude_history=True)).setup()

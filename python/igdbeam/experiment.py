@@ -55,6 +55,8 @@ class ExperimentProfile:
         test_rows: test rows decoded (None: all), sampled with every user's last row first.
         num_beams / decode_batch: beam search size and prompts per batch.
         bootstrap: bootstrap resamples of the intervals.
+        decode_chunk: test rows per cached decode chunk.
+        exclude_history: never recommend an item of the row's own history.
     """
 
     name: str
@@ -83,6 +85,7 @@ class ExperimentProfile:
     decode_batch: int = 16
     bootstrap: int = 1000
     decode_chunk: int = 32
+    exclude_history: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -215,6 +218,11 @@ class Experiment:
         mine = json.loads(json.dumps(self.settings()))
         if path.exists():
             theirs = json.loads(path.read_text())
+            # Fields added to the profile after a folder was written take their defaults.
+            defaults = asdict(ExperimentProfile("defaults"))
+            for k, v in mine["profile"].items():
+                if k not in theirs["profile"] and v == defaults.get(k):
+                    theirs["profile"][k] = v
             if theirs != mine:
                 diff = sorted(
                     k
@@ -352,6 +360,7 @@ class Experiment:
                     batch_size=p.decode_batch,
                     max_history_items=p.max_history_items,
                     progress=False,
+                    exclude_item_ids=self._history(rows) if p.exclude_history else None,
                 )
                 ids = {m: r.item_ids.tolist() for m, r in recs.items()}
                 folder.mkdir(parents=True, exist_ok=True)
@@ -370,6 +379,11 @@ class Experiment:
         return {
             m: np.concatenate([np.asarray(q[m], dtype=np.int64) for q in parts]) for m in methods
         }
+
+    def _history(self, rows: Sequence[Any]) -> Any:
+        from igdbeam.recommending import history_exclusions
+
+        return history_exclusions(self._ds.catalog, rows)
 
     # ------------------------------------------------------------------ the whole grid
     def is_complete(self, loss: str, seed: int) -> bool:

@@ -62,6 +62,11 @@ def add_experiment_parser(sub: Any, formatter: type[argparse.HelpFormatter]) -> 
     p.add_argument("--lora-r", type=int, default=None, help="LoRA rank (0: full fine-tune)")
     p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     p.add_argument(
+        "--exclude-history",
+        action="store_true",
+        help="never recommend an item of the row's own history (a per-row item filter)",
+    )
+    p.add_argument(
         "--report-only",
         action="store_true",
         help="train and decode nothing: report the runs finished so far (a partial grid)",
@@ -110,6 +115,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         "train_rows": args.train_rows,
         "test_rows": args.test_rows,
         "lora_r": args.lora_r,
+        "exclude_history": True if args.exclude_history else None,
     }
     base = PROFILES[args.profile]
     profile = ExperimentProfile(
