@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-PYTHONPATH=tests python3 -c "
+PYTHONPATH="tests${PYTHONPATH:+:$PYTHONPATH}" python3 -c "
 import sys
 from pathlib import Path
 from pipeline_fixtures import write_tiny_data, write_tiny_model
