@@ -138,17 +138,6 @@ def format_table(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]]
     return "\n".join(lines)
 
 
-def _interval(m: dict[str, float]) -> str:
-    return f"{m['value']:.4f} [{m['low']:.4f}, {m['high']:.4f}]"
-
-
-def _diff(m: dict[str, float] | None) -> str:
-    if m is None:
-        return "baseline"
-    star = " *" if m["low"] > 0 or m["high"] < 0 else ""
-    return f"{m['value']:+.4f} [{m['low']:+.4f}, {m['high']:+.4f}]{star}"
-
-
 TABLE_COLUMNS = [
     ("model", "trained with", ""),
     ("decoding", "decoding", ""),
@@ -162,6 +151,8 @@ TABLE_COLUMNS = [
 
 def table_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The printed table's rows from :func:`igdbeam.experiment_report.summarize` records."""
+    from igdbeam.experiment_report import format_difference, format_interval
+
     out = []
     for r in records:
         m = r["metrics"]
@@ -169,11 +160,11 @@ def table_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             {
                 "model": f"{r['loss']} loss",
                 "decoding": "D3 + IGD" if r["decoding"] == "igd" else "D3",
-                "ndcg10": _interval(m["NDCG@10"]),
-                "hr10": _interval(m["HR@10"]),
+                "ndcg10": format_interval(m["NDCG@10"]),
+                "hr10": format_interval(m["HR@10"]),
                 "coverage": m["coverage"]["value"],
                 "mean_popularity": m["mean_popularity"]["value"],
-                "vs_d3": _diff(r.get("vs_baseline", {}).get("NDCG@10")),
+                "vs_d3": format_difference(r.get("vs_baseline", {}).get("NDCG@10"), "baseline"),
             }
         )
     return out

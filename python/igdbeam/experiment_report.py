@@ -85,13 +85,16 @@ def summarize(
     return records
 
 
-def _fmt(m: Mapping[str, float], digits: int = 4) -> str:
+def format_interval(m: Mapping[str, float], digits: int = 4) -> str:
+    """``value [low, high]`` of one bootstrapped metric."""
     return f"{m['value']:.{digits}f} [{m['low']:.{digits}f}, {m['high']:.{digits}f}]"
 
 
-def _fmt_diff(m: Mapping[str, float] | None) -> str:
+def format_difference(m: Mapping[str, float] | None, baseline: str = "(baseline)") -> str:
+    """A paired difference with its interval, ``*`` when the interval excludes 0; ``baseline``
+    for the baseline cell itself (``m`` None)."""
     if m is None:
-        return "(baseline)"
+        return baseline
     sign = " *" if m["low"] > 0 or m["high"] < 0 else ""
     return f"{m['value']:+.4f} [{m['low']:+.4f}, {m['high']:+.4f}]{sign}"
 
@@ -109,10 +112,10 @@ def markdown_tables(records: list[dict[str, Any]], header: str) -> str:
         m = r["metrics"]
         lines.append(
             f"| {r['loss']} | {DECODING_LABEL.get(r['decoding'], r['decoding'])} | "
-            + " | ".join(_fmt(m[k]) for k in ACCURACY)
+            + " | ".join(format_interval(m[k]) for k in ACCURACY)
             + f" | {m['coverage']['value']:.3f} | {m['mean_top_first_token_share']['value']:.3f}"
             f" | {m['mean_popularity']['value']:.1f} | "
-            f"{_fmt_diff(r.get('vs_baseline', {}).get('NDCG@10'))} |"
+            f"{format_difference(r.get('vs_baseline', {}).get('NDCG@10'))} |"
         )
     lines += ["", "### Ablation (the paper's Table 2)", ""]
     lines.append("| variant | NDCG@10 | HR@10 | NDCG@10 - D3 | HR@10 - D3 |")
@@ -124,8 +127,9 @@ def markdown_tables(records: list[dict[str, Any]], header: str) -> str:
             continue
         diff = r.get("vs_baseline", {})
         lines.append(
-            f"| {label} | {_fmt(r['metrics']['NDCG@10'])} | {_fmt(r['metrics']['HR@10'])} | "
-            f"{_fmt_diff(diff.get('NDCG@10'))} | {_fmt_diff(diff.get('HR@10'))} |"
+            f"| {label} | {format_interval(r['metrics']['NDCG@10'])} | "
+            f"{format_interval(r['metrics']['HR@10'])} | "
+            f"{format_difference(diff.get('NDCG@10'))} | {format_difference(diff.get('HR@10'))} |"
         )
     lines += [
         "",
