@@ -23,7 +23,7 @@ import pytest
 import torch
 
 import igdbeam
-from igdbeam import _native
+from igdbeam.native import library as _native
 
 _C = _native._C
 DTYPES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}

@@ -25,7 +25,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 import igdbeam
 from benchmarks.bench_decode import DictTrieLoopProcessor, beam_search_kwargs, make_catalog
 from benchmarks.conftest import QUICK
-from igdbeam.pipeline import left_pad
+from igdbeam.app.pipeline import left_pad
 
 pytestmark = pytest.mark.skipif(
     not igdbeam.cuda_available(), reason="needs a CUDA build of igdbeam and a GPU"

@@ -28,8 +28,8 @@ from transformers import LlamaConfig, LlamaForCausalLM, LogitsProcessor
 from transformers.generation.logits_process import PrefixConstrainedLogitsProcessor
 
 import igdbeam
-from igdbeam.decode_ops import processor_step
-from igdbeam.pipeline import left_pad
+from igdbeam.app.pipeline import left_pad
+from igdbeam.ops.decode_steps import processor_step
 
 QUICK = os.environ.get("IGDBEAM_BENCH_QUICK", "0") not in ("", "0")
 BATCH, BEAMS = (4, 4) if QUICK else (16, 10)

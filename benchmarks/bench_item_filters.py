@@ -8,7 +8,7 @@ is scattered onto the leaves (``scatter_reduce(amax)`` over ``item_leaf``), then
 deepest first, is folded into the level above (a contiguous node range) with
 ``scatter_reduce(amax)`` over ``parent`` (for the CF scores: ``amax``, then ``scatter_add`` of
 ``exp(x - max)``, then ``log``). igdbeam does it in one native call (bit-parallel over 64 rows
-for the mask, whose output is bit-packed: one bit per node and row; :mod:`igdbeam.item_filters`).
+for the mask, whose output is bit-packed: one bit per node and row; :mod:`igdbeam.ops.node_filters`).
 
 * mask: 1M items (titles of 4-13 tokens, Zipf words) x 64 rows, each row excluding 50 random
   items (a history);

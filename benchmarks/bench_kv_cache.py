@@ -30,7 +30,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 import igdbeam
-from igdbeam.pipeline import left_pad
+from igdbeam.app.pipeline import left_pad
 
 QUICK = os.environ.get("IGDBEAM_BENCH_QUICK", "0") not in ("", "0")
 BEAMS = 4 if QUICK else 10

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import igdbeam
-from igdbeam import _native
+from igdbeam.native import library as _native
 
 _C = _native._C
 

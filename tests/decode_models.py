@@ -7,7 +7,7 @@ import random
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from igdbeam.pipeline import left_pad as pipeline_left_pad
+from igdbeam.app.pipeline import left_pad as pipeline_left_pad
 
 EOS = 2
 PAD = 0

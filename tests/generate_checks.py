@@ -6,7 +6,7 @@ import pytest
 
 import igdbeam
 from decode_models import EOS, PAD
-from igdbeam.processor import IGDLogitsProcessor
+from igdbeam.decoding.processor import IGDLogitsProcessor
 from reference_decode import hf_hypotheses
 
 

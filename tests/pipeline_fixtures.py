@@ -30,7 +30,7 @@ def tiny_tokenizer(extra_text: list[str] | None = None) -> Any:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from igdbeam.prompts import TEMPLATES
+    from igdbeam.training.prompts import TEMPLATES
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

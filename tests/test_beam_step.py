@@ -9,7 +9,7 @@ import torch
 
 import igdbeam
 from decode_models import EOS, random_catalog
-from igdbeam.decode_ops import beam_step
+from igdbeam.ops.decode_steps import beam_step
 from reference import ReferenceTrie
 
 

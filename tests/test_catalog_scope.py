@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 
 from igdbeam import ItemTrie
-from igdbeam.data import load_dataset
-from igdbeam.pipeline import (
+from igdbeam.app.pipeline import (
     build_trie,
     catalog_items,
     item_weights,
     popularity,
     with_catalog_ids,
 )
+from igdbeam.data import load_dataset
 from pipeline_fixtures import tiny_tokenizer, write_tiny_data
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import igdbeam
-from igdbeam.cli import build_parser, main
+from igdbeam.app.cli import build_parser, main
 from pipeline_fixtures import write_tiny_data, write_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -169,7 +169,7 @@ def test_stats_tiny(tiny, tmp_path: Path, capsys) -> None:
 
 
 def test_train_needs_the_trainer_module(tiny, tmp_path: Path, capsys) -> None:
-    pytest.importorskip("igdbeam.trainer")
+    pytest.importorskip("igdbeam.training.trainer")
     data, model = tiny
     # Another run's checkpoint save in progress: the save must not share (and delete) it.
     other = tmp_path / ".t.saving"
@@ -227,7 +227,7 @@ def test_accelerate_two_processes(tiny, tmp_path: Path) -> None:
         "--dynamo_backend",
         "no",
         "-m",
-        "igdbeam.cli",
+        "igdbeam.app.cli",
         "evaluate",
         "--data",
         str(data),
@@ -288,14 +288,14 @@ def test_accelerate_two_processes(tiny, tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_accelerate_two_processes_train(tiny, tmp_path: Path) -> None:
     """`accelerate launch` trains data-parallel on 2 CPU processes (DDP over gloo)."""
-    pytest.importorskip("igdbeam.trainer")
+    pytest.importorskip("igdbeam.training.trainer")
     data, model = tiny
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([PACKAGE_PARENT, str(ROOT / "tests")])
     cmd = [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
         "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        "-m", "igdbeam.cli", "train", "--data", str(data), "--model", str(model),
+        "-m", "igdbeam.app.cli", "train", "--data", str(data), "--model", str(model),
         "--output-dir", str(tmp_path / "run"), "--loss", "igd", "--max-steps", "3",
         "--batch-size", "2", "--threads", "1", "--no-progress",
     ]  # fmt: skip

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 import igdbeam
-from igdbeam.cli import main
-from igdbeam.io_utils import MARKER_NAME, write_marker
+from igdbeam.app.cli import main
+from igdbeam.app.io_utils import MARKER_NAME, write_marker
 from pipeline_fixtures import write_tiny_data, write_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,7 +80,7 @@ def _recbole(folder: Path, name: str = "ml-100k") -> Path:
 @pytest.fixture
 def recbole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """`prepare` reads this tiny RecBole folder instead of the pinned wheel."""
-    from igdbeam import assets
+    from igdbeam.app import assets
 
     src = _recbole(tmp_path / "recbole")
     monkeypatch.setattr(assets, "asset_path", lambda name, **_: src)
@@ -326,7 +326,7 @@ def test_demo_out_is_staged_and_rolled_back(tmp_path: Path, capsys, monkeypatch)
     """`demo` writes into --out itself (run_demo prints that path): a new folder is marked, a
     failed --overwrite run puts the earlier folder back. run_demo is a stand-in here (the real
     one is tested in tests/test_demo.py); the CLI's staging is what is tested."""
-    from igdbeam import demo
+    from igdbeam.app import demo
 
     def fake_run_demo(out_dir, profile, *, num_users=None, generate_fn=None, **_):
         assert Path(out_dir) == out  # the final path, not a temp one
@@ -337,7 +337,7 @@ def test_demo_out_is_staged_and_rolled_back(tmp_path: Path, capsys, monkeypatch)
         return {}
 
     monkeypatch.setattr(demo, "run_demo", fake_run_demo)
-    monkeypatch.setattr("igdbeam.cli._load_decoder", lambda spec: _DECODERS[spec])
+    monkeypatch.setattr("igdbeam.app.cli._load_decoder", lambda spec: _DECODERS[spec])
     out = tmp_path / "demo"
     argv = ["demo", "--out", str(out), "--num-users", "2", "--no-progress"]
     ok = ["--decoder", "ok"]
@@ -412,7 +412,8 @@ def test_bad_numbers_are_argument_errors(argv, message, tmp_path: Path, capsys, 
 def test_unwritable_out_fails_before_any_work(tiny, tmp_path: Path, argv, capsys, monkeypatch):
     """An --out below a regular file (unwritable even as root) fails at once, not after the
     decode or the training: nothing that loads data or a model may run."""
-    from igdbeam import cli, data, demo
+    from igdbeam import data
+    from igdbeam.app import cli, demo
 
     def no_work(*_a, **_k):
         pytest.fail("the output path must be checked before any work")
@@ -447,10 +448,10 @@ from pathlib import Path
 
 signal.signal(signal.SIGINT, signal.default_int_handler)  # a background job may inherit SIG_IGN
 if os.environ.get("TEST_RECBOLE"):
-    import igdbeam.assets
+    import igdbeam.app.assets
     import igdbeam.data.bigrec_csv as bigrec
 
-    igdbeam.assets.asset_path = lambda name, **_: Path(os.environ["TEST_RECBOLE"])
+    igdbeam.app.assets.asset_path = lambda name, **_: Path(os.environ["TEST_RECBOLE"])
     write_split = bigrec._write_split
 
     def slow_write_split(path, samples):  # pause inside the temp folder, mid-write
@@ -460,7 +461,7 @@ if os.environ.get("TEST_RECBOLE"):
         return n
 
     bigrec._write_split = slow_write_split
-from igdbeam.cli import main
+from igdbeam.app.cli import main
 
 sys.exit(main(sys.argv[1:]))
 """

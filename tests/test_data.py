@@ -198,7 +198,7 @@ def test_history_window_and_split_sizes() -> None:
 
 @pytest.mark.assets
 def test_real_ml100k(tmp_path: Path) -> None:
-    from igdbeam.assets import asset_path
+    from igdbeam.app.assets import asset_path
 
     if importlib.util.find_spec("recbole") is None:
         pytest.skip("recbole is not installed")
@@ -210,8 +210,8 @@ def test_real_ml100k(tmp_path: Path) -> None:
 
 
 def test_read_target_ids_and_popularity(tmp_path: Path) -> None:
+    from igdbeam.app.pipeline import popularity
     from igdbeam.data.bigrec_csv import read_target_ids
-    from igdbeam.pipeline import popularity
 
     d = write_tiny_data(tmp_path / "d")
     full = load_dataset(d)

@@ -12,9 +12,9 @@ import torch
 
 import igdbeam
 from decode_models import EOS, PAD, left_pad, random_catalog, tiny_llama
-from igdbeam.decode_ops import beam_step, processor_step
-from igdbeam.generate import generate
-from igdbeam.processor import IGDLogitsProcessor
+from igdbeam.decoding.generate import generate
+from igdbeam.decoding.processor import IGDLogitsProcessor
+from igdbeam.ops.decode_steps import beam_step, processor_step
 from reference import ReferenceTrie
 from reference_decode import hf_hypotheses
 

@@ -11,7 +11,7 @@ from transformers import LlamaForCausalLM
 import igdbeam
 from decode_models import EOS, PAD, left_pad, random_catalog, tiny_llama
 from generate_checks import assert_same_hypotheses, ours_hypotheses, processor_path
-from igdbeam.generate import cache_field_name, custom_generate, generate
+from igdbeam.decoding.generate import cache_field_name, custom_generate, generate
 from reference import ReferenceTrie
 from reference_decode import brute_force_scores
 
@@ -19,7 +19,7 @@ from reference_decode import brute_force_scores
 @pytest.fixture(autouse=True, params=["shared_prefix", "dynamic"])
 def kv_cache(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Run every test with both KV caches: ``kv_cache="auto"`` resolves to the parameter."""
-    module = sys.modules["igdbeam.generate"]
+    module = sys.modules["igdbeam.decoding.generate"]
     resolve = module.resolve_kv_cache
 
     def forced(model, mode: str, length: int) -> str:

@@ -10,14 +10,14 @@ import torch
 import igdbeam
 from decode_models import EOS, left_pad, random_catalog, tiny_llama
 from generate_checks import assert_same_hypotheses, ours_hypotheses, processor_path
-from igdbeam.generate import Decoding, generate, generate_many
+from igdbeam.decoding.generate import Decoding, generate, generate_many
 from reference import ReferenceTrie
 
 
 @pytest.fixture(autouse=True, params=["shared_prefix", "dynamic"])
 def kv_cache(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Run every test with both KV caches: ``kv_cache="auto"`` resolves to the parameter."""
-    module = sys.modules["igdbeam.generate"]
+    module = sys.modules["igdbeam.decoding.generate"]
     resolve = module.resolve_kv_cache
 
     def forced(model, mode: str, length: int) -> str:

@@ -19,9 +19,9 @@ from cuda_testing import _C, DTYPES, needs_gpu
 from cuda_testing import stream as cuda_stream
 from decode_models import EOS, left_pad, random_catalog, tiny_llama
 from generate_checks import assert_same_hypotheses, ours_hypotheses
-from igdbeam.decode_ops import beam_step, processor_step
-from igdbeam.item_filters import NodeFilters, node_filters
-from igdbeam.processor import IGDLogitsProcessor
+from igdbeam.decoding.processor import IGDLogitsProcessor
+from igdbeam.ops.decode_steps import beam_step, processor_step
+from igdbeam.ops.node_filters import NodeFilters, node_filters
 from reference import ReferenceTrie
 from reference_decode import brute_force_scores, hf_hypotheses
 
@@ -692,7 +692,7 @@ def tiny_assets(tmp_path_factory: pytest.TempPathFactory):
 
 
 def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    from igdbeam.cli import main
+    from igdbeam.app.cli import main
 
     try:
         code = main(argv)

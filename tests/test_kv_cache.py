@@ -25,8 +25,8 @@ from transformers import (
 import igdbeam
 from decode_models import EOS, PAD, left_pad, random_catalog, tiny_llama
 from generate_checks import assert_same_hypotheses, ours_hypotheses, processor_path
-from igdbeam.generate import Decoding, generate, generate_many
-from igdbeam.kv_cache import (
+from igdbeam.decoding.generate import Decoding, generate, generate_many
+from igdbeam.decoding.kv_cache import (
     ATTENTION_NAME,
     KV_KWARG,
     SharedPrefixCache,
@@ -409,9 +409,9 @@ def test_cuda_cascade_attention_equals_one_softmax() -> None:
 @pytest.mark.slow
 def test_real_smollm2_equals_dynamic() -> None:
     """SmolLM2-135M (Llama, 9 heads over 3 KV heads, 30 layers) on MovieLens titles."""
-    from igdbeam.assets import asset_path, load_model_and_tokenizer
+    from igdbeam.app.assets import asset_path, load_model_and_tokenizer
     from igdbeam.data.movielens import read_recbole_items
-    from igdbeam.prompts import TEMPLATES, trie_for_catalog
+    from igdbeam.training.prompts import TEMPLATES, trie_for_catalog
 
     model, tok = load_model_and_tokenizer("smollm2", dtype=torch.float32)
     titles = list(read_recbole_items(asset_path("ml-100k") / "ml-100k.item").values())

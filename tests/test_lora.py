@@ -25,7 +25,7 @@ from igdbeam import (  # noqa: E402
     load_model_with_adapter,
     lora_config,
 )
-from igdbeam.lora import LLAMA_TARGET_MODULES, adapter_base_path  # noqa: E402
+from igdbeam.training.lora import LLAMA_TARGET_MODULES, adapter_base_path  # noqa: E402
 
 VOCAB = 48
 PAD, BOS, EOS = 0, 1, 2
@@ -255,7 +255,7 @@ def test_igd_sft_trainer_lora_fused_head(
     trl = pytest.importorskip("trl")
     datasets = pytest.importorskip("datasets")
     from igdbeam import IGDSFTTrainer
-    from igdbeam.trainer import _has_fused_head
+    from igdbeam.training.trainer import _has_fused_head
 
     rows = make_rows(12, seed=1)
     data = datasets.Dataset.from_list(rows)
@@ -332,7 +332,7 @@ def test_sft_fused_head_option(tmp_path: Path, trie: ItemTrie, monkeypatch) -> N
     trl = pytest.importorskip("trl")
     datasets = pytest.importorskip("datasets")
     from igdbeam import IGDSFTTrainer
-    from igdbeam.trainer import _fused_head_safe
+    from igdbeam.training.trainer import _fused_head_safe
 
     args = trl.SFTConfig(
         output_dir=str(tmp_path),

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from igdbeam import ItemTrie, cft_loss, igd_loss, igd_loss_from_log_probs, pos_loss
-from igdbeam.loss import shift_labels
+from igdbeam.training.loss import shift_labels
 from reference import ReferenceTrie
 from reference_loss import (
     IGNORE,

@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from igdbeam.cli import EVALUATE_COLUMNS
-from igdbeam.data import Sample, load_dataset
-from igdbeam.demo import decode_in_chunks, format_table
-from igdbeam.pipeline import (
+from igdbeam.app.cli import EVALUATE_COLUMNS
+from igdbeam.app.demo import decode_in_chunks, format_table
+from igdbeam.app.pipeline import (
     ExampleDataset,
     build_trie,
     encode_prompts,
@@ -28,7 +27,8 @@ from igdbeam.pipeline import (
     select_test_rows,
     select_test_users,
 )
-from igdbeam.prompts import IGNORE_INDEX
+from igdbeam.data import Sample, load_dataset
+from igdbeam.training.prompts import IGNORE_INDEX
 from pipeline_fixtures import TITLES, tiny_tokenizer, write_tiny_data, write_tiny_model
 
 
@@ -258,8 +258,8 @@ def test_decode_in_chunks_stops_before_the_deadline() -> None:
 
 
 def _fake_trainer_module(calls: list) -> types.ModuleType:
-    """A stand-in for igdbeam.trainer: plain shifted cross-entropy, recording its arguments."""
-    mod = types.ModuleType("igdbeam.trainer")
+    """A stand-in for igdbeam.training.trainer: plain shifted cross-entropy, recording its arguments."""
+    mod = types.ModuleType("igdbeam.training.trainer")
 
     def make_compute_loss_func(trie, beta, loss="igd"):
         calls.append((beta, loss))
@@ -282,12 +282,12 @@ def _fake_trainer_module(calls: list) -> types.ModuleType:
 def test_train_model_with_a_stand_in_loss(tmp_path: Path, monkeypatch) -> None:
     from transformers import AutoModelForCausalLM
 
-    from igdbeam.pipeline import train_model
+    from igdbeam.app.pipeline import train_model
     from pipeline_fixtures import write_tiny_model
 
     calls: list = []
-    monkeypatch.setitem(sys.modules, "igdbeam.trainer", _fake_trainer_module(calls))
-    monkeypatch.setitem(sys.modules, "igdbeam.collators", None)  # no IGDTrainer: fallback
+    monkeypatch.setitem(sys.modules, "igdbeam.training.trainer", _fake_trainer_module(calls))
+    monkeypatch.setitem(sys.modules, "igdbeam.training.collators", None)  # no IGDTrainer: fallback
     tok = tiny_tokenizer()
     ds = load_dataset(write_tiny_data(tmp_path / "d"))
     trie = build_trie(ds, tok)

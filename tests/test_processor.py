@@ -10,8 +10,8 @@ import torch
 
 import igdbeam
 from decode_models import EOS, PAD, left_pad, random_catalog, tiny_llama
-from igdbeam.decode_ops import processor_step
-from igdbeam.processor import IGDLogitsProcessor
+from igdbeam.decoding.processor import IGDLogitsProcessor
+from igdbeam.ops.decode_steps import processor_step
 from reference import ReferenceTrie
 from reference_decode import (
     ReferenceIGDProcessor,

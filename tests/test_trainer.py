@@ -27,7 +27,7 @@ from igdbeam import (  # noqa: E402
     label_token_weights,
     make_compute_loss_func,
 )
-from igdbeam.loss import shift_labels  # noqa: E402
+from igdbeam.training.loss import shift_labels  # noqa: E402
 
 VOCAB = 48
 PAD, EOS = 0, 2
@@ -311,7 +311,7 @@ def _tiny_tokenizer():
 def test_igd_sft_trainer(tmp_path, items, trie, loss: str) -> None:
     trl = pytest.importorskip("trl")
     datasets = pytest.importorskip("datasets")
-    from igdbeam.trainer import _has_fused_head, igd_sft_trainer_class
+    from igdbeam.training.trainer import _has_fused_head, igd_sft_trainer_class
 
     rows = make_rows(items, 16, seed=6)
     data = datasets.Dataset.from_list(

@@ -330,7 +330,7 @@ def test_large_fanout_root() -> None:
 def test_native_view_keeps_its_arrays_alive() -> None:
     import gc
 
-    from igdbeam._native import _C
+    from igdbeam.native.library import _C
 
     view = ItemTrie.from_token_ids(EXAMPLE_PATHS, EXAMPLE_WEIGHTS).native_view()
     gc.collect()

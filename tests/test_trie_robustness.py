@@ -551,7 +551,7 @@ NEGATIVE_TOKEN_OPS = textwrap.dedent(
     """
     import sys, torch
     from igdbeam import ItemTrie, beam_step, processor_step
-    from igdbeam._native import _C
+    from igdbeam.native.library import _C
 
     src = ItemTrie.from_token_ids([[10, 11, 2], [10, 12, 2], [20, 2]])
     arrays = {k: v.clone() for k, v in src.arrays().items()}

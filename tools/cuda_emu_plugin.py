@@ -12,7 +12,7 @@ import types
 import torch
 
 import igdbeam
-from igdbeam import _native
+from igdbeam.native import library as _native
 
 assert _native._C.has_cuda(), "build/emu must hold the emulated CUDA build"
 torch.Tensor.cuda = lambda self, *a, **k: self.clone()  # type: ignore[method-assign]

@@ -12,7 +12,7 @@ PY
 echo "cpu rc=$?"
 python3 - <<'PY' 2>&1 | tail -3
 import torch, igdbeam
-from igdbeam._native import _C
+from igdbeam.native.library import _C
 t = igdbeam.ItemTrie.from_token_ids([[10, 2], [11, 2]]).to("cuda")
 x = torch.zeros(2, 16, device="cuda")
 print("status:", _C.beam_step_cuda_status(t.native_view(), x.data_ptr(), 0, 1, 2, 16, 16, 0, 0, 0.1,

@@ -25,7 +25,7 @@ ScalarType DType(int code) { return static_cast<ScalarType>(code); }
 
 // Runs `call` (returning a cuda::Status) without the GIL and returns None on success, else the
 // tuple (code, message). No C++ exception is thrown on this path: on the GPU machines a throw
-// from the CUDA bindings crashed the interpreter, so igdbeam._native raises the Python
+// from the CUDA bindings crashed the interpreter, so igdbeam.native.library raises the Python
 // exception (ValueError for kInvalidArgument, RuntimeError otherwise) from the returned status.
 template <typename Call>
 py::object RunWithoutGil(Call&& call) {

@@ -1,4 +1,4 @@
-// CPU fused beam step of igdbeam.generate: log-softmax normalisation, gather of each beam's
+// CPU fused beam step of igdbeam.decoding.generate: log-softmax normalisation, gather of each beam's
 // trie children, IG reweighting, per-batch-row top-C and node advance in one pass.
 #include <algorithm>
 #include <cmath>

@@ -54,7 +54,7 @@ void ProcessorStep(const TrieView& trie, const int64_t* input_ids, int64_t rows,
                    int64_t vocab, int64_t scores_row_stride, const DecodeParams& params,
                    int32_t* out_nodes, int32_t* row_status);
 
-// ---- Decoding: the fused beam step of igdbeam.generate -----------------------------------------
+// ---- Decoding: the fused beam step of igdbeam.decoding.generate -----------------------------------------
 struct BeamStepOutput {
   float* score;    // [batch, num_candidates]: beam_score + w * logp, descending; -inf pads
   float* logp;     // [batch, num_candidates]: the unweighted logp of the token

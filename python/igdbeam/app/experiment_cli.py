@@ -20,7 +20,7 @@ split, every test row, full fine-tune), 'tiny' (a few steps, for CI with a tiny 
 
 def add_experiment_parser(sub: Any, formatter: type[argparse.HelpFormatter]) -> None:
     """Register ``igdbeam experiment`` on the CLI's subparsers."""
-    from igdbeam.cli import non_negative_float, positive_int, unit_float
+    from igdbeam.app.cli import non_negative_float, positive_int, unit_float
 
     p = sub.add_parser(
         "experiment",
@@ -90,7 +90,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     """Run or resume an experiment and print its Markdown tables."""
     import torch
 
-    from igdbeam.experiment import PROFILES, Experiment, ExperimentProfile
+    from igdbeam.app.experiment import PROFILES, Experiment, ExperimentProfile
 
     out = Path(args.out)
     if out.exists() and (

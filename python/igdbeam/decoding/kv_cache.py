@@ -279,7 +279,7 @@ def shared_prefix_attention(
     if not isinstance(cache, SharedPrefixCache):
         raise ValueError(
             f"the {ATTENTION_NAME!r} attention runs only inside igdbeam's decoding steps "
-            "(igdbeam.kv_cache.decode_forward with a SharedPrefixCache)"
+            "(igdbeam.decoding.kv_cache.decode_forward with a SharedPrefixCache)"
         )
     layer = cache.layers[module.layer_idx]
     scale = float(scaling) if scaling is not None else query.shape[-1] ** -0.5

@@ -39,13 +39,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from igdbeam._checks import cuda_stream
-from igdbeam._native import _C, _raise_on_status
 from igdbeam.errors import InvalidIdError, as_id_array
-from igdbeam.ops import require_cuda_kernels
+from igdbeam.native.checks import cuda_stream
+from igdbeam.native.library import _C, _raise_on_status
+from igdbeam.ops.walk import require_cuda_kernels
 
 if TYPE_CHECKING:
-    from igdbeam.trie import ItemTrie
+    from igdbeam.trie.item_trie import ItemTrie
 
 __all__ = ["NodeFilters", "exclude_items", "node_filters"]
 

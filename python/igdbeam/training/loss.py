@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as nnf
 
-from igdbeam._checks import check_tensor, check_unit_interval
-from igdbeam.weights import (
+from igdbeam.native.checks import check_tensor, check_unit_interval
+from igdbeam.ops.label_weights import (
     TokenWeights,
     check_labels,
     label_token_weights,
@@ -35,7 +35,7 @@ from igdbeam.weights import (
 )
 
 if TYPE_CHECKING:
-    from igdbeam.trie import ItemTrie
+    from igdbeam.trie.item_trie import ItemTrie
 
 __all__ = [
     "IGDLossOutput",
@@ -62,7 +62,7 @@ class IGDLossOutput:
             completion.
         weight: float32 ``[B, L]`` per-token weight (aligned with ``token_loss``).
         denominator: float32 0-d tensor the weighted sum was divided by.
-        token_weights: the IGD :class:`~igdbeam.weights.TokenWeights`, aligned with
+        token_weights: the IGD :class:`~igdbeam.ops.label_weights.TokenWeights`, aligned with
             ``token_loss`` (``None`` for the baselines).
     """
 
@@ -206,7 +206,7 @@ def igd_loss(
         off_trie: policy for completions that leave the trie: ``"uniform"`` (the reference:
             each of their tokens weighs ``beta``, which cancels out only when the whole
             micro-batch leaves the trie), ``"ignore"`` or ``"error"`` (see
-            :func:`~igdbeam.weights.label_token_weights`).
+            :func:`~igdbeam.ops.label_weights.label_token_weights`).
         validate: check that labels lie in ``[0, V)`` (one reduction, a host sync on GPU).
         return_output: also return an :class:`IGDLossOutput`.
 
@@ -299,7 +299,7 @@ def pos_loss(
     """The "Pos" baseline: token CE weighted linearly from 1 (first completion token) to beta.
 
     Same arguments and normalisation as :func:`igd_loss`, without a trie (see
-    :func:`~igdbeam.weights.positional_token_weights`).
+    :func:`~igdbeam.ops.label_weights.positional_token_weights`).
     """
     beta = check_unit_interval("beta", beta)
     _check_logits_labels(logits, labels)
@@ -332,7 +332,7 @@ def cft_loss(
     ``L = CE(logits, y) + alpha * CE(logits - cf_logits, y)`` summed over the completion tokens
     and divided by their count (or ``num_items_in_batch``). ``cf_logits`` come from the same
     model on a copy of the prompt with the history removed (built by
-    :class:`igdbeam.collators.CFTCollator`); the completion is the same tokens at other positions,
+    :class:`igdbeam.training.collators.CFTCollator`); the completion is the same tokens at other positions,
     so the completion positions of both are matched in order, row by row.
 
     Args:
@@ -372,7 +372,7 @@ def cft_loss(
     ):
         raise ValueError(
             "the completions of the real and the history-free prompts differ; build both with "
-            "igdbeam.collators.CFTCollator so that each row has the same completion tokens"
+            "igdbeam.training.collators.CFTCollator so that each row has the same completion tokens"
         )
     ce = token_cross_entropy(logits, target, ignore_index=ignore_index)
     # Only the completion positions of both are gathered (a copy of those rows only).

@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from igdbeam.data.bigrec_csv import Sample
-from igdbeam.prompts import get_template
+from igdbeam.training.prompts import get_template
 
 GenerateFn = Callable[..., Any]
 MethodSettings = Mapping[str, Mapping[str, float]]
@@ -68,7 +68,7 @@ def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, 
 def resolve_decoder(spec: str = "igdbeam:generate") -> GenerateFn:
     """Return the decoder named ``MODULE:FUNCTION`` (default :func:`igdbeam.generate`).
 
-    When ``MODULE.FUNCTION`` is itself a module (e.g. the submodule ``igdbeam.generate``), its
+    When ``MODULE.FUNCTION`` is itself a module (e.g. ``igdbeam.decoding:generate``, the submodule ``igdbeam.decoding.generate``), its
     attribute of the same name is used.
 
     Raises:
@@ -112,7 +112,7 @@ class Recommendations:
 
 def _shared_search_partners(methods: MethodSettings) -> dict[str, list[str]]:
     """Methods that :func:`igdbeam.generate_many` decodes in the same search as each method."""
-    from igdbeam.generate import Decoding
+    from igdbeam.decoding.generate import Decoding
 
     groups: dict[tuple[float, float, bool], list[str]] = {}
     for name, settings in methods.items():
@@ -159,7 +159,7 @@ def recommend_many(
             :func:`igdbeam.generate_many` path.
         exclude_item_ids: per sample, trie item ids (catalog positions) that must not be
             recommended, e.g. :func:`history_exclusions` (``--exclude-history``); passed to the
-            decoder as ``item_mask`` (see :mod:`igdbeam.item_filters`).
+            decoder as ``item_mask`` (see :mod:`igdbeam.ops.node_filters`).
         item_scores: collaborative log-scores ``[len(samples), num_items]`` (one row per
             sample) or ``[num_items]`` (every sample), e.g. :func:`popularity_log_scores`;
             passed to the decoder with ``item_score_weight``.
@@ -169,7 +169,7 @@ def recommend_many(
     """
     if not methods:
         raise ValueError("no decoding methods given")
-    from igdbeam.generate import generate, generate_many
+    from igdbeam.decoding.generate import generate, generate_many
 
     shared = generate_fn is None or generate_fn is generate
     names = list(methods)
@@ -278,7 +278,7 @@ class _RowFilters:
             self.scores = t
 
     def kwargs(self, idx: Sequence[int]) -> dict[str, Any]:
-        from igdbeam.item_filters import exclude_items
+        from igdbeam.ops.node_filters import exclude_items
 
         out: dict[str, Any] = {}
         if self.exclude is not None:

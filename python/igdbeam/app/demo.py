@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from igdbeam.demo_adapters import adapter_folders
-from igdbeam.io_utils import write_csv, write_json
+from igdbeam.app.demo_adapters import adapter_folders
+from igdbeam.app.io_utils import write_csv, write_json
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class DemoProfile:
     Attributes:
         name: profile name.
         num_users: test rows to decode at most, users spread first (every user's last row, then
-            more rows; see :func:`~igdbeam.pipeline.select_test_rows`).
+            more rows; see :func:`~igdbeam.app.pipeline.select_test_rows`).
         num_beams: beams = recommendations per row.
         batch_size: prompts decoded together (also the rows per budget check).
         max_history_items: history items per prompt (the newest; as the adapters were trained).
@@ -150,8 +150,8 @@ TABLE_COLUMNS = [
 
 
 def table_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The printed table's rows from :func:`igdbeam.experiment_report.summarize` records."""
-    from igdbeam.experiment_report import format_difference, format_interval
+    """The printed table's rows from :func:`igdbeam.evaluation.report.summarize` records."""
+    from igdbeam.evaluation.report import format_difference, format_interval
 
     out = []
     for r in records:
@@ -201,17 +201,8 @@ def run_demo(
     Returns:
         the results dictionary that is also written to ``results.json``.
     """
-    from igdbeam.analysis import (
-        entropy_curves,
-        plot_entropy_curves,
-        plot_zero_ig_by_step,
-        zero_ig_report,
-    )
-    from igdbeam.assets import load_model_and_tokenizer, smollm2_checkpoint
-    from igdbeam.data import load_dataset
-    from igdbeam.experiment_report import cell_rows, summarize
-    from igdbeam.lora import load_model_with_adapter
-    from igdbeam.pipeline import (
+    from igdbeam.app.assets import load_model_and_tokenizer, smollm2_checkpoint
+    from igdbeam.app.pipeline import (
         Recommendations,
         build_trie,
         popularity,
@@ -221,6 +212,15 @@ def run_demo(
         select_test_rows,
         target_positions,
     )
+    from igdbeam.data import load_dataset
+    from igdbeam.evaluation.analysis import (
+        entropy_curves,
+        plot_entropy_curves,
+        plot_zero_ig_by_step,
+        zero_ig_report,
+    )
+    from igdbeam.evaluation.report import cell_rows, summarize
+    from igdbeam.training.lora import load_model_with_adapter
 
     prof = PROFILES[profile] if isinstance(profile, str) else profile
     if num_users is not None:

@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from igdbeam.decode_ops import beam_step
-from igdbeam.kv_cache import decode_forward
+from igdbeam.decoding.kv_cache import decode_forward
+from igdbeam.ops.decode_steps import beam_step
 
 if TYPE_CHECKING:
-    from igdbeam.item_filters import NodeFilters
-    from igdbeam.trie import ItemTrie
+    from igdbeam.ops.node_filters import NodeFilters
+    from igdbeam.trie.item_trie import ItemTrie
 
 NEG_INF = float("-inf")
 
@@ -131,7 +131,7 @@ def run_beam_search(
 
     ``start.model_kwargs`` (with its KV cache) is consumed: the cache is reordered in place.
     ``filters`` (one row per prompt, or one for all) are the per-request item filters / CF
-    scores of :mod:`igdbeam.item_filters`. Returns one :class:`FinishedItems` per finisher, in
+    scores of :mod:`igdbeam.ops.node_filters`. Returns one :class:`FinishedItems` per finisher, in
     order.
     """
     logits, kwargs, cache_key = start.logits, start.model_kwargs, start.cache_key

@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 from transformers import LogitsProcessor
 
-from igdbeam._checks import check_unit_interval
-from igdbeam.decode_ops import check_temperature, processor_step
-from igdbeam.item_filters import node_filters
+from igdbeam.native.checks import check_unit_interval
+from igdbeam.ops.decode_steps import check_temperature, processor_step
+from igdbeam.ops.node_filters import node_filters
 
 if TYPE_CHECKING:
-    from igdbeam.trie import ItemTrie
+    from igdbeam.trie.item_trie import ItemTrie
 
 
 class IGDLogitsProcessor(LogitsProcessor):
@@ -58,7 +58,7 @@ class IGDLogitsProcessor(LogitsProcessor):
             costs a host sync there).
         item_mask: bool ``[P, num_items]`` per prompt (or ``[num_items]`` for all), True = may
             be recommended: children with no allowed item below are treated as non-children
-            (``-inf``, outside the renormalisation). See :mod:`igdbeam.item_filters`.
+            (``-inf``, outside the renormalisation). See :mod:`igdbeam.ops.node_filters`.
         item_scores: float ``[P, num_items]`` (or ``[num_items]``) collaborative log-scores:
             child ``c`` of node ``n`` gains ``item_score_weight * (S(c) - S(n))``, ``S`` the
             log-sum-exp of the allowed item scores below a node.

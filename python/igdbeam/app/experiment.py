@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from igdbeam.io_utils import write_json
+from igdbeam.app.io_utils import write_json
 
 LOSS_NAMES = ("plain", "pos", "cft", "igd")
 
@@ -45,7 +45,7 @@ class ExperimentProfile:
         seeds: training seeds; each (loss, seed) is one fine-tune.
         beta: IGD loss weight of zero-IG tokens (and ``pos``'s weight of the last token).
         alpha: IGD decoding strength of the ``igd`` decoding.
-        catalog / smoothing / weighting: the trie (see :func:`igdbeam.pipeline.build_trie`).
+        catalog / smoothing / weighting: the trie (see :func:`igdbeam.app.pipeline.build_trie`).
         max_history_items: history items per prompt (the newest).
         train_rows: the latest N training rows (None: all).
         train_steps: optimizer steps (-1: one epoch over ``train_rows``).
@@ -239,8 +239,8 @@ class Experiment:
 
     def setup(self) -> None:
         """Load the data, the tokenizer and the trie; pick the training, validation, test rows."""
+        from igdbeam.app.pipeline import build_trie, popularity, prepare_movielens, select_test_rows
         from igdbeam.data import load_dataset
-        from igdbeam.pipeline import build_trie, popularity, prepare_movielens, select_test_rows
 
         self._check_cache()
         p = self.profile
@@ -265,7 +265,7 @@ class Experiment:
         )
 
     def _load_base(self) -> tuple[Any, Any]:
-        from igdbeam.assets import load_model_and_tokenizer
+        from igdbeam.app.assets import load_model_and_tokenizer
 
         return load_model_and_tokenizer(self.model_spec)
 
@@ -280,7 +280,7 @@ class Experiment:
 
     def train(self, loss: str, seed: int) -> Path:
         """Fine-tune ``(loss, seed)`` unless its cache is complete; return its folder."""
-        from igdbeam.pipeline import train_model
+        from igdbeam.app.pipeline import train_model
 
         folder = self.model_dir(loss, seed)
         if (folder / "train_log.json").exists():
@@ -290,7 +290,7 @@ class Experiment:
         model, tokenizer = self._load_base()
         lora = None
         if p.lora_r > 0:
-            from igdbeam.lora import lora_config
+            from igdbeam.training.lora import lora_config
 
             lora = lora_config(p.lora_r, p.lora_alpha, p.lora_dropout)
         metrics = train_model(
@@ -322,7 +322,7 @@ class Experiment:
 
     def load_trained(self, loss: str, seed: int) -> Any:
         """The fine-tuned model of ``(loss, seed)`` (adapter merged into its base), in eval mode."""
-        from igdbeam.lora import is_adapter_folder, load_model_with_adapter
+        from igdbeam.training.lora import is_adapter_folder, load_model_with_adapter
 
         folder = self.model_dir(loss, seed) / "model"
         if is_adapter_folder(folder):
@@ -333,7 +333,7 @@ class Experiment:
     # ------------------------------------------------------------------ decoding
     def decode(self, loss: str, seed: int, bar: Any = None) -> dict[str, np.ndarray]:
         """Decode the test rows with every decoding; cached chunk by chunk."""
-        from igdbeam.pipeline import recommend_many
+        from igdbeam.app.pipeline import recommend_many
 
         p = self.profile
         folder = self.out / "decodes" / run_name(loss, seed, p.beta)
@@ -381,7 +381,7 @@ class Experiment:
         }
 
     def _history(self, rows: Sequence[Any]) -> Any:
-        from igdbeam.recommending import history_exclusions
+        from igdbeam.app.recommending import history_exclusions
 
         return history_exclusions(self._ds.catalog, rows)
 
@@ -400,7 +400,7 @@ class Experiment:
 
         Raises ValueError when no (loss, seed) run is complete yet.
         """
-        from igdbeam.experiment_report import write_report
+        from igdbeam.evaluation.report import write_report
 
         self.setup()
         done = [(loss, seed) for loss, seed in self.runs() if self.is_complete(loss, seed)]
@@ -439,7 +439,7 @@ class Experiment:
             bar.set_postfix_str(f"decode {name}")
             decoded[name] = self.decode(loss, seed, bar)
         bar.close()
-        from igdbeam.experiment_report import write_report
+        from igdbeam.evaluation.report import write_report
 
         return write_report(self, decoded, logs)
 

@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from igdbeam.bootstrap import (
+from igdbeam.app.io_utils import atomic_open, write_csv, write_json
+from igdbeam.evaluation.bootstrap import (
     ACCURACY,
     REPORTED,
     RowMetrics,
@@ -19,7 +20,6 @@ from igdbeam.bootstrap import (
     paired_difference,
     resample_indices,
 )
-from igdbeam.io_utils import atomic_open, write_csv, write_json
 
 BASELINE = ("plain", "d3")  # the D3 baseline: cross-entropy fine-tune, length penalty 0
 ABLATION = (
@@ -49,7 +49,7 @@ def cell_metrics(
     experiment: Any, decoded: Mapping[str, Mapping[str, np.ndarray]]
 ) -> dict[tuple[str, str], list[RowMetrics]]:
     """``{(loss, decoding): [RowMetrics per seed]}`` on the experiment's test rows."""
-    from igdbeam.pipeline import target_positions
+    from igdbeam.app.pipeline import target_positions
 
     targets = target_positions(experiment._ds, experiment.test_rows)
     cells: dict[tuple[str, str], list[RowMetrics]] = {}
@@ -161,7 +161,7 @@ def curves(logs: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, list[fl
 
 def plot_curves(data: Mapping[str, Mapping[str, list[float]]], path: Path) -> Path:
     """Validation cross-entropy on zero-IG vs positive-IG tokens over training, one line a run."""
-    from igdbeam.analysis import _pyplot
+    from igdbeam.evaluation.analysis import _pyplot
 
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=False)
@@ -189,7 +189,7 @@ def write_report(
     logs: Mapping[str, Mapping[str, Any]],
 ) -> dict[str, Any]:
     """Compute every record and write results.json / results.csv / results.md / the PNG."""
-    from igdbeam.analysis import zero_ig_report
+    from igdbeam.evaluation.analysis import zero_ig_report
 
     out = Path(experiment.out)
     p = experiment.profile

@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from igdbeam._checks import check_tensor, cuda_stream, row_major
-from igdbeam._native import _C
 from igdbeam.errors import InvalidIdError, first_non_integer
+from igdbeam.native.checks import check_tensor, cuda_stream, row_major
+from igdbeam.native.library import _C
 
 if TYPE_CHECKING:
-    from igdbeam.trie import ItemTrie
+    from igdbeam.trie.item_trie import ItemTrie
 
 
 def require_cuda_kernels(op: str) -> None:

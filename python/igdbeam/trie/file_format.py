@@ -79,7 +79,7 @@ def save_trie(trie: Any, path: str | os.PathLike[str]) -> None:
     reader never sees a partial file. A trie memory-mapped from ``path`` stays valid: it keeps
     the old file's pages.
     """
-    from igdbeam.trie import ITEM_ARRAYS, NODE_ARRAYS
+    from igdbeam.trie.item_trie import ITEM_ARRAYS, NODE_ARRAYS
 
     arrays = {
         name: np.ascontiguousarray(trie.array(name).cpu().numpy())
@@ -160,7 +160,7 @@ def load_trie(path: str | os.PathLike[str], *, mmap: bool = True) -> Any:
             :func:`validate_arrays` for what is checked).
         OSError: the file cannot be opened or read.
     """
-    from igdbeam.trie import ARRAY_DTYPES, ITEM_ARRAYS, NODE_ARRAYS, ItemTrie
+    from igdbeam.trie.item_trie import ARRAY_DTYPES, ITEM_ARRAYS, NODE_ARRAYS, ItemTrie
 
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
@@ -240,7 +240,7 @@ def validate_arrays(a: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
     item, every item on exactly one leaf (ascending within it) and ``item_leaf`` agreeing with
     ``leaf_items``; leaf weights finite, ``>= 0`` and not all 0. O(num_nodes + num_items).
     """
-    from igdbeam.trie import ARRAY_DTYPES, ENTROPY_MODES
+    from igdbeam.trie.item_trie import ARRAY_DTYPES, ENTROPY_MODES
 
     def fail(why: str) -> None:
         raise TrieFormatError(why)

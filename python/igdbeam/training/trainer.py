@@ -26,8 +26,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 import transformers
 
-from igdbeam._checks import check_unit_interval
-from igdbeam.loss import (
+from igdbeam.native.checks import check_unit_interval
+from igdbeam.ops.label_weights import (
+    OFF_TRIE_POLICIES,
+    check_labels,
+    label_token_weights,
+    positional_token_weights,
+)
+from igdbeam.training.loss import (
     cft_loss,
     igd_loss,
     igd_loss_from_log_probs,
@@ -36,15 +42,9 @@ from igdbeam.loss import (
     token_cross_entropy,
     weighted_token_mean,
 )
-from igdbeam.weights import (
-    OFF_TRIE_POLICIES,
-    check_labels,
-    label_token_weights,
-    positional_token_weights,
-)
 
 if TYPE_CHECKING:
-    from igdbeam.trie import ItemTrie
+    from igdbeam.trie.item_trie import ItemTrie
 
 __all__ = [
     "IGDLossFunc",
@@ -661,7 +661,7 @@ def _has_fused_head(model: Any) -> bool:
 def igd_sft_trainer_class() -> type:
     """Return the ``IGDSFTTrainer`` class (a subclass of ``trl.SFTTrainer``), built once.
 
-    ``igdbeam.IGDSFTTrainer`` / ``igdbeam.trainer.IGDSFTTrainer`` resolve to this class on first
+    ``igdbeam.IGDSFTTrainer`` / ``igdbeam.training.trainer.IGDSFTTrainer`` resolve to this class on first
     access, so TRL is imported only when it is used.
     """
     global _IGD_SFT_CLASS

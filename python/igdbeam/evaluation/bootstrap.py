@@ -1,6 +1,6 @@
 """Per-row metrics, 95% bootstrap intervals and paired differences for recommendation results.
 
-Every metric of :func:`igdbeam.metrics.evaluate_recommendations` is a function of the test rows,
+Every metric of :func:`igdbeam.evaluation.metrics.evaluate_recommendations` is a function of the test rows,
 so one bootstrap serves them all: resample the rows with replacement ``num_resamples`` times and
 recompute. Paired differences resample the *same* rows for both methods, which is what tells a
 reader whether a gap between two decoders on one test set is signal: the interval of the
@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from igdbeam.metrics import first_tokens, hit_ranks
+from igdbeam.evaluation.metrics import first_tokens, hit_ranks
 
 # The metrics the experiment reports: accuracy per row, diversity per list set.
 ACCURACY = ("NDCG@5", "NDCG@10", "HR@5", "HR@10")
@@ -67,8 +67,8 @@ class RowMetrics:
     def values(self, rows: np.ndarray | None = None) -> dict[str, float]:
         """Every reported metric on the given rows (all rows when None; repeats allowed).
 
-        Accuracy as :func:`igdbeam.metrics.ranking_metrics`, the list-level metrics of the top
-        10 as :func:`igdbeam.metrics.diversity_metrics` (same definitions, computed from
+        Accuracy as :func:`igdbeam.evaluation.metrics.ranking_metrics`, the list-level metrics of the top
+        10 as :func:`igdbeam.evaluation.metrics.diversity_metrics` (same definitions, computed from
         per-row pieces so that a bootstrap resample is cheap).
         """
         idx = np.arange(len(self)) if rows is None else rows

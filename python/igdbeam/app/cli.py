@@ -32,7 +32,7 @@ SmolLM2-135M-Instruct, fetched and converted into the cache ($IGDBEAM_CACHE or
 """
 
 EPILOG = """\
-Scale out with accelerate: 'accelerate launch --num_processes N -m igdbeam.cli evaluate ...'
+Scale out with accelerate: 'accelerate launch --num_processes N -m igdbeam.app.cli evaluate ...'
 (or train). On a machine without GPUs add --multi_gpu (it selects accelerate's torchrun
 launcher; igdbeam then runs N CPU processes with the gloo backend)."""
 
@@ -427,7 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_overwrite(p, "--out folder")
     p.add_argument("--no-progress", action="store_true", help="hide the tqdm progress bars")
 
-    from igdbeam.experiment_cli import add_experiment_parser
+    from igdbeam.app.experiment_cli import add_experiment_parser
 
     add_experiment_parser(sub, argparse.ArgumentDefaultsHelpFormatter)
     return parser
@@ -439,20 +439,20 @@ _CREATED_DIRS: list[Path] = []  # parent folders the output checks created (remo
 
 def _check_out_dir(path: Path, command: str, overwrite: bool, option: str = "--out") -> None:
     """Before any work: may ``igdbeam <command>`` write the output folder ``path``?"""
-    from igdbeam.io_utils import check_output_dir
+    from igdbeam.app.io_utils import check_output_dir
 
     _CREATED_DIRS.extend(check_output_dir(path, command, overwrite=overwrite, option=option))
 
 
 def _check_out_file(path: Path, overwrite: bool, option: str = "--out") -> None:
     """Before any work: may the output file ``path`` be written?"""
-    from igdbeam.io_utils import check_output_file
+    from igdbeam.app.io_utils import check_output_file
 
     _CREATED_DIRS.extend(check_output_file(path, overwrite=overwrite, option=option))
 
 
 def _load_decoder(spec: str) -> Callable[..., Any]:
-    from igdbeam.pipeline import resolve_decoder
+    from igdbeam.app.pipeline import resolve_decoder
 
     return resolve_decoder(spec)
 
@@ -460,7 +460,7 @@ def _load_decoder(spec: str) -> Callable[..., Any]:
 def _dataset_dir(args: argparse.Namespace) -> Path:
     if args.data is not None:
         return Path(args.data)
-    from igdbeam.pipeline import prepare_movielens
+    from igdbeam.app.pipeline import prepare_movielens
 
     return prepare_movielens(args.dataset, progress=not getattr(args, "no_progress", False))
 
@@ -468,7 +468,7 @@ def _dataset_dir(args: argparse.Namespace) -> Path:
 def _tokenizer(model: str) -> Any:
     from transformers import AutoTokenizer
 
-    from igdbeam.assets import AssetError, smollm2_checkpoint
+    from igdbeam.app.assets import AssetError, smollm2_checkpoint
 
     path = smollm2_checkpoint() if model == "smollm2" else Path(model)
     if not Path(path).is_dir():
@@ -483,9 +483,9 @@ def _tokenizer(model: str) -> Any:
 def _setup(args: argparse.Namespace, splits: Sequence[str]) -> tuple[Any, Any, Any, Any]:
     import torch
 
-    from igdbeam.assets import load_model_and_tokenizer
+    from igdbeam.app.assets import load_model_and_tokenizer
+    from igdbeam.app.pipeline import build_trie
     from igdbeam.data import DataFormatError, load_dataset
-    from igdbeam.pipeline import build_trie
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -507,7 +507,7 @@ def _setup(args: argparse.Namespace, splits: Sequence[str]) -> tuple[Any, Any, A
 
 
 def _methods(args: argparse.Namespace) -> dict[str, dict[str, float]]:
-    from igdbeam.pipeline import METHODS
+    from igdbeam.app.pipeline import METHODS
 
     names = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in names if m not in METHODS]
@@ -525,7 +525,7 @@ def _methods(args: argparse.Namespace) -> dict[str, dict[str, float]]:
 # ----------------------------------------------------------------------------------- commands
 def cmd_prepare(args: argparse.Namespace) -> int:
     """Build a MovieLens dataset folder."""
-    from igdbeam.assets import asset_path
+    from igdbeam.app.assets import asset_path
     from igdbeam.data import build_movielens
 
     _check_out_dir(args.out, "prepare", args.overwrite)
@@ -548,10 +548,10 @@ def cmd_stats(args: argparse.Namespace) -> int:
     """Print dataset and trie statistics."""
     import numpy as np
 
-    from igdbeam.analysis import plot_zero_ig_by_step, zero_ig_report
+    from igdbeam.app.io_utils import atomic_path, write_json
+    from igdbeam.app.pipeline import build_trie
     from igdbeam.data import load_dataset
-    from igdbeam.io_utils import atomic_path, write_json
-    from igdbeam.pipeline import build_trie
+    from igdbeam.evaluation.analysis import plot_zero_ig_by_step, zero_ig_report
 
     plot = Path(args.plot) / "zero_ig_by_step.png" if args.plot is not None else None
     if args.out is not None:
@@ -595,7 +595,7 @@ def _lora_config(args: argparse.Namespace) -> Any:
     """The ``peft.LoraConfig`` of ``train --lora-r R`` (None for a full fine-tune)."""
     if args.lora_r == 0:
         return None
-    from igdbeam.lora import lora_config
+    from igdbeam.training.lora import lora_config
 
     modules = None
     if args.lora_target_modules:
@@ -605,8 +605,8 @@ def _lora_config(args: argparse.Namespace) -> Any:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Fine-tune a model."""
-    from igdbeam.io_utils import write_json
-    from igdbeam.pipeline import train_model
+    from igdbeam.app.io_utils import write_json
+    from igdbeam.app.pipeline import train_model
 
     _check_out_dir(args.output_dir, "train", args.overwrite, "--output-dir")
     ds, model, tok, trie = _setup(args, ("train",))
@@ -634,7 +634,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         lora=_lora_config(args),
     )
-    from igdbeam.pipeline import dist_state
+    from igdbeam.app.pipeline import dist_state
 
     if dist_state().is_main_process:
         write_json(
@@ -662,8 +662,8 @@ def _filter_kwargs(args: argparse.Namespace, ds: Any, rows: Sequence[Any]) -> di
     and --item-scores (rows: the selected samples of --split)."""
     import numpy as np
 
-    from igdbeam.pipeline import popularity
-    from igdbeam.recommending import history_exclusions, popularity_log_scores
+    from igdbeam.app.pipeline import popularity
+    from igdbeam.app.recommending import history_exclusions, popularity_log_scores
 
     out: dict[str, Any] = {}
     if args.exclude_history:
@@ -690,9 +690,9 @@ def _filter_kwargs(args: argparse.Namespace, ds: Any, rows: Sequence[Any]) -> di
 
 def cmd_recommend(args: argparse.Namespace) -> int:
     """Write recommendations for a split."""
-    from igdbeam.io_utils import atomic_open, dump_csv, dump_json
-    from igdbeam.pipeline import METHODS, dist_state, recommend_sharded, recommendations_table
-    from igdbeam.pipeline import select_test_users as pick
+    from igdbeam.app.io_utils import atomic_open, dump_csv, dump_json
+    from igdbeam.app.pipeline import METHODS, dist_state, recommend_sharded, recommendations_table
+    from igdbeam.app.pipeline import select_test_users as pick
 
     out = Path(args.out)
     if out.suffix.lower() == ".json":
@@ -752,18 +752,18 @@ EVALUATE_COLUMNS = [  # (key, header, format) of the table `evaluate` prints
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate one or more decoders."""
-    from igdbeam.analysis import entropy_curves, plot_entropy_curves
-    from igdbeam.demo import format_table
-    from igdbeam.io_utils import atomic_dir, write_csv, write_json
-    from igdbeam.metrics import evaluate_recommendations
-    from igdbeam.pipeline import (
+    from igdbeam.app.demo import format_table
+    from igdbeam.app.io_utils import atomic_dir, write_csv, write_json
+    from igdbeam.app.pipeline import (
         dist_state,
         popularity,
         recommend_many_sharded,
         recommendations_table,
         target_positions,
     )
-    from igdbeam.pipeline import select_test_users as pick
+    from igdbeam.app.pipeline import select_test_users as pick
+    from igdbeam.evaluation.analysis import entropy_curves, plot_entropy_curves
+    from igdbeam.evaluation.metrics import evaluate_recommendations
 
     methods = _methods(args)
     _check_out_dir(args.out, "evaluate", args.overwrite)
@@ -807,8 +807,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the demo."""
-    from igdbeam.demo import run_demo
-    from igdbeam.io_utils import staged_dir
+    from igdbeam.app.demo import run_demo
+    from igdbeam.app.io_utils import staged_dir
 
     _check_out_dir(args.out, "demo", args.overwrite)
     generate_fn = _load_decoder(args.decoder)
@@ -830,8 +830,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
-    """Run or resume the train x decode grid (see igdbeam.experiment_cli)."""
-    from igdbeam.experiment_cli import cmd_experiment as run
+    """Run or resume the train x decode grid (see igdbeam.app.experiment_cli)."""
+    from igdbeam.app.experiment_cli import cmd_experiment as run
 
     return run(args)
 
@@ -898,7 +898,7 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _remove_created_dirs() -> None:
-    from igdbeam.io_utils import remove_empty_dirs
+    from igdbeam.app.io_utils import remove_empty_dirs
 
     remove_empty_dirs(_CREATED_DIRS)
     _CREATED_DIRS.clear()
@@ -924,7 +924,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    from igdbeam.assets import AssetError
+    from igdbeam.app.assets import AssetError
 
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from igdbeam.assets import AssetError, cache_dir, sha256_file
+from igdbeam.app.assets import AssetError, cache_dir, sha256_file
 
-SHIPPED_DIR = Path(__file__).parent / "adapters" / "ml-100k-smollm2-lora8"
+SHIPPED_DIR = Path(__file__).resolve().parents[1] / "adapters" / "ml-100k-smollm2-lora8"
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 # SHA-256 of the shipped files: a changed or truncated file is refused, not silently used.
 SHIPPED_SHA256: dict[str, dict[str, str]] = {
@@ -67,7 +67,7 @@ def train_demo_adapters(out: Path | None = None, *, progress: bool = True) -> di
     """
     from dataclasses import replace
 
-    from igdbeam.experiment import PROFILES, Experiment
+    from igdbeam.app.experiment import PROFILES, Experiment
 
     profile = replace(PROFILES["cpu"], losses=("plain", "igd"), seeds=(0,))
     exp = Experiment(out or cache_dir() / "demo-adapters", profile, progress=progress)

@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from igdbeam._native import _C
 from igdbeam.errors import (
     InvalidIdError,
     VocabularyError,
@@ -25,6 +24,7 @@ from igdbeam.errors import (
     as_index,
     first_non_integer,
 )
+from igdbeam.native.library import _C
 
 ENTROPY_MODES = {"global": 0, "conditional": 1}
 
@@ -326,9 +326,9 @@ class ItemTrie:
 
         Each item's path is the tokens of ``prefix + title + suffix`` encoded after ``context``
         (the end of the prompt), plus the EOS id (``eos=True``), a given id (``eos=<int>``) or
-        nothing (``eos=False``). See :func:`igdbeam.titles.tokenize_titles_in_context`.
+        nothing (``eos=False``). See :func:`igdbeam.trie.titles.tokenize_titles_in_context`.
         """
-        from igdbeam.titles import tokenize_titles_in_context
+        from igdbeam.trie.titles import tokenize_titles_in_context
 
         paths = tokenize_titles_in_context(
             titles,
@@ -506,7 +506,7 @@ class ItemTrie:
         ``tokens`` is ``[rows, cols]`` int64 (any device the trie is on); ``lengths[r]`` (optional)
         limits row ``r`` to its first ``lengths[r]`` tokens, e.g. for right padding.
         """
-        from igdbeam.ops import walk_paths
+        from igdbeam.ops.walk import walk_paths
 
         return walk_paths(self, tokens, lengths)
 
@@ -633,7 +633,7 @@ class ItemTrie:
         renamed over ``path``, so readers and concurrent writers never see a partial or mixed
         file, and a trie memory-mapped from ``path`` keeps reading the old file's pages.
         """
-        from igdbeam.trie_io import save_trie
+        from igdbeam.trie.file_format import save_trie
 
         save_trie(self, path)
 
@@ -658,7 +658,7 @@ class ItemTrie:
         Raises:
             TrieFormatError: the file is not a valid trie (a ValueError subclass).
         """
-        from igdbeam.trie_io import load_trie
+        from igdbeam.trie.file_format import load_trie
 
         return load_trie(path, mmap=mmap)
 
@@ -668,7 +668,7 @@ class ItemTrie:
         Raises:
             TrieFormatError: the arrays do not form a well-formed trie.
         """
-        from igdbeam.trie_io import validate_arrays
+        from igdbeam.trie.file_format import validate_arrays
 
         validate_arrays({k: v.cpu().numpy() for k, v in self._arrays.items()}, self._meta)
 

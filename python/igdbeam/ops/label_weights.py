@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from igdbeam._checks import check_tensor, check_unit_interval, cuda_stream, row_major
-from igdbeam._native import _C
 from igdbeam.errors import VocabularyError, as_index
+from igdbeam.native.checks import check_tensor, check_unit_interval, cuda_stream, row_major
+from igdbeam.native.library import _C
 
 if TYPE_CHECKING:
-    from igdbeam.trie import ItemTrie
+    from igdbeam.trie.item_trie import ItemTrie
 
 OFF_TRIE_POLICIES = {"error": 0, "uniform": 1, "ignore": 2}
 ROW_LEFT_TRIE = 1
@@ -155,7 +155,7 @@ def label_token_weights(
     Each row's completion (its labels that are not ``ignore_index``, in order) is walked from the
     trie root; position ``t`` of every output describes the token ``labels[t]``. For next-token
     losses, walk the unshifted labels and then shift the outputs left by one
-    (:func:`igdbeam.loss.shifted_token_weights`), as ``igd_loss`` does, so that a completion that
+    (:func:`igdbeam.training.loss.shifted_token_weights`), as ``igd_loss`` does, so that a completion that
     starts at position 0 is still walked from its first token.
 
     Args:
@@ -217,7 +217,7 @@ def label_token_weights(
             row_status.data_ptr(),
         )
         if device.type == "cuda":
-            from igdbeam.ops import require_cuda_kernels
+            from igdbeam.ops.walk import require_cuda_kernels
 
             require_cuda_kernels("label_token_weights")
             _C.label_weights_cuda(*args, cuda_stream(labels))

@@ -1,6 +1,6 @@
 """The recommendation pipeline shared by the CLI and the demo: data, trie, decoding, evaluation.
 
-Decoding calls :func:`igdbeam.generate` and training :func:`igdbeam.trainer.make_compute_loss_func`;
+Decoding calls :func:`igdbeam.generate` and training :func:`igdbeam.training.trainer.make_compute_loss_func`;
 both are imported lazily, so this module works with any igdbeam build that provides them.
 """
 
@@ -16,9 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from igdbeam.data.bigrec_csv import Dataset, Sample
-from igdbeam.prompts import IGNORE_INDEX, build_example, get_template, trie_for_catalog
-from igdbeam.recommending import (  # noqa: F401 - re-exported: the pipeline's public names
+from igdbeam.app.recommending import (  # noqa: F401 - re-exported: the pipeline's public names
     GenerateFn,
     Recommendations,
     dist_state,
@@ -30,6 +28,8 @@ from igdbeam.recommending import (  # noqa: F401 - re-exported: the pipeline's p
     recommend_sharded,
     resolve_decoder,
 )
+from igdbeam.data.bigrec_csv import Dataset, Sample
+from igdbeam.training.prompts import IGNORE_INDEX, build_example, get_template, trie_for_catalog
 
 LOSSES = ("plain", "pos", "cft", "igd")
 METHODS: dict[str, dict[str, float]] = {
@@ -51,9 +51,9 @@ def prepare_movielens(
     """Return a folder with the BIGRec-format splits of MovieLens, building it on first use.
 
     The default folder is ``<cache>/data/<name>-h<max_history>-v2``; the RecBole files come from the
-    pinned wheels (:func:`igdbeam.assets.asset_path`).
+    pinned wheels (:func:`igdbeam.app.assets.asset_path`).
     """
-    from igdbeam.assets import asset_path, cache_dir
+    from igdbeam.app.assets import asset_path, cache_dir
     from igdbeam.data.movielens import build_movielens
 
     default = cache_dir() / "data" / f"{name}-h{max_history}-v2"
@@ -82,7 +82,7 @@ def popularity(dataset: Dataset) -> np.ndarray:
     Uses the loaded training split, or reads only the ``item_id`` column of ``train.csv``.
     """
     from igdbeam.data.bigrec_csv import read_target_ids
-    from igdbeam.trie import popularity_weights
+    from igdbeam.trie.item_trie import popularity_weights
 
     if "train" in dataset.splits or dataset.directory is None:
         positions = target_positions(dataset, dataset.split("train"))
@@ -145,7 +145,7 @@ def with_catalog_ids(trie: Any, item_ids: np.ndarray, num_items: int) -> Any:
     Catalog items not in ``item_ids`` get ``item_leaf == -1``: they have no path, so decoding
     never returns them and a test row whose target is one of them is a miss.
     """
-    from igdbeam.trie import ItemTrie
+    from igdbeam.trie.item_trie import ItemTrie
 
     ids = np.asarray(item_ids, dtype=np.int64)
     if ids.shape != (trie.num_items,) or (ids.size and (ids.min() < 0 or ids.max() >= num_items)):
@@ -333,20 +333,20 @@ TRAINER_LOSS = {"plain": "ce", "pos": "pos", "cft": "cft", "igd": "igd"}
 def make_loss(trie: Any, loss: str, beta: float) -> Callable[..., torch.Tensor]:
     """The Trainer ``compute_loss_func`` for a loss name: plain, pos, cft or igd.
 
-    Calls ``igdbeam.trainer.make_compute_loss_func(trie, beta, loss=...)`` with the trainer's
+    Calls ``igdbeam.training.trainer.make_compute_loss_func(trie, beta, loss=...)`` with the trainer's
     names (``plain`` is its ``"ce"``); a build whose function has no ``loss`` argument offers
     ``plain`` (``beta = 1``) and ``igd`` only.
     """
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
-    from igdbeam.trainer import make_compute_loss_func
+    from igdbeam.training.trainer import make_compute_loss_func
 
     if "loss" in inspect.signature(make_compute_loss_func).parameters:
         return make_compute_loss_func(trie, beta, loss=TRAINER_LOSS[loss])
     if loss in ("plain", "igd"):
         return make_compute_loss_func(trie, 1.0 if loss == "plain" else beta)
     raise NotImplementedError(
-        f"loss {loss!r} needs igdbeam.trainer.make_compute_loss_func to accept a loss mode; this "
+        f"loss {loss!r} needs igdbeam.training.trainer.make_compute_loss_func to accept a loss mode; this "
         "build only offers the IG weighting (use --loss plain or --loss igd)"
     )
 
@@ -354,8 +354,8 @@ def make_loss(trie: Any, loss: str, beta: float) -> Callable[..., torch.Tensor]:
 def _igd_trainer() -> tuple[Any, Any, Any] | None:
     """``(IGDTrainer, CompletionCollator, CFTCollator)`` when this igdbeam build has them."""
     try:
-        from igdbeam.collators import CFTCollator, CompletionCollator
-        from igdbeam.trainer import IGDTrainer
+        from igdbeam.training.collators import CFTCollator, CompletionCollator
+        from igdbeam.training.trainer import IGDTrainer
     except ImportError:
         return None
     return IGDTrainer, CompletionCollator, CFTCollator
@@ -388,14 +388,14 @@ def train_model(
 ) -> dict[str, Any]:
     """Fine-tune ``model`` on the samples with a transformers ``Trainer`` and the chosen loss.
 
-    With ``igdbeam.trainer.IGDTrainer`` available it trains with it (``loss`` plain/pos/cft/igd
+    With ``igdbeam.training.trainer.IGDTrainer`` available it trains with it (``loss`` plain/pos/cft/igd
     map to its ``ce``/``pos``/``cft``/``igd``; CFT gets ``igdbeam.CFTCollator`` with the
     history-free prompt); otherwise a plain ``Trainer`` with :func:`make_loss`. The Trainer
     runs data-parallel when started with ``accelerate launch``. With ``save`` the
     model and tokenizer are written to ``output_dir`` (``save_model`` writes to a temp folder
     first only on the main process, so readers never see a half checkpoint).
 
-    With ``lora`` (a ``peft.LoraConfig``, e.g. :func:`igdbeam.lora.lora_config`) the model is
+    With ``lora`` (a ``peft.LoraConfig``, e.g. :func:`igdbeam.training.lora.lora_config`) the model is
     wrapped with ``peft.get_peft_model`` and only the adapter is trained and saved (a few MB).
     With ``eval_samples`` the Trainer evaluates on them every ``eval_steps`` steps (and at
     the end), logging ``eval_loss_zero_ig`` / ``eval_loss_pos_ig``: the training curves.
@@ -476,7 +476,7 @@ def train_model(
     metrics["seconds"] = time.perf_counter() - start
     metrics["log_history"] = history + list(trainer.state.log_history)
     if save:
-        from igdbeam.io_utils import atomic_dir, ensure_output_dir
+        from igdbeam.app.io_utils import atomic_dir, ensure_output_dir
 
         out = Path(output_dir)
         if trainer.is_world_process_zero():

@@ -118,7 +118,7 @@ def title_path(
     tokenizer: Any, title: str, template: str | PromptTemplate, context: str
 ) -> list[int]:
     """Return the response tokens of ``title`` (EOS included) encoded after ``context``."""
-    from igdbeam.titles import tokenize_titles_in_context
+    from igdbeam.trie.titles import tokenize_titles_in_context
 
     t = get_template(template)
     return tokenize_titles_in_context(
@@ -200,7 +200,7 @@ def trie_for_catalog(
     ``titles[k]`` becomes trie item ``k``; ``weights`` are the item weights (e.g.
     :func:`igdbeam.popularity_weights` of the training targets), uniform when None.
     """
-    from igdbeam.trie import ItemTrie
+    from igdbeam.trie.item_trie import ItemTrie
 
     t = get_template(template)
     return ItemTrie.from_titles(

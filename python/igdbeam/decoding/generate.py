@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from igdbeam._checks import check_unit_interval
-from igdbeam.beam_search import Finisher, SearchInputs, run_beam_search
-from igdbeam.decode_ops import check_temperature, check_vocab
-from igdbeam.item_filters import node_filters
-from igdbeam.kv_cache import resolve_kv_cache, shared_prefix_kwargs
+from igdbeam.decoding.beam_search import Finisher, SearchInputs, run_beam_search
+from igdbeam.decoding.kv_cache import resolve_kv_cache, shared_prefix_kwargs
+from igdbeam.native.checks import check_unit_interval
+from igdbeam.ops.decode_steps import check_temperature, check_vocab
+from igdbeam.ops.node_filters import node_filters
 
 if TYPE_CHECKING:
-    from igdbeam.trie import ItemTrie
+    from igdbeam.trie.item_trie import ItemTrie
 
 
 @dataclass
@@ -428,7 +428,7 @@ def generate(
         item_mask: bool ``[B, num_items]`` (or ``[num_items]`` for all prompts), True = the item
             may be recommended (:func:`igdbeam.exclude_items` builds one from excluded ids).
             Beams never enter a branch without an allowed item; a prompt with none gets
-            ``item_ids = -1``. IG~ stays the trie's. See :mod:`igdbeam.item_filters`.
+            ``item_ids = -1``. IG~ stays the trie's. See :mod:`igdbeam.ops.node_filters`.
         item_scores: float ``[B, num_items]`` (or ``[num_items]``) collaborative log-scores; the
             step score of child ``c`` of node ``n`` gains ``item_score_weight * (S(c) - S(n))``
             with ``S`` the log-sum-exp of the (allowed) item scores below a node, so a finished
@@ -437,7 +437,7 @@ def generate(
         kv_cache: ``"auto"`` (default: ``"shared_prefix"`` where supported, else
             ``"dynamic"``), ``"shared_prefix"`` (each prompt's KV kept once, its beams attend
             to it with cascade attention; Llama, Qwen2 and Mistral models, see
-            :mod:`igdbeam.kv_cache`) or ``"dynamic"`` (transformers' ``DynamicCache``).
+            :mod:`igdbeam.decoding.kv_cache`) or ``"dynamic"`` (transformers' ``DynamicCache``).
         **model_kwargs: passed to the model's forward (e.g. ``token_type_ids``).
 
     Returns:

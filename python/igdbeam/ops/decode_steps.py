@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
-from igdbeam._checks import LOGIT_DTYPES, check_tensor, check_unit_interval, cuda_stream
-from igdbeam._native import _C
 from igdbeam.errors import VocabularyError, as_index
-from igdbeam.item_filters import NodeFilters, run_filtered_step
-from igdbeam.ops import require_cuda_kernels
+from igdbeam.native.checks import LOGIT_DTYPES, check_tensor, check_unit_interval, cuda_stream
+from igdbeam.native.library import _C
+from igdbeam.ops.node_filters import NodeFilters, run_filtered_step
+from igdbeam.ops.walk import require_cuda_kernels
 
 if TYPE_CHECKING:
-    from igdbeam.trie import ItemTrie
+    from igdbeam.trie.item_trie import ItemTrie
 
 ROW_OK, ROW_LEFT_TRIE, ROW_NAN = 0, 1, 2
 
@@ -135,7 +135,7 @@ def processor_step(
         eos_token_id: the only token allowed at a leaf, or None.
         validate: raise on NaN scores; defaults to True on CPU and False on CUDA (the check needs
             a host sync there).
-        filters: per-request item filters / CF scores (:func:`igdbeam.item_filters.node_filters`):
+        filters: per-request item filters / CF scores (:func:`igdbeam.ops.node_filters.node_filters`):
             disallowed children are treated as non-children, allowed ones gain the CF term.
         filter_rows: int ``[rows]`` prompt (filter row) of each row; None: row ``r`` uses filter
             row ``r`` (or row 0 of single-row filters).
@@ -257,7 +257,7 @@ def beam_step(
             beams) of any batch row, e.g. ``trie.fanout_bounds()[0]`` on a step from the root.
             Only a speed hint for CUDA (how many blocks select each row; the default bound is
             ``beams * trie.max_fanout``); every value gives the same result.
-        filters: per-request item filters / CF scores (:func:`igdbeam.item_filters.node_filters`):
+        filters: per-request item filters / CF scores (:func:`igdbeam.ops.node_filters.node_filters`):
             a disallowed child is never a candidate, an allowed child ``c`` of node ``n`` adds
             ``weight * (S(c) - S(n))`` to its score.
         filter_rows: int ``[batch]`` prompt (filter row) of each batch row, e.g. the prompts a

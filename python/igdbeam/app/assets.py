@@ -247,7 +247,7 @@ def _adapter_base(folder: Path) -> Path:
     not exist here and names the SmolLM2 checkpoint (or is ``smollm2``), the cached checkpoint
     of this machine is used (fetched and converted on first use).
     """
-    from igdbeam.lora import adapter_base_path
+    from igdbeam.training.lora import adapter_base_path
 
     base = adapter_base_path(folder)
     if base is None:
@@ -265,13 +265,13 @@ def load_model_and_tokenizer(model: str = "smollm2", **kwargs: Any) -> tuple[Any
     ``model`` is ``"smollm2"`` (the cached SmolLM2-135M-Instruct checkpoint, converted on first
     use), a local transformers checkpoint folder, or a LoRA adapter folder (with
     ``adapter_config.json``: its base is loaded and the adapter merged into it; see
-    :func:`igdbeam.lora.load_model_with_adapter`). The tokenizer gets a pad token (EOS when it
+    :func:`igdbeam.training.lora.load_model_with_adapter`). The tokenizer gets a pad token (EOS when it
     has none) and left padding, as batched beam search needs. ``kwargs`` go to
     ``AutoModelForCausalLM.from_pretrained``.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from igdbeam.lora import is_adapter_folder, load_model_with_adapter
+    from igdbeam.training.lora import is_adapter_folder, load_model_with_adapter
 
     path = smollm2_checkpoint() if model == "smollm2" else Path(model)
     if not Path(path).is_dir():
