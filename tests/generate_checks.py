@@ -7,7 +7,7 @@ import pytest
 import igdbeam
 from decode_models import EOS, PAD
 from igdbeam.decoding.processor import IGDLogitsProcessor
-from reference_decode import hf_hypotheses
+from oracles.decode import hf_hypotheses
 
 
 def processor_path(model, ids, mask, trie, ref, beams, alpha, lp, early_stopping=False):

@@ -10,7 +10,7 @@ import torch
 import igdbeam
 from decode_models import EOS, random_catalog
 from igdbeam.ops.decode_steps import beam_step
-from reference import ReferenceTrie
+from oracles.trie import ReferenceTrie
 
 
 def _reference(paths, trie, ref, logits, beam_scores, nodes, beams, C, alpha, temp, renorm):

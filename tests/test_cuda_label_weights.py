@@ -8,8 +8,8 @@ import torch
 
 from cuda_testing import _C, NumpyTrie, build, cpu_op, cuda_marks, random_catalog, ref_label_weights
 from cuda_testing import stream as cuda_stream
-from reference import ReferenceTrie
-from reference_loss import reference_row_weights
+from oracles.loss import reference_row_weights
+from oracles.trie import ReferenceTrie
 
 pytestmark = cuda_marks
 

@@ -8,7 +8,7 @@ import torch
 
 import igdbeam
 from cuda_testing import build, cuda_marks, random_catalog, wide_root_catalog
-from reference import ReferenceTrie
+from oracles.trie import ReferenceTrie
 
 pytestmark = cuda_marks
 

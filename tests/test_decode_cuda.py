@@ -15,8 +15,8 @@ from decode_models import EOS, PAD, left_pad, random_catalog, tiny_llama
 from igdbeam.decoding.generate import generate
 from igdbeam.decoding.processor import IGDLogitsProcessor
 from igdbeam.ops.decode_steps import beam_step, processor_step
-from reference import ReferenceTrie
-from reference_decode import hf_hypotheses
+from oracles.decode import hf_hypotheses
+from oracles.trie import ReferenceTrie
 
 pytestmark = [
     pytest.mark.cuda,

@@ -12,8 +12,8 @@ import igdbeam
 from decode_models import EOS, PAD, left_pad, random_catalog, tiny_llama
 from generate_checks import assert_same_hypotheses, ours_hypotheses, processor_path
 from igdbeam.decoding.generate import cache_field_name, custom_generate, generate
-from reference import ReferenceTrie
-from reference_decode import brute_force_scores
+from oracles.decode import brute_force_scores
+from oracles.trie import ReferenceTrie
 
 
 @pytest.fixture(autouse=True, params=["shared_prefix", "dynamic"])

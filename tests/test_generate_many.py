@@ -11,7 +11,7 @@ import igdbeam
 from decode_models import EOS, left_pad, random_catalog, tiny_llama
 from generate_checks import assert_same_hypotheses, ours_hypotheses, processor_path
 from igdbeam.decoding.generate import Decoding, generate, generate_many
-from reference import ReferenceTrie
+from oracles.trie import ReferenceTrie
 
 
 @pytest.fixture(autouse=True, params=["shared_prefix", "dynamic"])

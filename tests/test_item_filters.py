@@ -22,8 +22,8 @@ from generate_checks import assert_same_hypotheses, ours_hypotheses
 from igdbeam.decoding.processor import IGDLogitsProcessor
 from igdbeam.ops.decode_steps import beam_step, processor_step
 from igdbeam.ops.node_filters import NodeFilters, node_filters
-from reference import ReferenceTrie
-from reference_decode import brute_force_scores, hf_hypotheses
+from oracles.decode import brute_force_scores, hf_hypotheses
+from oracles.trie import ReferenceTrie
 
 NEG_INF = -math.inf
 

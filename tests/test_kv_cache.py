@@ -35,7 +35,7 @@ from igdbeam.decoding.kv_cache import (
     resolve_kv_cache,
     shared_prefix_support,
 )
-from reference import ReferenceTrie
+from oracles.trie import ReferenceTrie
 
 PROMPTS = [[5, 6, 7], [30, 31, 32, 33, 34, 35, 36], [40], [41, 42, 43, 44]]
 

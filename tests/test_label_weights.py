@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from igdbeam import ItemTrie, label_token_weights, positional_token_weights
-from reference import ReferenceTrie
-from reference_loss import IGNORE, reference_positional_weights, reference_row_weights
+from oracles.loss import IGNORE, reference_positional_weights, reference_row_weights
+from oracles.trie import ReferenceTrie
 
 I = IGNORE  # noqa: E741
 PATHS = [[10, 11, 12, 2], [10, 11, 13, 2], [10, 14, 2], [20, 21, 2]]

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from reference import ReferenceTrie
-from reference_loss import reference_igd_loss
+from oracles.loss import reference_igd_loss
+from oracles.trie import ReferenceTrie
 
 transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")

@@ -12,12 +12,12 @@ import igdbeam
 from decode_models import EOS, PAD, left_pad, random_catalog, tiny_llama
 from igdbeam.decoding.processor import IGDLogitsProcessor
 from igdbeam.ops.decode_steps import processor_step
-from reference import ReferenceTrie
-from reference_decode import (
+from oracles.decode import (
     ReferenceIGDProcessor,
     hf_hypotheses,
     prefix_allowed_tokens_fn,
 )
+from oracles.trie import ReferenceTrie
 
 NEG_INF = -math.inf
 # Spec section 5, terminator id 2.

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from reference import ReferenceTrie
+from oracles.trie import ReferenceTrie
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")

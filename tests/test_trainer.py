@@ -8,14 +8,14 @@ import random
 import pytest
 import torch
 
-from reference import ReferenceTrie
-from reference_loss import (
+from oracles.loss import (
     IGNORE,
     reference_igd_loss,
     reference_igd_loss_grad,
     reference_igd_weights,
     reference_shift,
 )
+from oracles.trie import ReferenceTrie
 
 transformers = pytest.importorskip("transformers")
 

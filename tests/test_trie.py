@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from igdbeam import InvalidIdError, ItemTrie, VocabularyError, popularity_weights
-from reference import ReferenceTrie
+from oracles.trie import ReferenceTrie
 
 # Spec section 5: terminator 2.
 EXAMPLE_PATHS = [[10, 11, 12, 2], [10, 11, 13, 2], [10, 14, 2], [20, 21, 2]]

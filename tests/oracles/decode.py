@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 import torch
 from transformers import LogitsProcessor
 
-from reference import ReferenceTrie
+from oracles.trie import ReferenceTrie
 
 
 class ReferenceIGDProcessor(LogitsProcessor):

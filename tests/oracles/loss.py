@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from reference import ReferenceTrie
+from oracles.trie import ReferenceTrie
 
 IGNORE = -100
 
