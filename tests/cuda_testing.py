@@ -13,6 +13,7 @@ import torch
 
 import igdbeam
 from igdbeam.native import library as _native
+from igdbeam.native.dispatch import DEVICE_CPU, DEVICE_CUDA, raise_for_status
 
 _C = _native._C
 
@@ -23,15 +24,29 @@ needs_gpu = pytest.mark.skipif(
 )
 cuda_marks = [pytest.mark.cuda, needs_gpu]
 
-
-def cpu_op(name: str):
-    """Return ``_C.<name>_cpu`` when this build has it (the CPU kernels land separately)."""
-    return getattr(_C, f"{name}_cpu", None)
+# The filter arguments of an unfiltered decode step (node_mask, node_score, score_weight,
+# filter_rows, filter_row_stride).
+NO_FILTER = (0, 0, 0.0, 0, 0)
 
 
 def stream() -> int:
     """The current CUDA stream handle as an int."""
     return int(torch.cuda.current_stream().cuda_stream)
+
+
+def native_op(name: str, device: str):
+    """``_C.<name>`` on one backend, called directly (no ``run_op``, so the emulated CUDA build
+    of tools/cuda_emu_check.sh runs its CUDA kernels on CPU tensors): appends the device code and
+    the stream, and raises the typed error of a failed status."""
+    op = getattr(_C, name)
+
+    def call(*args):
+        if device == "cuda":
+            raise_for_status(name, op(*args, DEVICE_CUDA, stream()))
+        else:
+            raise_for_status(name, op(*args, DEVICE_CPU, 0))
+
+    return call
 
 
 # ---------------------------------------------------------------------------------- catalogs

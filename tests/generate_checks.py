@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import igdbeam
-from decode_models import EOS, PAD
+from factories.ids import EOS, PAD
 from igdbeam.decoding.processor import IGDLogitsProcessor
 from oracles.decode import hf_hypotheses
 

@@ -8,30 +8,31 @@ import torch
 
 import igdbeam
 from cuda_testing import (
-    _C,
     DTYPES,
+    NO_FILTER,
     NumpyTrie,
     build,
     check_beam_step,
-    cpu_op,
     cuda_marks,
+    native_op,
     random_catalog,
     ref_beam_step,
     wide_root_catalog,
 )
-from cuda_testing import stream as cuda_stream
+from igdbeam.errors import NativeArgumentError
 
 pytestmark = cuda_marks
 
 FIELDS = ("score", "logp", "beam", "token", "node")
+CUDA_STEP, CPU_STEP = native_op("beam_step", "cuda"), native_op("beam_step", "cpu")
 
 
 def run_beam_step(op, view, logits, beam_scores, nodes, *, beams, alpha, num_candidates,
-                  temperature=1.0, renormalize=False, stream=None, select_slices=None,
-                  candidate_bound=None):  # fmt: skip
-    """Call _C.beam_step_{cpu,cuda} on tensors of one device; return the output dict.
+                  temperature=1.0, renormalize=False, select_slices=0,
+                  candidate_bound=0):  # fmt: skip
+    """Call ``op`` (CUDA_STEP or CPU_STEP) on tensors of one device; return the output dict.
 
-    select_slices (CUDA only) is the internal binding's test hook: 0 lets the step choose how many
+    select_slices (read by CUDA only) is the binding's test hook: 0 lets the step choose how many
     blocks select each batch row's candidates, > 0 forces that many slices per row;
     candidate_bound (CUDA only, 0: from the trie) is the bound that sizes the automatic choice.
     """
@@ -48,13 +49,8 @@ def run_beam_step(op, view, logits, beam_scores, nodes, *, beams, alpha, num_can
     }
     args = [view, logits.data_ptr(), DTYPES[logits.dtype], batch, beams, vocab, logits.stride(0),
             beam_scores.data_ptr(), nodes.data_ptr(), alpha, temperature, renormalize,
-            num_candidates, *(out[f].data_ptr() for f in FIELDS)]  # fmt: skip
-    if stream is not None:
-        args.append(stream)
-    if select_slices is not None or candidate_bound is not None:
-        args.append(select_slices or 0)
-    if candidate_bound is not None:
-        args.append(candidate_bound)
+            num_candidates, *(out[f].data_ptr() for f in FIELDS), *NO_FILTER, select_slices,
+            candidate_bound]  # fmt: skip
     op(*args)
     return out
 
@@ -64,15 +60,16 @@ def _compare(trie, logits, beam_scores, nodes, *, beams, alpha, K, temperature=1
     kw = dict(beams=beams, alpha=alpha, num_candidates=K, temperature=temperature,
               renormalize=renormalize)  # fmt: skip
     gpu = trie.to("cuda")
-    got = run_beam_step(_C.beam_step_cuda, gpu.native_view(), logits.cuda(), beam_scores.cuda(),
-                        nodes.cuda(), stream=cuda_stream(), **kw)  # fmt: skip
+    got = run_beam_step(CUDA_STEP, gpu.native_view(), logits.cuda(), beam_scores.cuda(),
+                        nodes.cuda(), **kw)  # fmt: skip
     torch.cuda.synchronize()
     ref, table = ref_beam_step(NumpyTrie(trie), logits, beam_scores, nodes, **kw)
     atol, rtol = 2e-4, 2e-5
     check_beam_step(got, ref, table, vocab=logits.shape[1], atol=atol, rtol=rtol)
-    op = cpu_op("beam_step")
-    if cpu and op is not None:
-        c = run_beam_step(op, trie.native_view(), logits.contiguous(), beam_scores, nodes, **kw)
+    if cpu:
+        c = run_beam_step(
+            CPU_STEP, trie.native_view(), logits.contiguous(), beam_scores, nodes, **kw
+        )
         check_beam_step(got, {f: c[f].double().numpy() if f in ("score", "logp")
                               else c[f].numpy().astype(np.int64) for f in FIELDS},
                         table, vocab=logits.shape[1], atol=atol, rtol=rtol)  # fmt: skip
@@ -164,8 +161,8 @@ def test_beam_step_zero_weight_on_minus_inf_is_not_nan(opts) -> None:
     kw = dict(beams=3, alpha=1.0, **opts)
     _compare(trie, logits, bs, nodes, K=2, **kw)  # the finite candidates: (0, 10), (1, 11)
     gpu = trie.to("cuda")
-    got = run_beam_step(_C.beam_step_cuda, gpu.native_view(), logits.cuda(), bs.cuda(),
-                        nodes.cuda(), num_candidates=6, stream=cuda_stream(), **kw)  # fmt: skip
+    got = run_beam_step(CUDA_STEP, gpu.native_view(), logits.cuda(), bs.cuda(),
+                        nodes.cuda(), num_candidates=6, **kw)  # fmt: skip
     torch.cuda.synchronize()
     got = {f: v.cpu() for f, v in got.items()}
     assert not torch.isnan(got["score"]).any() and not torch.isnan(got["logp"]).any()
@@ -174,7 +171,7 @@ def test_beam_step_zero_weight_on_minus_inf_is_not_nan(opts) -> None:
     assert sorted(got["beam"][0, :2].tolist()) == [0, 1]
     assert got["beam"][0, 2:].tolist() == [0, 1, 2, -1]  # -inf ties in (beam, token) order
     assert got["token"][0, 2:].tolist() == [20, 14, 21, -1]
-    cpu = run_beam_step(cpu_op("beam_step"), trie.native_view(), logits, bs, nodes,
+    cpu = run_beam_step(CPU_STEP, trie.native_view(), logits, bs, nodes,
                         num_candidates=6, **kw)  # fmt: skip
     for f in FIELDS:
         torch.testing.assert_close(got[f], cpu[f], rtol=2e-5, atol=2e-5, msg=f)
@@ -195,8 +192,8 @@ def test_beam_step_strided_logits_and_graph_capture() -> None:
     kw = dict(beams=beams, alpha=0.2, num_candidates=K)
     ref, table = ref_beam_step(t, logits, bs, nodes, **kw)
     bs_d, nodes_d = bs.cuda(), nodes.cuda()
-    eager = run_beam_step(_C.beam_step_cuda, gpu.native_view(), view, bs_d, nodes_d,
-                          stream=cuda_stream(), **kw)  # fmt: skip
+    eager = run_beam_step(CUDA_STEP, gpu.native_view(), view, bs_d, nodes_d,
+                          **kw)  # fmt: skip
     torch.cuda.synchronize()
     check_beam_step(eager, ref, table, vocab=vocab, atol=2e-4, rtol=2e-5)
     # No host synchronisation inside: the step captures into a CUDA graph and replays.
@@ -204,12 +201,12 @@ def test_beam_step_strided_logits_and_graph_capture() -> None:
     side.wait_stream(torch.cuda.current_stream())
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.stream(side):
-        graph_out = run_beam_step(_C.beam_step_cuda, gpu.native_view(), view, bs_d, nodes_d,
-                                  stream=cuda_stream(), **kw)  # warm-up  # fmt: skip
+        graph_out = run_beam_step(CUDA_STEP, gpu.native_view(), view, bs_d, nodes_d,
+                                  **kw)  # warm-up  # fmt: skip
         torch.cuda.synchronize()
         with torch.cuda.graph(graph):
-            graph_out = run_beam_step(_C.beam_step_cuda, gpu.native_view(), view, bs_d, nodes_d,
-                                      stream=cuda_stream(), **kw)  # fmt: skip
+            graph_out = run_beam_step(CUDA_STEP, gpu.native_view(), view, bs_d, nodes_d,
+                                      **kw)  # fmt: skip
     for f in FIELDS:
         graph_out[f].fill_(7)
     graph.replay()
@@ -282,8 +279,8 @@ def _sliced_inputs(rng, cat: SlicedCatalog, beams, dtype):
 
 
 def _run_slices(trie, logits, bs, nodes, slices, **kw):
-    got = run_beam_step(_C.beam_step_cuda, trie.to("cuda").native_view(), logits.cuda(),
-                        bs.cuda(), nodes.cuda(), stream=cuda_stream(), select_slices=slices,
+    got = run_beam_step(CUDA_STEP, trie.to("cuda").native_view(), logits.cuda(),
+                        bs.cuda(), nodes.cuda(), select_slices=slices,
                         **kw)  # fmt: skip
     torch.cuda.synchronize()
     return {f: v.cpu() for f, v in got.items()}
@@ -369,18 +366,18 @@ def test_beam_step_sliced_graph_capture(sliced) -> None:
     gpu = sliced.trie.to("cuda")
     x, bs_d, nodes_d = logits.cuda(), bs.cuda(), nodes.cuda()
     kw = dict(beams=beams, alpha=0.2, num_candidates=64)
-    one = run_beam_step(_C.beam_step_cuda, gpu.native_view(), x, bs_d, nodes_d,
-                        stream=cuda_stream(), select_slices=1, **kw)  # fmt: skip
+    one = run_beam_step(CUDA_STEP, gpu.native_view(), x, bs_d, nodes_d,
+                        select_slices=1, **kw)  # fmt: skip
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.stream(side):
-        run_beam_step(_C.beam_step_cuda, gpu.native_view(), x, bs_d, nodes_d,
-                      stream=cuda_stream(), select_slices=5, **kw)  # warm-up  # fmt: skip
+        run_beam_step(CUDA_STEP, gpu.native_view(), x, bs_d, nodes_d,
+                      select_slices=5, **kw)  # warm-up  # fmt: skip
         torch.cuda.synchronize()
         with torch.cuda.graph(graph):
-            got = run_beam_step(_C.beam_step_cuda, gpu.native_view(), x, bs_d, nodes_d,
-                                stream=cuda_stream(), select_slices=5, **kw)  # fmt: skip
+            got = run_beam_step(CUDA_STEP, gpu.native_view(), x, bs_d, nodes_d,
+                                select_slices=5, **kw)  # fmt: skip
     for f in FIELDS:
         got[f].fill_(7)
     graph.replay()
@@ -394,12 +391,12 @@ def test_beam_step_rejects_bad_arguments() -> None:
     logits = torch.zeros(2, 16, device="cuda")
     bs = torch.zeros(2, device="cuda")
     nodes = torch.zeros(2, dtype=torch.int32, device="cuda")
-    with pytest.raises(ValueError, match="num_candidates"):
-        run_beam_step(_C.beam_step_cuda, trie.native_view(), logits, bs, nodes, beams=2, alpha=0.1,
-                      num_candidates=0, stream=cuda_stream())  # fmt: skip
+    with pytest.raises(NativeArgumentError, match="num_candidates"):
+        run_beam_step(CUDA_STEP, trie.native_view(), logits, bs, nodes, beams=2, alpha=0.1,
+                      num_candidates=0)  # fmt: skip
     with pytest.raises(ValueError, match="select_slices"):
-        run_beam_step(_C.beam_step_cuda, trie.native_view(), logits, bs, nodes, beams=2, alpha=0.1,
-                      num_candidates=2, stream=cuda_stream(), select_slices=-1)  # fmt: skip
+        run_beam_step(CUDA_STEP, trie.native_view(), logits, bs, nodes, beams=2, alpha=0.1,
+                      num_candidates=2, select_slices=-1)  # fmt: skip
     with pytest.raises(ValueError, match="candidate_bound"):
-        run_beam_step(_C.beam_step_cuda, trie.native_view(), logits, bs, nodes, beams=2, alpha=0.1,
-                      num_candidates=2, stream=cuda_stream(), candidate_bound=-1)  # fmt: skip
+        run_beam_step(CUDA_STEP, trie.native_view(), logits, bs, nodes, beams=2, alpha=0.1,
+                      num_candidates=2, candidate_bound=-1)  # fmt: skip

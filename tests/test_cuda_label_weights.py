@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from cuda_testing import _C, NumpyTrie, build, cpu_op, cuda_marks, random_catalog, ref_label_weights
-from cuda_testing import stream as cuda_stream
+from cuda_testing import NumpyTrie, build, cuda_marks, native_op, random_catalog, ref_label_weights
 from oracles.loss import reference_row_weights
 from oracles.trie import ReferenceTrie
 
 pytestmark = cuda_marks
+
+CUDA_OP, CPU_OP = native_op("label_weights", "cuda"), native_op("label_weights", "cpu")
 
 IGNORE = -100
 
@@ -31,7 +32,7 @@ def _labels(rng, paths, rows, cols, off_rate=0.2, holes=0.1):
     return torch.from_numpy(labels)
 
 
-def _run(op, view, labels, beta, policy, device, *stream):
+def _run(op, view, labels, beta, policy, device):
     rows, cols = labels.shape
     out = (
         torch.empty((rows, cols), dtype=torch.float32, device=device),
@@ -40,7 +41,7 @@ def _run(op, view, labels, beta, policy, device, *stream):
         torch.empty(rows, dtype=torch.int32, device=device),
     )
     op(view, labels.data_ptr(), rows, cols, labels.stride(0), IGNORE, beta, policy,
-       *(t.data_ptr() for t in out), *stream)  # fmt: skip
+       *(t.data_ptr() for t in out))  # fmt: skip
     return [t.cpu() for t in out]
 
 
@@ -53,8 +54,7 @@ def test_label_weights_match_reference_and_cpu(policy: int, seed: int) -> None:
     gpu = trie.to("cuda")
     labels = _labels(rng, paths, 97, 75)  # 75 columns: more than two warp chunks
     beta = 0.25
-    got = _run(_C.label_weights_cuda, gpu.native_view(), labels.cuda(), beta, policy, "cuda",
-               cuda_stream())  # fmt: skip
+    got = _run(CUDA_OP, gpu.native_view(), labels.cuda(), beta, policy, "cuda")  # fmt: skip
     torch.cuda.synchronize()
     ig, zero, w, status = ref_label_weights(NumpyTrie(trie), labels, IGNORE, beta, policy)
     assert got[3].numpy().tolist() == status.tolist()
@@ -62,12 +62,11 @@ def test_label_weights_match_reference_and_cpu(policy: int, seed: int) -> None:
     np.testing.assert_allclose(got[0].numpy(), ig, rtol=0, atol=0)
     assert (got[1].numpy() == zero).all()
     np.testing.assert_allclose(got[2].numpy(), w, rtol=0, atol=0)
-    op = cpu_op("label_weights")
-    if op is not None:  # the same bits on every row, rows that leave the trie included
-        cpu = _run(op, trie.native_view(), labels, beta, policy, "cpu")
-        assert cpu[3].tolist() == got[3].tolist()
-        for g, c in zip(got, cpu, strict=True):
-            torch.testing.assert_close(g, c, rtol=0, atol=0)
+    # The same bits on every row, rows that leave the trie included.
+    cpu = _run(CPU_OP, trie.native_view(), labels, beta, policy, "cpu")
+    assert cpu[3].tolist() == got[3].tolist()
+    for g, c in zip(got, cpu, strict=True):
+        torch.testing.assert_close(g, c, rtol=0, atol=0)
 
 
 def test_label_weights_strided_labels() -> None:
@@ -76,8 +75,7 @@ def test_label_weights_strided_labels() -> None:
     trie = build(paths)
     wide = _labels(rng, paths, 20, 40, off_rate=0.0, holes=0.0)
     view = torch.cat([wide, wide], dim=1)[:, :40].cuda()  # row stride 80
-    got = _run(_C.label_weights_cuda, trie.to("cuda").native_view(), view, 0.1, 1, "cuda",
-               cuda_stream())  # fmt: skip
+    got = _run(CUDA_OP, trie.to("cuda").native_view(), view, 0.1, 1, "cuda")  # fmt: skip
     torch.cuda.synchronize()
     ig, zero, w, status = ref_label_weights(NumpyTrie(trie), wide, IGNORE, 0.1, 1)
     assert (status == 0).all() and got[3].tolist() == status.tolist()
@@ -103,8 +101,8 @@ def test_label_weights_zero_weight_items_and_rows_leaving_the_trie(policy: int) 
     ]
     labels = torch.tensor(rows, dtype=torch.int64)
     beta = 0.25
-    got = _run(_C.label_weights_cuda, trie.to("cuda").native_view(), labels.cuda(), beta, policy,
-               "cuda", cuda_stream())  # fmt: skip
+    got = _run(CUDA_OP, trie.to("cuda").native_view(), labels.cuda(), beta, policy,
+               "cuda")  # fmt: skip
     torch.cuda.synchronize()
     ref = ReferenceTrie(paths, weights)
     off_trie = {0: "error", 1: "uniform", 2: "ignore"}[policy]
@@ -115,8 +113,6 @@ def test_label_weights_zero_weight_items_and_rows_leaving_the_trie(policy: int) 
     np.testing.assert_array_equal(got[2].numpy(), np.array([w[2] for w in want], np.float32))
     assert got[1][0].tolist() == [0, 0, 1, 1, 1, 0, 0] and got[1][1].tolist() == [0] * 4 + [1, 0, 0]
     assert not got[1][2:4].any() and not got[0][2:4].any()
-    op = cpu_op("label_weights")
-    if op is not None:
-        cpu = _run(op, trie.native_view(), labels, beta, policy, "cpu")
-        for g, c in zip(got, cpu, strict=True):
-            torch.testing.assert_close(g, c, rtol=0, atol=0)
+    cpu = _run(CPU_OP, trie.native_view(), labels, beta, policy, "cpu")
+    for g, c in zip(got, cpu, strict=True):
+        torch.testing.assert_close(g, c, rtol=0, atol=0)

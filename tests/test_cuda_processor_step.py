@@ -7,19 +7,20 @@ import pytest
 import torch
 
 from cuda_testing import (
-    _C,
     DTYPES,
+    NO_FILTER,
     NumpyTrie,
     build,
-    cpu_op,
     cuda_marks,
+    native_op,
     random_catalog,
     ref_processor_step,
     wide_root_catalog,
 )
-from cuda_testing import stream as cuda_stream
 
 pytestmark = cuda_marks
+
+CUDA_STEP, CPU_STEP = native_op("processor_step", "cuda"), native_op("processor_step", "cpu")
 
 TOL = {torch.float32: (1e-4, 1e-5), torch.bfloat16: (2e-2, 1.6e-2), torch.float16: (4e-3, 2e-3)}
 
@@ -46,13 +47,13 @@ def _inputs(rng, paths, rows, prompt_len, vocab, dtype, *, off_rate=0.15):
     return ids, plens, scores.to(dtype)
 
 
-def _run_rows(op, view, ids, plen, scores, params, device, *stream):
+def _run_rows(op, view, ids, plen, scores, params, device):
     rows = ids.shape[0]
     nodes = torch.empty(rows, dtype=torch.int32, device=device)
     status = torch.empty(rows, dtype=torch.int32, device=device)
     op(view, ids.data_ptr(), rows, ids.shape[1], ids.stride(0), plen, scores.data_ptr(),
        DTYPES[scores.dtype], scores.shape[1], scores.stride(0), *params, nodes.data_ptr(),
-       status.data_ptr(), *stream)  # fmt: skip
+       status.data_ptr(), *NO_FILTER)  # fmt: skip
     return nodes, status
 
 
@@ -70,17 +71,16 @@ def _check(trie, gpu, ids_np, plens, scores, params, *, cpu=True):
             eos_token_id=eos,
         )  # fmt: skip
         got = s.cuda()
-        nodes, status = _run_rows(_C.processor_step_cuda, gpu.native_view(), ids.cuda(), plen,
-                                  got, params, "cuda", cuda_stream())  # fmt: skip
+        nodes, status = _run_rows(CUDA_STEP, gpu.native_view(), ids.cuda(), plen,
+                                  got, params, "cuda")  # fmt: skip
         torch.cuda.synchronize()
         assert nodes.cpu().tolist() == want_nodes.tolist()
         assert status.cpu().tolist() == want_status.tolist()
         ref = torch.from_numpy(want).to(scores.dtype).float()
         torch.testing.assert_close(got.float().cpu(), ref, atol=atol, rtol=rtol, equal_nan=True)
-        op = cpu_op("processor_step")
-        if cpu and op is not None:
+        if cpu:
             c = s.clone()
-            cn, cs = _run_rows(op, trie.native_view(), ids, plen, c, params, "cpu")
+            cn, cs = _run_rows(CPU_STEP, trie.native_view(), ids, plen, c, params, "cpu")
             assert cn.tolist() == nodes.cpu().tolist() and cs.tolist() == status.cpu().tolist()
             torch.testing.assert_close(got.cpu().float(), c.float(), atol=atol, rtol=rtol,
                                        equal_nan=True)  # fmt: skip
@@ -131,9 +131,8 @@ def test_processor_step_nan_child_off_trie_and_strided_scores() -> None:
     )
     assert want_status.tolist() == [0, 1, 2]
     gpu_scores = big.clone().cuda()
-    nodes, status = _run_rows(_C.processor_step_cuda, trie.to("cuda").native_view(), ids.cuda(), 1,
-                              gpu_scores[:, :vocab], (0.3, 1.0, False, -1), "cuda",
-                              cuda_stream())  # fmt: skip
+    nodes, status = _run_rows(CUDA_STEP, trie.to("cuda").native_view(), ids.cuda(), 1,
+                              gpu_scores[:, :vocab], (0.3, 1.0, False, -1), "cuda")  # fmt: skip
     torch.cuda.synchronize()
     assert status.cpu().tolist() == [0, 1, 2]
     assert nodes.cpu().tolist() == want_nodes.tolist()
@@ -167,9 +166,8 @@ def test_processor_step_zero_weight_on_minus_inf_is_not_nan(params) -> None:
     assert want[0, 14] == -np.inf and want[1, 21] == -np.inf and np.isfinite(want[0, 11])
     _check(trie, trie.to("cuda"), ids, plens, scores, params)
     got = scores.clone().cuda()
-    _, status = _run_rows(_C.processor_step_cuda, trie.to("cuda").native_view(),
-                          torch.from_numpy(ids[:1]).cuda(), 2, got[:1], params, "cuda",
-                          cuda_stream())  # fmt: skip
+    _, status = _run_rows(CUDA_STEP, trie.to("cuda").native_view(),
+                          torch.from_numpy(ids[:1]).cuda(), 2, got[:1], params, "cuda")  # fmt: skip
     torch.cuda.synchronize()
     row = got[0].cpu()
     assert status.cpu().tolist() == [0] and not torch.isnan(row).any()

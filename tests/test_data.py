@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from factories.data import TITLES, write_tiny_data
 from igdbeam.data import (
     Catalog,
     DataFormatError,
@@ -21,7 +22,6 @@ from igdbeam.data import (
     write_dataset,
 )
 from igdbeam.data.movielens import make_samples
-from pipeline_fixtures import TITLES, write_tiny_data
 
 
 def test_round_trip(tmp_path: Path) -> None:

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from factories.data import write_tiny_data
+from factories.models import write_tiny_model
 from igdbeam.app.demo import DemoProfile, run_demo
-from pipeline_fixtures import write_tiny_data, write_tiny_model
 
 
 def _write_adapter(model_dir: Path, out: Path, seed: int) -> Path:

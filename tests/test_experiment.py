@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from factories.data import write_tiny_data
+from factories.models import write_tiny_model
 from igdbeam.app.experiment import PROFILES, Experiment, check_profile, run_name
-from pipeline_fixtures import write_tiny_data, write_tiny_model
 
 TINY = replace(PROFILES["tiny"], losses=("plain", "igd"), train_steps=2, eval_steps=1)
 

@@ -17,7 +17,10 @@ import torch
 import igdbeam
 from cuda_testing import _C, DTYPES, needs_gpu
 from cuda_testing import stream as cuda_stream
-from decode_models import EOS, left_pad, random_catalog, tiny_llama
+from factories.catalogs import synthetic_catalog
+from factories.cli import run_cli
+from factories.ids import EOS
+from factories.models import left_pad, tiny_llama
 from generate_checks import assert_same_hypotheses, ours_hypotheses
 from igdbeam.decoding.processor import IGDLogitsProcessor
 from igdbeam.ops.decode_steps import beam_step, processor_step
@@ -56,8 +59,8 @@ def _node_of(trie, prefix) -> int:
 
 
 def _catalog(num_items=30, vocab=80, seed=31):
-    paths = random_catalog(num_items, vocab, seed=seed)
-    paths.append(list(paths[3]))  # a duplicate title: items 3 and num_items share a leaf
+    # A duplicate title: items 3 and num_items share a leaf.
+    paths = synthetic_catalog(num_items, vocab, seed=seed, duplicates=(3,)).paths()
     weights = [1 + i % 4 for i in range(len(paths))]
     return paths, weights
 
@@ -360,7 +363,7 @@ def test_generate_with_mask_equals_search_on_the_restricted_catalog(lp, renormal
     """alpha = 0: a filtered search is exactly the search over a trie of the allowed items only
     (IG~ plays no part), prompt by prompt, with K below the number of allowed items."""
     model = tiny_llama(seed=21)
-    paths = random_catalog(24, 96, seed=41)
+    paths = synthetic_catalog(24, 96, seed=41).paths()
     trie = igdbeam.ItemTrie.from_token_ids(paths)
     prompts = [[5, 6, 7], [30, 31, 32, 33], [40], [9, 9]]
     g = torch.Generator().manual_seed(22)
@@ -404,7 +407,7 @@ def test_generate_large_beam_matches_brute_force_with_filters(lp, alpha, weight)
     """K >= #items: every allowed item comes back (no excluded one), ranked by
     (IG-weighted LM path score + weight * log p_cf(item | allowed)) / len ** lp."""
     model = tiny_llama(seed=23)
-    paths = random_catalog(12, 96, seed=43) + [[5, EOS], [5, 6, EOS]]
+    paths = synthetic_catalog(12, 96, seed=43).paths() + [[5, EOS], [5, 6, EOS]]
     weights = [1 + i % 3 for i in range(len(paths))]
     trie = igdbeam.ItemTrie.from_token_ids(paths, weights)
     ref = ReferenceTrie(paths, weights)
@@ -450,7 +453,7 @@ def test_generate_many_and_processor_path_agree_with_filters() -> None:
     """generate_many == one generate per decoding; the IGDLogitsProcessor inside
     model.generate finds the same hypotheses with the same filters."""
     model = tiny_llama(seed=25)
-    paths = random_catalog(20, 96, seed=45)
+    paths = synthetic_catalog(20, 96, seed=45).paths()
     trie = igdbeam.ItemTrie.from_token_ids(paths)
     ref = ReferenceTrie(paths)
     ids, attn = left_pad([[5, 6, 7], [9, 10], [40, 41, 42]])
@@ -494,7 +497,7 @@ def test_generate_many_and_processor_path_agree_with_filters() -> None:
 
 def test_generate_filter_input_errors() -> None:
     model = tiny_llama(seed=26)
-    trie = igdbeam.ItemTrie.from_token_ids(random_catalog(10, 96, seed=46))
+    trie = igdbeam.ItemTrie.from_token_ids(synthetic_catalog(10, 96, seed=46).paths())
     ids = torch.tensor([[5, 6, 7], [8, 9, 10]])
     with pytest.raises(ValueError, match="rows"):
         igdbeam.generate(
@@ -542,7 +545,7 @@ def test_cuda_node_filters_match_cpu(broadcast_scores: bool) -> None:
     out_mask = torch.empty((rows + 63) // 64, cpu.num_nodes, dtype=torch.int64).cuda()
     out_scores = torch.empty(rows, cpu.num_nodes, dtype=torch.float32).cuda()
     arrays = gpu.arrays()
-    status = _C.build_node_filters_cuda_status(
+    status = _C.build_node_filters(
         gpu.native_view(),
         arrays["leaf_nodes"].data_ptr(),
         arrays["leaf_item_offsets"].data_ptr(),
@@ -556,7 +559,9 @@ def test_cuda_node_filters_match_cpu(broadcast_scores: bool) -> None:
         0 if broadcast_scores else s.stride(0),
         out_mask.data_ptr(),
         out_scores.data_ptr(),
+        1,  # num_threads (CPU only)
         gpu.max_depth,
+        1,  # device: CUDA
         cuda_stream(),
     )
     assert status is None
@@ -597,7 +602,7 @@ def test_cuda_filtered_beam_step_matches_cpu(renormalize: bool, select_slices: i
         torch.empty(batch, C, dtype=dt).cuda()
         for dt in (torch.float32, torch.float32, torch.int32, torch.int64, torch.int32)
     ]
-    status = _C.beam_step_filtered_cuda_status(
+    status = _C.beam_step(
         gpu.native_view(),
         lg.data_ptr(),
         DTYPES[lg.dtype],
@@ -613,9 +618,10 @@ def test_cuda_filtered_beam_step_matches_cpu(renormalize: bool, select_slices: i
         C,
         *(t.data_ptr() for t in out),
         *_filter_ptrs(fg, fr),
-        cuda_stream(),
         select_slices,
         0,
+        1,  # device: CUDA
+        cuda_stream(),
     )
     assert status is None
     torch.cuda.synchronize()
@@ -657,7 +663,7 @@ def test_cuda_filtered_processor_step_matches_cpu(renormalize: bool) -> None:
     got, ig, fr = scores.cuda().contiguous(), ids.cuda().contiguous(), frows.cuda().contiguous()
     out_nodes = torch.empty(4, dtype=torch.int32).cuda()
     out_status = torch.empty(4, dtype=torch.int32).cuda()
-    status = _C.processor_step_filtered_cuda_status(
+    status = _C.processor_step(
         gpu.native_view(),
         ig.data_ptr(),
         4,
@@ -675,6 +681,7 @@ def test_cuda_filtered_processor_step_matches_cpu(renormalize: bool) -> None:
         out_nodes.data_ptr(),
         out_status.data_ptr(),
         *_filter_ptrs(fg, fr),
+        1,  # device: CUDA
         cuda_stream(),
     )
     assert status is None
@@ -683,22 +690,10 @@ def test_cuda_filtered_processor_step_matches_cpu(renormalize: bool) -> None:
 
 
 # ------------------------------------------------------------------------------------ the CLI
-@pytest.fixture(scope="module")
-def tiny_assets(tmp_path_factory: pytest.TempPathFactory):
-    from pipeline_fixtures import write_tiny_data, write_tiny_model
-
-    base = tmp_path_factory.mktemp("filters")
-    return write_tiny_data(base / "data"), write_tiny_model(base / "model")
-
-
 def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    from igdbeam.app.cli import main
-
-    try:
-        code = main(argv)
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    return code, capsys.readouterr().err
+    """Exit status and stderr of ``igdbeam <argv>`` (the tiny assets come from conftest)."""
+    code, _, err = run_cli(argv, capsys)
+    return code, err
 
 
 def test_cli_recommend_exclude_history(tiny_assets, tmp_path, capsys) -> None:

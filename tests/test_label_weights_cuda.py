@@ -9,6 +9,7 @@ import torch
 
 import igdbeam
 from igdbeam import ItemTrie, igd_loss, label_token_weights
+from igdbeam.errors import LeftTrieError
 
 pytestmark = [
     pytest.mark.cuda,
@@ -66,7 +67,7 @@ def test_cuda_strided_labels_and_error_policy() -> None:
     gpu = label_token_weights(view, trie.to("cuda"), 0.2)
     torch.testing.assert_close(gpu.weight.cpu(), cpu.weight, atol=0, rtol=0)
     if cpu.num_left_trie:
-        with pytest.raises(ValueError, match="row"):
+        with pytest.raises(LeftTrieError, match="row"):
             label_token_weights(view, trie.to("cuda"), 0.2, off_trie="error")
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from factories.data import TITLES
+from factories.models import has_smollm2, tiny_tokenizer
 from igdbeam.training.prompts import (
     IGNORE_INDEX,
     TEMPLATES,
@@ -11,7 +13,6 @@ from igdbeam.training.prompts import (
     get_template,
     trie_for_catalog,
 )
-from pipeline_fixtures import TITLES, has_smollm2, tiny_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs the CUDA kernels' tests on the CPU through the emulation in csrc/cuda/emu/ (no GPU needed):
-# builds build/emu/igdbeam (the Python package with a _C whose *_cuda ops run the real kernel
-# sources on std::threads), then runs the CUDA tests against it with torch's CUDA calls patched
-# to stay on the CPU. A developer check of the kernels' indexing and barrier logic, not of speed
+# builds build/emu/igdbeam (the Python package with a _C whose CUDA backend, device 1, runs the
+# real kernel sources on std::threads), then runs the CUDA tests against it with torch's CUDA
+# calls patched to stay on the CPU. A developer check of the kernels' indexing and barrier logic, not of speed
 # or of the real compiler; tests that need real device memory are deselected.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from igdbeam.data.bigrec_csv import _public_dir
+from igdbeam.app.io_utils.fs import public_dir
 
 
 class AssetError(RuntimeError):
@@ -218,7 +218,7 @@ def smollm2_checkpoint(*, progress: bool = True) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".convert-"))
     try:
-        _public_dir(tmp)
+        public_dir(tmp)
         tok = AutoTokenizer.from_pretrained(str(folder), gguf_file=SMOLLM2_GGUF)
         model = AutoModelForCausalLM.from_pretrained(
             str(folder), gguf_file=SMOLLM2_GGUF, **_dequantize_kwargs(folder / SMOLLM2_GGUF)
@@ -265,8 +265,8 @@ def load_model_and_tokenizer(model: str = "smollm2", **kwargs: Any) -> tuple[Any
     ``model`` is ``"smollm2"`` (the cached SmolLM2-135M-Instruct checkpoint, converted on first
     use), a local transformers checkpoint folder, or a LoRA adapter folder (with
     ``adapter_config.json``: its base is loaded and the adapter merged into it; see
-    :func:`igdbeam.training.lora.load_model_with_adapter`). The tokenizer gets a pad token (EOS when it
-    has none) and left padding, as batched beam search needs. ``kwargs`` go to
+    :func:`igdbeam.training.lora.load_model_with_adapter`). The tokenizer gets a pad token (EOS
+    when it has none) and left padding, as batched beam search needs. ``kwargs`` go to
     ``AutoModelForCausalLM.from_pretrained``.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from igdbeam.app.io_utils import _public_dir, atomic_dir  # noqa: F401 - _public_dir: for assets
+from igdbeam.app.io_utils import atomic_dir
 
 REQUIRED_COLUMNS = ("user_id", "history_item_title", "item_title", "history_item_id", "item_id")
 SPLITS = ("train", "valid", "test")

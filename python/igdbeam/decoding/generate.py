@@ -10,245 +10,36 @@ as no beam can change the result, without a ``max_new_tokens`` guess.
 
 from __future__ import annotations
 
-import copy
-import inspect
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from igdbeam.decoding.beam_search import Finisher, SearchInputs, run_beam_search
-from igdbeam.decoding.kv_cache import resolve_kv_cache, shared_prefix_kwargs
-from igdbeam.native.checks import check_unit_interval
-from igdbeam.ops.decode_steps import check_temperature, check_vocab
+from igdbeam.decoding.beam_search import Finisher, run_beam_search
+from igdbeam.decoding.inputs import (
+    Decoding,
+    cache_field_name,
+    check_prompts,
+    default_pad_token_id,
+    prefill,
+    search_start,
+)
+from igdbeam.decoding.kv_cache import resolve_kv_cache
+from igdbeam.decoding.outputs import RecommendationOutput, paths_of_nodes
 from igdbeam.ops.node_filters import node_filters
 
 if TYPE_CHECKING:
     from igdbeam.trie.item_trie import ItemTrie
 
-
-@dataclass
-class RecommendationOutput:
-    """The result of :func:`generate` for ``B`` prompts and ``R`` returned hypotheses each.
-
-    Attributes:
-        item_ids: int64 ``[B, R]`` catalog item id of each hypothesis, best first (the smallest
-            id when several items share a path); -1 where fewer than ``R`` items were found.
-        scores: float32 ``[B, R]`` final score ``sum_t w_t logp_t / len ** length_penalty``;
-            ``-inf`` where ``item_ids`` is -1.
-        sequences: int64 ``[B, R, T]`` the generated tokens (terminator included), padded with
-            ``pad_token_id`` to the longest one.
-        lengths: int64 ``[B, R]`` number of generated tokens of each hypothesis (0 for a pad).
-        nodes: int32 ``[B, R]`` trie leaf of each hypothesis (-1 for a pad).
-        seconds: wall time of the beam search (prompt forward excluded); outputs that
-            :func:`generate_many` decoded in one shared search report the same time.
-        prefill_seconds: wall time of the prompt forward (shared by all outputs of one call).
-    """
-
-    item_ids: torch.Tensor
-    scores: torch.Tensor
-    sequences: torch.Tensor
-    lengths: torch.Tensor
-    nodes: torch.Tensor
-    seconds: float = 0.0
-    prefill_seconds: float = 0.0
-
-
-def _model_device(model: Any) -> torch.device:
-    device = getattr(model, "device", None)
-    if device is None:
-        device = next(model.parameters()).device
-    return torch.device(device)
-
-
-def _output_vocab(model: Any) -> int | None:
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    weight = getattr(head, "weight", None)
-    if isinstance(weight, torch.Tensor) and weight.dim() == 2:
-        return int(weight.shape[0])
-    return getattr(getattr(model, "config", None), "vocab_size", None)
-
-
-def _check_early_stopping(early_stopping: bool | str) -> bool | str:
-    if early_stopping in (True, False, "never"):
-        return early_stopping
-    raise ValueError(f"early_stopping must be True, False or 'never', got {early_stopping!r}")
-
-
-def _paths_of_nodes(
-    trie: ItemTrie, nodes: torch.Tensor, pad_token_id: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token paths of trie nodes (any shape), padded; returns (tokens [..., T], lengths)."""
-    # Index the int32 arrays first: converting them whole would copy the catalog every call.
-    parent, token = trie.array("parent"), trie.array("token")
-    depth = trie.array("depth")
-    if depth.is_cuda:  # CUDA indexing has no uint16 kernel
-        depth = depth.to(torch.int32)
-    flat = nodes.reshape(-1).to(torch.int64)
-    valid = flat >= 0
-    cur = flat.clamp(min=0)
-    lengths = torch.where(valid, depth[cur].to(torch.int64), torch.zeros_like(cur))
-    width = int(lengths.max()) if lengths.numel() else 0
-    out = torch.full((flat.shape[0], width), pad_token_id, dtype=torch.int64, device=nodes.device)
-    rows = torch.arange(flat.shape[0], device=nodes.device)
-    pos = lengths - 1
-    for _ in range(width):
-        live = pos >= 0
-        out[rows[live], pos[live]] = token[cur[live]].to(torch.int64)
-        cur = torch.where(live, parent[cur].to(torch.int64).clamp(min=0), cur)
-        pos = pos - 1
-    return out.reshape(*nodes.shape, width), lengths.reshape(nodes.shape)
-
-
-def cache_field_name() -> str:
-    """Name of the KV-cache argument and output field: ``cache`` in recent transformers 5.x,
-    ``past_key_values`` before the rename."""
-    from transformers.modeling_outputs import CausalLMOutputWithPast
-
-    return "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
-
-
-@dataclass(frozen=True)
-class Decoding:
-    """One decoding setting for :func:`generate_many` (the keywords of :func:`generate`).
-
-    Attributes:
-        alpha: IGD debiasing strength in [0, 1] (0: plain constrained beam search).
-        length_penalty: finished scores are divided by ``generated_len ** length_penalty``
-            (1: BIGRec-style, 0: D3-style).
-        early_stopping: ``False`` (transformers' default), ``"never"`` (exact) or ``True``.
-        renormalize: renormalise over each beam's children before weighting.
-        temperature: > 0, divides the logits before the log-softmax.
-    """
-
-    alpha: float = 0.0
-    length_penalty: float = 0.0
-    early_stopping: bool | str = False
-    renormalize: bool = False
-    temperature: float = 1.0
-
-    def search_key(self) -> tuple[float, float, bool]:
-        """What decides which beams run: decodings with equal keys share one beam search."""
-        return (float(self.alpha), float(self.temperature), bool(self.renormalize))
-
-    def checked(self) -> Decoding:
-        """Return a copy with validated, normalised values (ValueError on bad ones)."""
-        return Decoding(
-            alpha=check_unit_interval("alpha", self.alpha),
-            length_penalty=float(self.length_penalty),
-            early_stopping=_check_early_stopping(self.early_stopping),
-            renormalize=bool(self.renormalize),
-            temperature=check_temperature(self.temperature),
-        )
-
-
-def _check_prompts(
-    model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, trie: ItemTrie
-) -> torch.device:
-    """Validate the prompts, mask and trie against the model; return the model's device."""
-    if not hasattr(model, "prepare_inputs_for_generation"):
-        raise ValueError(
-            "model must be a transformers generative model (it needs prepare_inputs_for_generation)"
-        )
-    device = _model_device(model)
-    if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
-        raise ValueError("input_ids must be an int64 tensor [batch, prompt_len]")
-    if input_ids.dtype != torch.int64:
-        raise ValueError(f"input_ids must have dtype int64, got {input_ids.dtype}")
-    if input_ids.device != device:
-        raise ValueError(
-            f"input_ids are on {input_ids.device} but the model is on {device}; "
-            f"move them with input_ids.to({str(device)!r})"
-        )
-    if trie.device != device:
-        raise ValueError(
-            f"the trie is on {trie.device} but the model is on {device}; "
-            f"use trie = trie.to({str(device)!r})"
-        )
-    B, L = input_ids.shape
-    if B == 0 or L == 0:
-        raise ValueError(f"input_ids must hold at least one prompt token, got shape {(B, L)}")
-    vocab = _output_vocab(model)
-    if vocab is not None:
-        check_vocab(trie, vocab)
-    if attention_mask is not None:
-        if attention_mask.shape != input_ids.shape:
-            raise ValueError(
-                f"attention_mask has shape {tuple(attention_mask.shape)}, input_ids "
-                f"{tuple(input_ids.shape)}"
-            )
-        if attention_mask.device != device:
-            raise ValueError(f"attention_mask is on {attention_mask.device}, the model on {device}")
-        if bool((attention_mask[:, -1] == 0).any()):
-            raise ValueError(
-                "the prompts are right-padded; decoder-only generation needs left padding "
-                "(tokenizer.padding_side = 'left')"
-            )
-    return device
-
-
-def _default_pad_token_id(model: Any) -> int:
-    gen_cfg = getattr(model, "generation_config", None)
-    pad = getattr(gen_cfg, "pad_token_id", None)
-    if pad is None:
-        eos = getattr(gen_cfg, "eos_token_id", None)
-        pad = (eos[0] if isinstance(eos, list | tuple) else eos) if eos else 0
-    return int(pad)
-
-
-def _prefill(
-    model: Any,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    model_kwargs: dict[str, Any],
-) -> SearchInputs:
-    """Run the prompts through the model once, preparing inputs as transformers' generate does."""
-    from transformers import DynamicCache
-
-    B, L = input_ids.shape
-    device = input_ids.device
-    forward_params = set(inspect.signature(model.forward).parameters)
-    kwargs: dict[str, Any] = dict(model_kwargs)
-    if attention_mask is not None and "position_ids" in forward_params:
-        position_ids = attention_mask.long().cumsum(-1) - 1
-        kwargs["position_ids"] = position_ids.masked_fill(attention_mask == 0, 0)
-    elif "position_ids" in forward_params:
-        kwargs["position_ids"] = torch.arange(L, device=device).unsqueeze(0).expand(B, L)
-    if attention_mask is not None and not bool((attention_mask == 1).all()):
-        kwargs["attention_mask"] = attention_mask
-    cache_key = cache_field_name()
-    kwargs[cache_key] = DynamicCache(config=model.config)
-    kwargs["use_cache"] = True
-    if "logits_to_keep" in forward_params:
-        kwargs["logits_to_keep"] = 1
-
-    inputs = model.prepare_inputs_for_generation(input_ids, is_first_iteration=True, **kwargs)
-    outputs = model(**inputs, return_dict=True)
-    if outputs.get(cache_key) is None:
-        raise ValueError(
-            f"{type(model).__name__} returned no KV cache (outputs.{cache_key} is None); "
-            "igdbeam.generate needs a model that supports use_cache=True"
-        )
-    kwargs = model._update_model_kwargs_for_generation(outputs, kwargs)
-    return SearchInputs(outputs.logits[:, -1, :], kwargs, cache_key)
-
-
-def _fork(start: SearchInputs) -> SearchInputs:
-    """An independent copy of the prompt state (the search reorders its KV cache in place)."""
-    kwargs = dict(start.model_kwargs)
-    kwargs[start.cache_key] = copy.deepcopy(start.model_kwargs[start.cache_key])
-    return SearchInputs(start.logits, kwargs, start.cache_key)
-
-
-def _search_start(start: SearchInputs, kv_cache: str, *, last: bool) -> SearchInputs:
-    """The state one beam search consumes: a shared-prefix cache adopting the prompt KV (no
-    copy), else the prompt cache itself (last search) or a copy of it."""
-    if kv_cache == "shared_prefix":
-        kwargs = shared_prefix_kwargs(start.model_kwargs, start.cache_key)
-        return SearchInputs(start.logits, kwargs, start.cache_key)
-    return start if last else _fork(start)
+__all__ = [
+    "Decoding",
+    "RecommendationOutput",
+    "cache_field_name",
+    "custom_generate",
+    "generate",
+    "generate_many",
+]
 
 
 @torch.no_grad()
@@ -301,7 +92,7 @@ def generate_many(
     R = K if num_return_sequences is None else int(num_return_sequences)
     if not 1 <= R <= K:
         raise ValueError(f"num_return_sequences must lie in [1, num_beams={K}], got {R}")
-    _check_prompts(model, input_ids, attention_mask, trie)
+    check_prompts(model, input_ids, attention_mask, trie)
     filters = node_filters(
         trie,
         item_mask,
@@ -309,7 +100,7 @@ def generate_many(
         item_score_weight=item_score_weight,
         num_rows=input_ids.shape[0],
     )
-    pad = _default_pad_token_id(model) if pad_token_id is None else int(pad_token_id)
+    pad = default_pad_token_id(model) if pad_token_id is None else int(pad_token_id)
     max_steps = trie.max_depth if max_new_tokens is None else min(trie.max_depth, max_new_tokens)
     cache_mode = resolve_kv_cache(model, kv_cache, input_ids.shape[1] + max_steps)
 
@@ -319,7 +110,7 @@ def generate_many(
         groups.setdefault(d.search_key(), []).append(i)
 
     t0 = time.perf_counter()
-    start = _prefill(model, input_ids, attention_mask, model_kwargs)
+    start = prefill(model, input_ids, attention_mask, model_kwargs)
     prefill_seconds = time.perf_counter() - t0
     results: list[RecommendationOutput | None] = [None] * len(settings)
     for g, ((alpha, temperature, renormalize), members) in enumerate(groups.items()):
@@ -330,7 +121,7 @@ def generate_many(
         fins = run_beam_search(
             model,
             trie,
-            _search_start(start, cache_mode, last=g == len(groups) - 1),
+            search_start(start, cache_mode, last=g == len(groups) - 1),
             finishers,
             num_beams=K,
             alpha=alpha,
@@ -343,7 +134,7 @@ def generate_many(
         seconds = time.perf_counter() - t0
         for i, fin in zip(members, fins, strict=True):
             nodes = fin.nodes[:, :R]
-            sequences, lengths = _paths_of_nodes(trie, nodes, pad)
+            sequences, lengths = paths_of_nodes(trie, nodes, pad)
             results[i] = RecommendationOutput(
                 item_ids=trie.item_ids_of_nodes(nodes),
                 scores=fin.scores[:, :R],

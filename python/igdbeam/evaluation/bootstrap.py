@@ -1,10 +1,10 @@
 """Per-row metrics, 95% bootstrap intervals and paired differences for recommendation results.
 
-Every metric of :func:`igdbeam.evaluation.metrics.evaluate_recommendations` is a function of the test rows,
-so one bootstrap serves them all: resample the rows with replacement ``num_resamples`` times and
-recompute. Paired differences resample the *same* rows for both methods, which is what tells a
-reader whether a gap between two decoders on one test set is signal: the interval of the
-difference is much narrower than the two intervals side by side.
+Every metric of :func:`igdbeam.evaluation.metrics.evaluate_recommendations` is a function of
+the test rows, so one bootstrap serves them all: resample the rows with replacement
+``num_resamples`` times and recompute. Paired differences resample the *same* rows for both
+methods, which is what tells a reader whether a gap between two decoders on one test set is
+signal: the interval of the difference is much narrower than the two intervals side by side.
 """
 
 from __future__ import annotations
@@ -67,9 +67,9 @@ class RowMetrics:
     def values(self, rows: np.ndarray | None = None) -> dict[str, float]:
         """Every reported metric on the given rows (all rows when None; repeats allowed).
 
-        Accuracy as :func:`igdbeam.evaluation.metrics.ranking_metrics`, the list-level metrics of the top
-        10 as :func:`igdbeam.evaluation.metrics.diversity_metrics` (same definitions, computed from
-        per-row pieces so that a bootstrap resample is cheap).
+        Accuracy as :func:`igdbeam.evaluation.metrics.ranking_metrics`, the list-level metrics of
+        the top 10 as :func:`igdbeam.evaluation.metrics.diversity_metrics` (same definitions,
+        computed from per-row pieces so that a bootstrap resample is cheap).
         """
         idx = np.arange(len(self)) if rows is None else rows
         out = {m: float(self.per_row(m)[idx].mean()) if idx.size else 0.0 for m in ACCURACY}

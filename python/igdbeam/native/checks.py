@@ -52,10 +52,3 @@ def row_major(t: torch.Tensor) -> torch.Tensor:
     if t.dim() >= 1 and t.stride(-1) != 1:
         return t.contiguous()
     return t
-
-
-def cuda_stream(t: torch.Tensor) -> int:
-    """Return the current CUDA stream handle for ``t``'s device as an int (0 on CPU)."""
-    if t.device.type != "cuda":
-        return 0
-    return int(torch.cuda.current_stream(t.device).cuda_stream)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 try:
     from igdbeam import _C  # type: ignore[attr-defined]
 except ImportError as exc:  # pragma: no cover - exercised only on a broken install
@@ -15,32 +12,6 @@ except ImportError as exc:  # pragma: no cover - exercised only on a broken inst
     ) from exc
 
 __all__ = ["_C", "built_with_cuda", "cuda_available"]
-
-CUDA_OPS = ("walk_paths", "label_weights", "processor_step", "beam_step")
-
-
-def _raise_on_status(name: str, op: Callable[..., Any]) -> Callable[..., None]:
-    """Wrap a ``<op>_cuda_status`` binding so that a failed status raises a Python exception.
-
-    The CUDA bindings return ``None`` or ``(code, message)`` instead of throwing a C++ exception
-    (code 1: invalid argument -> ValueError, else RuntimeError with the CUDA error string).
-    """
-
-    def call(*args: Any) -> None:
-        status = op(*args)
-        if status is not None:
-            code, message = status
-            raise (ValueError if code == 1 else RuntimeError)(message)
-
-    call.__name__ = f"{name}_cuda"
-    call.__doc__ = op.__doc__
-    return call
-
-
-for _name in CUDA_OPS:
-    _raw = getattr(_C, f"{_name}_cuda_status", None)
-    if _raw is not None:
-        setattr(_C, f"{_name}_cuda", _raise_on_status(_name, _raw))
 
 
 def cuda_available() -> bool:

@@ -1,4 +1,4 @@
-"""Backend dispatch of the two decode ops: C++ for CPU tensors, CUDA for GPU tensors.
+"""The two decode ops (C++ for CPU tensors, CUDA for GPU tensors, through ``run_op``).
 
 * :func:`processor_step` — the logits-processor step: constrain every beam's scores to its trie
   children and reweight them by ``1 - alpha * IG~`` (spec section 4), in place.
@@ -17,10 +17,9 @@ from typing import TYPE_CHECKING, NamedTuple
 import torch
 
 from igdbeam.errors import VocabularyError, as_index
-from igdbeam.native.checks import LOGIT_DTYPES, check_tensor, check_unit_interval, cuda_stream
-from igdbeam.native.library import _C
-from igdbeam.ops.node_filters import NodeFilters, run_filtered_step
-from igdbeam.ops.walk import require_cuda_kernels
+from igdbeam.native.checks import LOGIT_DTYPES, check_tensor, check_unit_interval
+from igdbeam.native.dispatch import run_op
+from igdbeam.ops.node_filters import NodeFilters, filter_args
 
 if TYPE_CHECKING:
     from igdbeam.trie.item_trie import ItemTrie
@@ -135,8 +134,9 @@ def processor_step(
         eos_token_id: the only token allowed at a leaf, or None.
         validate: raise on NaN scores; defaults to True on CPU and False on CUDA (the check needs
             a host sync there).
-        filters: per-request item filters / CF scores (:func:`igdbeam.ops.node_filters.node_filters`):
-            disallowed children are treated as non-children, allowed ones gain the CF term.
+        filters: per-request item filters / CF scores
+            (:func:`igdbeam.ops.node_filters.node_filters`): disallowed children are treated as
+            non-children, allowed ones gain the CF term.
         filter_rows: int ``[rows]`` prompt (filter row) of each row; None: row ``r`` uses filter
             row ``r`` (or row 0 of single-row filters).
 
@@ -151,6 +151,7 @@ def processor_step(
             never truncated).
         ValueError: bad shapes, dtypes, devices, ``alpha`` outside [0, 1], or (when validating)
             NaN scores. (The two errors above are ValueError subclasses too.)
+        MissingCudaKernelsError: CUDA tensors with a build that has no CUDA kernels.
     """
     alpha = check_unit_interval("alpha", alpha)
     temperature = check_temperature(temperature)
@@ -171,7 +172,9 @@ def processor_step(
     nodes = torch.empty(rows, dtype=torch.int32, device=scores.device)
     status = torch.empty(rows, dtype=torch.int32, device=scores.device)
     if rows > 0:
-        args = (
+        extra, keep_alive = filter_args(filters, rows, filter_rows, scores.device)
+        run_op(
+            "processor_step",
             trie.native_view(),
             input_ids.data_ptr(),
             rows,
@@ -188,22 +191,10 @@ def processor_step(
             eos,
             nodes.data_ptr(),
             status.data_ptr(),
+            *extra,
+            device_of=work,
         )
-        if filters is not None:
-            run_filtered_step(
-                "processor_step",
-                filters,
-                args,
-                decoded_rows=rows,
-                filter_rows=filter_rows,
-                device=scores.device,
-                cuda_tail=(cuda_stream(scores),),
-            )
-        elif scores.device.type == "cuda":
-            require_cuda_kernels("processor_step")
-            _C.processor_step_cuda(*args, cuda_stream(scores))
-        else:
-            _C.processor_step_cpu(*args)
+        del keep_alive  # alive until the call returned (enqueued on CUDA: the stream keeps order)
     if work is not scores:
         scores.copy_(work)
     if validate is None:
@@ -246,8 +237,9 @@ def beam_step(
         logits: float32 / bfloat16 / float16 raw model logits, unit stride in the last dim.
         beam_scores: float32 ``[batch * beams]`` running scores.
         nodes: int32 ``[batch * beams]`` trie node of each beam (negative: inactive). An id
-            ``>= trie.num_nodes`` is a caller bug: the CPU op raises ValueError naming it (the
-            CUDA op, which cannot check without a host sync, treats it as inactive).
+            ``>= trie.num_nodes`` is a caller bug: the CPU op raises NativeArgumentError naming
+            it; the CUDA op cannot check without a host sync and never reads out of bounds, but
+            its result for such a beam is unspecified.
         beams: beams per batch row.
         num_candidates: candidates kept per batch row.
         alpha: debiasing strength in [0, 1].
@@ -257,9 +249,10 @@ def beam_step(
             beams) of any batch row, e.g. ``trie.fanout_bounds()[0]`` on a step from the root.
             Only a speed hint for CUDA (how many blocks select each row; the default bound is
             ``beams * trie.max_fanout``); every value gives the same result.
-        filters: per-request item filters / CF scores (:func:`igdbeam.ops.node_filters.node_filters`):
-            a disallowed child is never a candidate, an allowed child ``c`` of node ``n`` adds
-            ``weight * (S(c) - S(n))`` to its score.
+        filters: per-request item filters / CF scores
+            (:func:`igdbeam.ops.node_filters.node_filters`): a disallowed child is never a
+            candidate, an allowed child ``c`` of node ``n`` adds ``weight * (S(c) - S(n))`` to
+            its score.
         filter_rows: int ``[batch]`` prompt (filter row) of each batch row, e.g. the prompts a
             compacted search still decodes; None: batch row ``b`` uses filter row ``b`` (or row
             0 of single-row filters).
@@ -270,8 +263,9 @@ def beam_step(
     Raises:
         VocabularyError: a trie built for another vocabulary (or holding a negative token id).
         InvalidIdError: ``beams`` or ``num_candidates`` not an integer.
-        ValueError: bad shapes, dtypes, devices, ``alpha`` or ``temperature``, or (CPU) a node id
-            past the trie.
+        NativeArgumentError: (CPU) a node id past the trie (a ValueError).
+        ValueError: bad shapes, dtypes, devices, ``alpha`` or ``temperature``.
+        MissingCudaKernelsError: CUDA tensors with a build that has no CUDA kernels.
     """
     alpha = check_unit_interval("alpha", alpha)
     temperature = check_temperature(temperature)
@@ -304,7 +298,10 @@ def beam_step(
     )
     if batch == 0:
         return out
-    args = (
+    bound = 0 if max_candidates_per_row is None else max(1, int(max_candidates_per_row))
+    extra, keep_alive = filter_args(filters, batch, filter_rows, dev)
+    run_op(
+        "beam_step",
         trie.native_view(),
         logits.data_ptr(),
         LOGIT_DTYPES[logits.dtype],
@@ -319,21 +316,10 @@ def beam_step(
         bool(renormalize),
         num_candidates,
         *(t.data_ptr() for t in out),
+        *extra,
+        0,  # select_slices: automatic
+        bound,
+        device_of=logits,
     )
-    bound = 0 if max_candidates_per_row is None else max(1, int(max_candidates_per_row))
-    if filters is not None:
-        run_filtered_step(
-            "beam_step",
-            filters,
-            args,
-            decoded_rows=batch,
-            filter_rows=filter_rows,
-            device=dev,
-            cuda_tail=(cuda_stream(logits), 0, bound),
-        )
-    elif dev.type == "cuda":
-        require_cuda_kernels("beam_step")
-        _C.beam_step_cuda(*args, cuda_stream(logits), 0, bound)
-    else:
-        _C.beam_step_cpu(*args)
+    del keep_alive
     return out

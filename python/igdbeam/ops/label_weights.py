@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from igdbeam.errors import VocabularyError, as_index
-from igdbeam.native.checks import check_tensor, check_unit_interval, cuda_stream, row_major
-from igdbeam.native.library import _C
+from igdbeam.errors import LeftTrieError, VocabularyError, as_index
+from igdbeam.native.checks import check_tensor, check_unit_interval, row_major
+from igdbeam.native.dispatch import run_op
 
 if TYPE_CHECKING:
     from igdbeam.trie.item_trie import ItemTrie
@@ -155,8 +155,8 @@ def label_token_weights(
     Each row's completion (its labels that are not ``ignore_index``, in order) is walked from the
     trie root; position ``t`` of every output describes the token ``labels[t]``. For next-token
     losses, walk the unshifted labels and then shift the outputs left by one
-    (:func:`igdbeam.training.loss.shifted_token_weights`), as ``igd_loss`` does, so that a completion that
-    starts at position 0 is still walked from its first token.
+    (:func:`igdbeam.training.loss.shifted_token_weights`), as ``igd_loss`` does, so that a
+    completion that starts at position 0 is still walked from its first token.
 
     Args:
         labels: int64 ``[rows, cols]`` on the trie's device (int32 is accepted and widened).
@@ -167,8 +167,8 @@ def label_token_weights(
             after a leaf): ``"uniform"`` (every completion token weighs ``beta``, the reference
             behaviour; ``beta`` cancels out in the micro-batch normalisation only when every row
             of the micro-batch leaves the trie, otherwise those rows weigh ``beta`` against the
-            others' 1), ``"ignore"`` (weight 0) or ``"error"`` (raise ValueError naming the rows
-            and the first offending token).
+            others' 1), ``"ignore"`` (weight 0) or ``"error"`` (raise :class:`LeftTrieError`
+            naming the rows and the first offending token).
         vocab_size: when given (else the trie's ``vocab_size`` when known), labels must lie in
             ``[0, vocab_size)`` or equal ``ignore_index``.
         validate: check label values (one reduction; a host sync on GPU). The native op is safe
@@ -178,9 +178,10 @@ def label_token_weights(
         TokenWeights with ``info_gain``, ``zero_ig``, ``weight`` and ``row_status``.
 
     Raises:
-        ValueError: bad beta, policy, shape, dtype, device or label values, or (``"error"``) a
-            completion that leaves the trie.
-        RuntimeError: CUDA labels with a build that has no CUDA kernels.
+        LeftTrieError: (``off_trie="error"``) a completion that leaves the trie (a ValueError).
+        VocabularyError: a label outside the vocabulary (a ValueError).
+        ValueError: bad beta, policy, shape, dtype or device.
+        MissingCudaKernelsError: CUDA labels with a build that has no CUDA kernels.
     """
     beta = check_unit_interval("beta", beta)
     policy = _policy_code(off_trie)
@@ -202,7 +203,8 @@ def label_token_weights(
     weight = torch.empty(rows, cols, dtype=torch.float32, device=device)
     row_status = torch.empty(rows, dtype=torch.int32, device=device)
     if rows > 0 and cols > 0:
-        args = (
+        run_op(
+            "label_weights",
             trie.native_view(),
             labels.data_ptr(),
             rows,
@@ -215,14 +217,8 @@ def label_token_weights(
             zero_ig.data_ptr(),
             weight.data_ptr(),
             row_status.data_ptr(),
+            device_of=labels,
         )
-        if device.type == "cuda":
-            from igdbeam.ops.walk import require_cuda_kernels
-
-            require_cuda_kernels("label_token_weights")
-            _C.label_weights_cuda(*args, cuda_stream(labels))
-        else:
-            _C.label_weights_cpu(*args)
     else:
         info_gain.zero_()
         zero_ig.zero_()
@@ -232,7 +228,7 @@ def label_token_weights(
     if policy == OFF_TRIE_POLICIES["error"] and rows > 0:
         left = out.left_trie_rows
         if left:
-            raise ValueError(_left_trie_message(labels.cpu(), trie.cpu(), left, ignore_index))
+            raise LeftTrieError(_left_trie_message(labels.cpu(), trie.cpu(), left, ignore_index))
     return out
 
 

@@ -40,9 +40,7 @@ import numpy as np
 import torch
 
 from igdbeam.errors import InvalidIdError, as_id_array
-from igdbeam.native.checks import cuda_stream
-from igdbeam.native.library import _C, _raise_on_status
-from igdbeam.ops.walk import require_cuda_kernels
+from igdbeam.native.dispatch import run_op
 
 if TYPE_CHECKING:
     from igdbeam.trie.item_trie import ItemTrie
@@ -98,7 +96,7 @@ class NodeFilters:
     def native_args(
         self, decoded_rows: int, rows: torch.Tensor | None, device: torch.device
     ) -> tuple[tuple[int, int, float, int, int], torch.Tensor | None]:
-        """Arguments of the ``*_filtered`` native steps for ``decoded_rows`` rows.
+        """The filter arguments of the native decode steps for ``decoded_rows`` rows.
 
         ``rows`` maps each decoded row to its prompt (int, ``[decoded_rows]``); None means the
         identity when there is one prompt per decoded row, or prompt 0 for every row when the
@@ -265,7 +263,8 @@ def node_filters(
         return 0 if t is None or t.shape[0] == 1 else int(t.stride(0))
 
     arrays = trie.arrays()
-    args = (
+    run_op(
+        "build_node_filters",
         trie.native_view(),
         arrays["leaf_nodes"].data_ptr(),
         arrays["leaf_item_offsets"].data_ptr(),
@@ -279,13 +278,10 @@ def node_filters(
         stride(scores),
         0 if out_mask is None else out_mask.data_ptr(),
         0 if out_scores is None else out_scores.data_ptr(),
+        torch.get_num_threads() if device.type == "cpu" else 1,  # num_threads (CPU)
+        trie.max_depth,  # read by CUDA
+        device_of=arrays["token"],
     )
-    if device.type == "cuda":
-        require_cuda_kernels("node_filters")
-        op = _raise_on_status("build_node_filters", _C.build_node_filters_cuda_status)
-        op(*args, trie.max_depth, cuda_stream(arrays["token"]))
-    else:
-        _C.build_node_filters_cpu(*args, torch.get_num_threads())
     return NodeFilters(out_mask, out_scores, weight, P)
 
 
@@ -330,22 +326,21 @@ def exclude_items(
     return mask.to(device)
 
 
-def run_filtered_step(
-    op: str,
-    filters: NodeFilters,
-    args: tuple[Any, ...],
-    *,
+# The filter arguments of an unfiltered decode step: no mask, no scores, no rows.
+NO_FILTER_ARGS: tuple[int, int, float, int, int] = (0, 0, 0.0, 0, 0)
+
+
+def filter_args(
+    filters: NodeFilters | None,
     decoded_rows: int,
     filter_rows: torch.Tensor | None,
     device: torch.device,
-    cuda_tail: tuple[Any, ...] = (),
-) -> None:
-    """Call ``_C.<op>_filtered_{cpu,cuda}``: the unfiltered op's ``args``, the filter's, and on
-    CUDA ``cuda_tail`` (the stream and the op's trailing options)."""
-    extra, rows = filters.native_args(decoded_rows, filter_rows, device)
-    if device.type == "cuda":
-        require_cuda_kernels(op)
-        _raise_on_status(op, getattr(_C, f"{op}_filtered_cuda_status"))(*args, *extra, *cuda_tail)
-    else:
-        getattr(_C, f"{op}_filtered_cpu")(*args, *extra)
-    del rows  # alive until the call has returned (enqueued, on CUDA: the stream keeps order)
+) -> tuple[tuple[int, int, float, int, int], torch.Tensor | None]:
+    """The ``(node_mask, node_score, score_weight, filter_rows, filter_row_stride)`` arguments of
+    a native decode step, and the tensor to keep alive until the call returns.
+
+    :data:`NO_FILTER_ARGS` without filters, else :meth:`NodeFilters.native_args`.
+    """
+    if filters is None:
+        return NO_FILTER_ARGS, None
+    return filters.native_args(decoded_rows, filter_rows, device)

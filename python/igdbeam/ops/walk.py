@@ -1,4 +1,4 @@
-"""Backend dispatch of the trie walk: C++ for CPU tensors, CUDA for GPU tensors."""
+"""The trie walk of token rows (C++ for CPU tensors, CUDA for GPU tensors, via ``run_op``)."""
 
 from __future__ import annotations
 
@@ -8,20 +8,11 @@ from typing import TYPE_CHECKING
 import torch
 
 from igdbeam.errors import InvalidIdError, first_non_integer
-from igdbeam.native.checks import check_tensor, cuda_stream, row_major
-from igdbeam.native.library import _C
+from igdbeam.native.checks import check_tensor, row_major
+from igdbeam.native.dispatch import run_op
 
 if TYPE_CHECKING:
     from igdbeam.trie.item_trie import ItemTrie
-
-
-def require_cuda_kernels(op: str) -> None:
-    """Raise a RuntimeError that says how to get a CUDA build when the kernels are missing."""
-    if not _C.has_cuda():
-        raise RuntimeError(
-            f"{op} got CUDA tensors but this igdbeam build has no CUDA kernels; reinstall with "
-            "a CUDA compiler on PATH (IGDBEAM_CUDA=ON pip install .) or move the inputs to the CPU"
-        )
 
 
 def walk_paths(
@@ -36,6 +27,7 @@ def walk_paths(
     Raises:
         InvalidIdError: a token that is not an integer (float, bool, NaN; never truncated).
         ValueError: bad dtype, shape, device or ``lengths`` outside ``[0, cols]``.
+        MissingCudaKernelsError: CUDA tensors with a build that has no CUDA kernels.
     """
     if not isinstance(tokens, torch.Tensor):
         rows = [list(r) for r in tokens]
@@ -63,7 +55,8 @@ def walk_paths(
     out = torch.empty(rows, dtype=torch.int32, device=trie.device)
     if rows == 0:
         return out
-    args = (
+    run_op(
+        "walk_paths",
         trie.native_view(),
         tokens.data_ptr(),
         rows,
@@ -71,10 +64,6 @@ def walk_paths(
         tokens.stride(0),
         0 if lengths is None else lengths.data_ptr(),
         out.data_ptr(),
+        device_of=tokens,
     )
-    if trie.device.type == "cuda":
-        require_cuda_kernels("walk_paths")
-        _C.walk_paths_cuda(*args, cuda_stream(tokens))
-    else:
-        _C.walk_paths_cpu(*args)
     return out

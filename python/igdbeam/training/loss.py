@@ -332,8 +332,8 @@ def cft_loss(
     ``L = CE(logits, y) + alpha * CE(logits - cf_logits, y)`` summed over the completion tokens
     and divided by their count (or ``num_items_in_batch``). ``cf_logits`` come from the same
     model on a copy of the prompt with the history removed (built by
-    :class:`igdbeam.training.collators.CFTCollator`); the completion is the same tokens at other positions,
-    so the completion positions of both are matched in order, row by row.
+    :class:`igdbeam.training.collators.CFTCollator`); the completion is the same tokens at other
+    positions, so the completion positions of both are matched in order, row by row.
 
     Args:
         logits, labels: the real prompt's unshifted logits ``[B, L, V]`` and labels ``[B, L]``.

@@ -23,6 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from igdbeam.trie.item_trie import ItemTrie
+from igdbeam.trie.titles import tokenize_titles_in_context
+
 IGNORE_INDEX = -100
 
 
@@ -118,8 +121,6 @@ def title_path(
     tokenizer: Any, title: str, template: str | PromptTemplate, context: str
 ) -> list[int]:
     """Return the response tokens of ``title`` (EOS included) encoded after ``context``."""
-    from igdbeam.trie.titles import tokenize_titles_in_context
-
     t = get_template(template)
     return tokenize_titles_in_context(
         [title],
@@ -138,7 +139,7 @@ def build_example(
     template: str | PromptTemplate = "igd",
     *,
     max_prompt_tokens: int | None = None,
-    trie: Any = None,
+    trie: ItemTrie | None = None,
     target_item: int | None = None,
 ) -> tuple[list[int], list[int]]:
     """Return ``(input_ids, labels)`` of one training example.
@@ -194,14 +195,12 @@ def trie_for_catalog(
     weights: Sequence[float] | np.ndarray | None = None,
     entropy: str = "global",
     progress: bool | None = None,
-) -> Any:
+) -> ItemTrie:
     """Build the catalog's :class:`~igdbeam.ItemTrie` with the template's tokenization context.
 
     ``titles[k]`` becomes trie item ``k``; ``weights`` are the item weights (e.g.
     :func:`igdbeam.popularity_weights` of the training targets), uniform when None.
     """
-    from igdbeam.trie.item_trie import ItemTrie
-
     t = get_template(template)
     return ItemTrie.from_titles(
         list(titles),

@@ -1,4 +1,4 @@
-"""The versioned, memory-mappable on-disk format of an ItemTrie.
+"""The versioned, memory-mappable on-disk format of a trie's arrays (:mod:`igdbeam.trie.layout`).
 
 Layout (little-endian):
     bytes 0..7    magic ``b"IGDTRIE\\0"``
@@ -33,12 +33,21 @@ import os
 import struct
 import tempfile
 import zlib
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
 
 from igdbeam.errors import TrieFormatError
+from igdbeam.trie.layout import (
+    ALL_ARRAYS,
+    ARRAY_DTYPES,
+    ENTROPY_MODES,
+    META_FIELDS,
+    TrieData,
+    TrieMeta,
+)
 
 MAGIC = b"IGDTRIE\0"
 VERSION = 1
@@ -51,7 +60,8 @@ def _aligned(n: int) -> int:
 
 
 def _crc32(arr: np.ndarray) -> int:
-    return zlib.crc32(memoryview(np.ascontiguousarray(arr)).cast("B")) & 0xFFFFFFFF
+    """The zlib CRC-32 of the array's bytes (C order)."""
+    return zlib.crc32(np.ascontiguousarray(arr).data.cast("B")) & 0xFFFFFFFF
 
 
 def _new_file_mode() -> int:
@@ -69,8 +79,8 @@ def _new_file_mode() -> int:
     return 0o644
 
 
-def save_trie(trie: Any, path: str | os.PathLike[str]) -> None:
-    """Write ``trie`` to ``path`` atomically.
+def save_trie(data: TrieData, path: str | os.PathLike[str]) -> None:
+    """Write a trie's arrays and metadata to ``path`` atomically.
 
     The bytes go to a uniquely named temporary file in the destination folder, which is flushed,
     fsynced and then renamed over ``path`` (``os.replace``); on any failure the temporary file is
@@ -79,12 +89,7 @@ def save_trie(trie: Any, path: str | os.PathLike[str]) -> None:
     reader never sees a partial file. A trie memory-mapped from ``path`` stays valid: it keeps
     the old file's pages.
     """
-    from igdbeam.trie.item_trie import ITEM_ARRAYS, NODE_ARRAYS
-
-    arrays = {
-        name: np.ascontiguousarray(trie.array(name).cpu().numpy())
-        for name in NODE_ARRAYS + ITEM_ARRAYS
-    }
+    arrays = {name: np.ascontiguousarray(data.arrays[name].cpu().numpy()) for name in ALL_ARRAYS}
     crcs = {name: _crc32(arr) for name, arr in arrays.items()}
     table: dict[str, dict[str, Any]] = {}
     header = b""
@@ -99,7 +104,7 @@ def save_trie(trie: Any, path: str | os.PathLike[str]) -> None:
                 "crc32": crcs[name],
             }
             offset = _aligned(offset + arr.nbytes)
-        new_header = json.dumps({"meta": trie.meta, "arrays": table}, sort_keys=True).encode()
+        new_header = json.dumps({"meta": data.meta, "arrays": table}, sort_keys=True).encode()
         if len(new_header) == len(header):
             break
         header = new_header
@@ -112,7 +117,7 @@ def save_trie(trie: Any, path: str | os.PathLike[str]) -> None:
             f.write(header)
             for name, arr in arrays.items():
                 f.seek(table[name]["offset"])
-                f.write(memoryview(arr).cast("B"))
+                f.write(arr.data.cast("B"))
             f.truncate(max(f.tell(), _PREFIX.size + len(header)))
             f.flush()
             os.fchmod(f.fileno(), _new_file_mode())
@@ -131,19 +136,19 @@ def save_trie(trie: Any, path: str | os.PathLike[str]) -> None:
             os.close(dir_fd)
 
 
-def _fail(path: Any, why: str) -> None:
+def _fail(path: str | os.PathLike[str], why: str) -> NoReturn:
     raise TrieFormatError(f"{os.fspath(path)} is not a valid igdbeam trie file: {why}")
 
 
-def _as_int(value: Any, what: str) -> int:
+def _as_int(value: object, what: str) -> int:
     """A JSON integer (not a bool, float or string), else TrieFormatError."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise TrieFormatError(f"{what} must be an integer, got {value!r}")
     return value
 
 
-def load_trie(path: str | os.PathLike[str], *, mmap: bool = True) -> Any:
-    """Read and validate a trie file written by :func:`save_trie`.
+def load_trie(path: str | os.PathLike[str], *, mmap: bool = True) -> TrieData:
+    """Read and validate a trie file written by :func:`save_trie`; return its arrays (CPU).
 
     Args:
         path: the file.
@@ -160,8 +165,6 @@ def load_trie(path: str | os.PathLike[str], *, mmap: bool = True) -> Any:
             :func:`validate_arrays` for what is checked).
         OSError: the file cannot be opened or read.
     """
-    from igdbeam.trie.item_trie import ARRAY_DTYPES, ITEM_ARRAYS, NODE_ARRAYS, ItemTrie
-
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         prefix = f.read(_PREFIX.size)
@@ -183,14 +186,14 @@ def load_trie(path: str | os.PathLike[str], *, mmap: bool = True) -> Any:
             _fail(path, "the header's 'meta' and 'arrays' must be JSON objects")
         data_start = _PREFIX.size + header_len
         if mmap:
-            buf: Any = _mmap.mmap(f.fileno(), size, access=_mmap.ACCESS_COPY)
+            buf: _mmap.mmap | bytearray = _mmap.mmap(f.fileno(), size, access=_mmap.ACCESS_COPY)
         else:
             buf = bytearray(size)
             f.seek(0)
             if f.readinto(buf) != size:
                 _fail(path, "the file changed size while it was read")
     arrays: dict[str, np.ndarray] = {}
-    for name in NODE_ARRAYS + ITEM_ARRAYS:
+    for name in ALL_ARRAYS:
         entry = table.get(name)
         if not isinstance(entry, dict):
             _fail(path, f"array {name!r} is missing")
@@ -221,14 +224,17 @@ def load_trie(path: str | os.PathLike[str], *, mmap: bool = True) -> Any:
             _fail(path, f"array {name!r} fails its checksum (the file is corrupt)")
         arrays[name] = arr
     try:
-        validate_arrays(arrays, meta)
+        checked = validate_arrays(arrays, meta)
     except TrieFormatError as exc:
         _fail(path, str(exc))
-    return ItemTrie({name: torch.from_numpy(arr) for name, arr in arrays.items()}, dict(meta))
+    return TrieData({name: torch.from_numpy(arr) for name, arr in arrays.items()}, checked)
 
 
-def validate_arrays(a: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
-    """Check that ``a`` and ``meta`` form a well-formed trie; raise TrieFormatError if not.
+def validate_arrays(a: Mapping[str, np.ndarray], meta: Mapping[str, object]) -> TrieMeta:
+    """Check that ``a`` and ``meta`` form a well-formed trie; return the checked metadata.
+
+    Raises:
+        TrieFormatError: ``a`` and ``meta`` do not form a well-formed trie.
 
     Checks every array's dtype and length; the metadata (entropy mode, vocabulary size, depth,
     fan-out, item count) against the arrays; token ids in ``[0, vocab_size)`` (``[0, 2^31)``
@@ -239,10 +245,10 @@ def validate_arrays(a: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
     (``leaf_nodes`` is exactly the childless nodes, ascending), every leaf holding at least one
     item, every item on exactly one leaf (ascending within it) and ``item_leaf`` agreeing with
     ``leaf_items``; leaf weights finite, ``>= 0`` and not all 0. O(num_nodes + num_items).
+    The returned metadata holds exactly the :class:`~igdbeam.trie.layout.TrieMeta` fields.
     """
-    from igdbeam.trie.item_trie import ARRAY_DTYPES, ENTROPY_MODES
 
-    def fail(why: str) -> None:
+    def fail(why: str) -> NoReturn:
         raise TrieFormatError(why)
 
     for name, dtype in ARRAY_DTYPES.items():
@@ -250,11 +256,12 @@ def validate_arrays(a: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
             fail(f"array {name!r} is missing")
         if a[name].dtype != dtype or a[name].ndim != 1:
             fail(f"array {name!r} must be 1-D {dtype}, got {a[name].ndim}-D {a[name].dtype}")
-    for key in ("entropy", "vocab_size", "max_depth", "max_fanout", "num_items"):
+    for key in META_FIELDS:
         if key not in meta:
             fail(f"meta field {key!r} is missing")
-    if not isinstance(meta["entropy"], str) or meta["entropy"] not in ENTROPY_MODES:
-        fail(f"meta field 'entropy' is {meta['entropy']!r}, not one of {sorted(ENTROPY_MODES)}")
+    entropy = meta["entropy"]
+    if not isinstance(entropy, str) or entropy not in ENTROPY_MODES:
+        fail(f"meta field 'entropy' is {entropy!r}, not one of {sorted(ENTROPY_MODES)}")
     vocab = _as_int(meta["vocab_size"], "meta field 'vocab_size'")
     max_depth = _as_int(meta["max_depth"], "meta field 'max_depth'")
     max_fanout = _as_int(meta["max_fanout"], "meta field 'max_fanout'")
@@ -358,3 +365,10 @@ def validate_arrays(a: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
         fail(f"field 'leaf_weight' has {w.shape[0]} entries, expected one per leaf ({num_leaves})")
     if not bool(np.isfinite(w).all()) or bool((w < 0).any()) or not float(w.sum()) > 0:
         fail("field 'leaf_weight' must be finite, >= 0 and not all 0")
+    return TrieMeta(
+        entropy=entropy,
+        vocab_size=vocab,
+        max_depth=max_depth,
+        max_fanout=max_fanout,
+        num_items=num_items,
+    )

@@ -1,208 +1,33 @@
 """ItemTrie: the catalog's token paths as flat CSR arrays with entropy and information gain.
 
-The arrays follow the layout documented in ``csrc/include/igdbeam/trie.h``: nodes are numbered
-breadth-first (root 0) and the children of node ``n`` are the node ids
-``child_offsets[n] .. child_offsets[n + 1] - 1``, sorted by token. Per-node arrays describe the
-edge entering the node (``token``, ``info_gain``, ``info_gain_norm``, ``zero_ig``).
+The class wraps the arrays of :mod:`igdbeam.trie.layout` (built by :mod:`igdbeam.trie.build`,
+stored by :mod:`igdbeam.trie.file_format`) and answers queries about them; the kernels read
+them through :meth:`ItemTrie.native_view`.
 """
 
 from __future__ import annotations
 
-import itertools
-import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from igdbeam.errors import (
-    InvalidIdError,
-    VocabularyError,
-    as_id_array,
-    as_index,
-    first_non_integer,
-)
+from igdbeam.errors import InvalidIdError, as_id_array, as_index
 from igdbeam.native.library import _C
-
-ENTROPY_MODES = {"global": 0, "conditional": 1}
-
-# Per-node arrays (length num_nodes, child_offsets num_nodes + 1) and per-leaf / per-item arrays.
-NODE_ARRAYS = (
-    "child_offsets",
-    "token",
-    "parent",
-    "depth",
-    "entropy",
-    "info_gain",
-    "info_gain_norm",
-    "zero_ig",
+from igdbeam.ops.walk import walk_paths
+from igdbeam.trie.build import Weights, build_from_csr, build_from_paths
+from igdbeam.trie.file_format import load_trie, save_trie, validate_arrays
+from igdbeam.trie.layout import DEVICE_ARRAYS, NODE_ARRAYS, TrieData, TrieMeta
+from igdbeam.trie.lookups import (
+    first_items_of_nodes,
+    items_of_leaf,
+    path_information_gain,
+    path_to_node,
 )
-ITEM_ARRAYS = ("leaf_nodes", "leaf_item_offsets", "leaf_items", "item_leaf", "leaf_weight")
-ARRAY_DTYPES: dict[str, np.dtype] = {
-    "child_offsets": np.dtype(np.int32),
-    "token": np.dtype(np.int32),
-    "parent": np.dtype(np.int32),
-    "depth": np.dtype(np.uint16),
-    "entropy": np.dtype(np.float32),
-    "info_gain": np.dtype(np.float32),
-    "info_gain_norm": np.dtype(np.float32),
-    "zero_ig": np.dtype(np.uint8),
-    "leaf_nodes": np.dtype(np.int32),
-    "leaf_item_offsets": np.dtype(np.int32),
-    "leaf_items": np.dtype(np.int32),
-    "item_leaf": np.dtype(np.int32),
-    "leaf_weight": np.dtype(np.float64),
-}
-# Arrays the kernels read on the compute device; the rest stay on the CPU.
-DEVICE_ARRAYS = NODE_ARRAYS + ("leaf_nodes", "leaf_item_offsets", "leaf_items")
-
-
-def _as_int64(values: np.ndarray | torch.Tensor, name: str) -> np.ndarray:
-    """Return a 1-D contiguous int64 numpy array, or raise naming ``name``.
-
-    Raises:
-        InvalidIdError: a float / bool / non-numeric dtype or element (never truncated).
-        ValueError: not 1-D.
-    """
-    arr = as_id_array(values, name)
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {tuple(arr.shape)}")
-    return arr
-
-
-def _as_weights(weights: Sequence[float] | np.ndarray | torch.Tensor, num_items: int) -> np.ndarray:
-    """Return item weights as float64 ``[num_items]``; bools, strings and objects are refused.
-
-    Finiteness and signs are checked by the native build, which names the item.
-    """
-    if isinstance(weights, torch.Tensor):
-        if weights.dtype == torch.bool or weights.is_complex():
-            raise ValueError(f"weights must be real numbers, got dtype {weights.dtype}")
-        w = weights.detach().cpu().numpy()
-    elif isinstance(weights, np.ndarray) and weights.dtype != object:
-        w = weights
-    else:
-        if isinstance(weights, str | bytes):
-            raise ValueError("weights must be a sequence of numbers, got a string")
-        values = list(weights.reshape(-1) if isinstance(weights, np.ndarray) else weights)
-        for i, v in enumerate(values):
-            if isinstance(v, bool | np.bool_) or not isinstance(v, int | float | np.number):
-                raise ValueError(
-                    f"item {i} has weight {v!r} ({type(v).__name__}); weights must be finite "
-                    "numbers >= 0"
-                )
-        w = np.asarray(values, dtype=np.float64)
-    if w.dtype.kind not in "iuf":
-        raise ValueError(f"weights must be real numbers, got dtype {w.dtype}")
-    w = np.ascontiguousarray(w, dtype=np.float64)
-    if w.ndim != 1 or w.shape[0] != num_items:
-        raise ValueError(
-            f"weights must have one value per item ({num_items}), got shape {tuple(w.shape)}"
-        )
-    return w
-
-
-def _item_of_token(offsets: np.ndarray, k: int) -> tuple[int, int]:
-    """``(item, position)`` of flat token index ``k`` (offsets valid, ascending)."""
-    item = int(np.searchsorted(offsets, k, side="right")) - 1
-    return item, int(k - offsets[item])
-
-
-def _check_token_ranges(offsets: np.ndarray, tokens: np.ndarray, vocab_size: int | None) -> None:
-    """Raise a typed error naming the item and position of the first token id out of range.
-
-    Runs only when the offsets are well formed; the native build reports malformed offsets.
-    """
-    if (
-        offsets.shape[0] < 2
-        or offsets[0] != 0
-        or offsets[-1] != tokens.shape[0]
-        or bool((offsets[1:] < offsets[:-1]).any())
-        or tokens.shape[0] == 0
-    ):
-        return
-    lo, hi = int(tokens.min()), int(tokens.max())
-    if lo < 0:
-        item, pos = _item_of_token(offsets, int(np.argmax(tokens < 0)))
-        raise InvalidIdError(
-            f"item {item} has a negative token id {int(tokens[offsets[item] + pos])} at "
-            f"position {pos}; token ids must be >= 0"
-        )
-    if vocab_size is not None and hi >= vocab_size:
-        item, pos = _item_of_token(offsets, int(np.argmax(tokens >= vocab_size)))
-        raise VocabularyError(
-            f"item {item} has token id {int(tokens[offsets[item] + pos])} at position {pos}, "
-            f"outside the vocabulary [0, {vocab_size})"
-        )
-    if hi > _INT32_MAX:
-        item, pos = _item_of_token(offsets, int(np.argmax(tokens > _INT32_MAX)))
-        raise InvalidIdError(
-            f"item {item} has token id {int(tokens[offsets[item] + pos])} at position {pos} "
-            "that does not fit in 32 bits"
-        )
-
-
-_INT32_MAX = 2**31 - 1
-
-
-def _paths_to_csr(sequences: Iterable[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
-    """Flatten token sequences into (offsets, tokens) int64 arrays.
-
-    Raises:
-        TypeError: ``sequences`` is one tensor/array, or an item is a string or not a sequence.
-        InvalidIdError: a token that is not an integer (float, bool, NaN, ...), naming the item
-            and the position; nothing is truncated.
-    """
-    if isinstance(sequences, torch.Tensor | np.ndarray):
-        raise TypeError(
-            "sequences must be a list of token-id lists (one per item, terminator included), "
-            "not a single tensor/array; use ItemTrie.from_csr for flat arrays"
-        )
-    rows: list[Sequence[int]] = []
-    for index, seq in enumerate(sequences):
-        if isinstance(seq, str | bytes):
-            raise TypeError(
-                f"item {index} is a string; ItemTrie.from_token_ids takes token ids, "
-                "use ItemTrie.from_titles for text"
-            )
-        if isinstance(seq, torch.Tensor | np.ndarray):
-            if seq.ndim != 1:
-                raise TypeError(f"item {index} must be a 1-D token path, got shape {seq.shape}")
-            if not isinstance(seq, np.ndarray) or seq.dtype != object:
-                # Keeps the dtype visible: a float tensor becomes floats, rejected below.
-                seq = seq.tolist()
-            else:
-                seq = list(seq)
-        elif not isinstance(seq, Sequence):
-            try:
-                seq = list(seq)
-            except TypeError:
-                raise TypeError(
-                    f"item {index} must be a sequence of token ids, got {type(seq).__name__}"
-                ) from None
-        rows.append(seq)
-    lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
-    offsets = np.zeros(len(rows) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    flat = list(itertools.chain.from_iterable(rows))
-    bad = first_non_integer(flat)
-    if bad >= 0:
-        item, pos = _item_of_token(offsets, bad)
-        raise InvalidIdError(
-            f"item {item} has token {flat[bad]!r} ({type(flat[bad]).__name__}) at position {pos}; "
-            "token ids must be integers (not floats, bools or NaN)"
-        )
-    try:
-        tokens = np.fromiter(flat, dtype=np.int64, count=len(flat))
-    except OverflowError:
-        k = next(i for i, t in enumerate(flat) if not -(2**63) <= t < 2**63)
-        item, pos = _item_of_token(offsets, k)
-        raise InvalidIdError(
-            f"item {item} has token id {flat[k]} at position {pos} that does not fit in 64 bits"
-        ) from None
-    return offsets, tokens
+from igdbeam.trie.statistics import trie_stats
+from igdbeam.trie.titles import build_from_titles
 
 
 class ItemTrie:
@@ -213,12 +38,17 @@ class ItemTrie:
     (it pickles) and processes (``save`` / ``load`` memory-maps the arrays).
     """
 
-    def __init__(self, arrays: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-        """Wrap already-built arrays; use the ``from_*`` constructors or :meth:`load` instead."""
-        self._arrays = arrays
+    def __init__(self, arrays: Mapping[str, torch.Tensor], meta: TrieMeta) -> None:
+        """Wrap built arrays (:mod:`igdbeam.trie.layout`); prefer ``from_*`` or :meth:`load`."""
+        self._arrays = dict(arrays)
         self._fanouts: tuple[int, int] | None = None
-        self._meta = dict(meta)
+        self._meta = meta.copy()
         self._view: Any = None
+
+    @classmethod
+    def from_data(cls, data: TrieData) -> ItemTrie:
+        """Wrap the arrays and metadata of a :class:`~igdbeam.trie.layout.TrieData`."""
+        return cls(data.arrays, data.meta)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -226,7 +56,7 @@ class ItemTrie:
         cls,
         offsets: np.ndarray | torch.Tensor,
         tokens: np.ndarray | torch.Tensor,
-        weights: Sequence[float] | np.ndarray | torch.Tensor | None = None,
+        weights: Weights | None = None,
         *,
         entropy: str = "global",
         vocab_size: int | None = None,
@@ -238,40 +68,22 @@ class ItemTrie:
         :meth:`from_token_ids`. ``offsets`` and ``tokens`` must have an integer dtype: float or
         bool arrays are refused, never truncated.
         """
-        offsets = _as_int64(offsets, "offsets")
-        tokens = _as_int64(tokens, "tokens")
-        if entropy not in ENTROPY_MODES:
-            raise ValueError(f"entropy must be one of {sorted(ENTROPY_MODES)}, got {entropy!r}")
-        if vocab_size is not None:
-            vocab_size = as_index(vocab_size, "vocab_size")
-            if vocab_size <= 0:
-                raise ValueError(f"vocab_size must be a positive integer, got {vocab_size}")
-        num_items = offsets.shape[0] - 1
-        w = None if weights is None else _as_weights(weights, num_items)
-        _check_token_ranges(offsets, tokens, vocab_size)
-        raw = _C.build_trie(
-            offsets,
-            tokens,
-            w,
-            ENTROPY_MODES[entropy],
-            -1 if vocab_size is None else vocab_size,
-            float(equal_ig_rtol),
+        return cls.from_data(
+            build_from_csr(
+                offsets,
+                tokens,
+                weights,
+                entropy=entropy,
+                vocab_size=vocab_size,
+                equal_ig_rtol=equal_ig_rtol,
+            )
         )
-        arrays = {name: torch.from_numpy(raw[name]) for name in NODE_ARRAYS + ITEM_ARRAYS}
-        meta = {
-            "entropy": entropy,
-            "vocab_size": -1 if vocab_size is None else int(vocab_size),
-            "max_depth": int(raw["max_depth"]),
-            "max_fanout": int(raw["max_fanout"]),
-            "num_items": int(num_items),
-        }
-        return cls(arrays, meta)
 
     @classmethod
     def from_token_ids(
         cls,
         sequences: Iterable[Sequence[int]],
-        weights: Sequence[float] | np.ndarray | torch.Tensor | None = None,
+        weights: Weights | None = None,
         *,
         entropy: str = "global",
         vocab_size: int | None = None,
@@ -297,14 +109,14 @@ class ItemTrie:
                 wrong length, or a path that is a prefix of another. (The two errors above are
                 ValueError subclasses too.)
         """
-        offsets, tokens = _paths_to_csr(sequences)
-        return cls.from_csr(
-            offsets,
-            tokens,
-            weights,
-            entropy=entropy,
-            vocab_size=vocab_size,
-            equal_ig_rtol=equal_ig_rtol,
+        return cls.from_data(
+            build_from_paths(
+                sequences,
+                weights,
+                entropy=entropy,
+                vocab_size=vocab_size,
+                equal_ig_rtol=equal_ig_rtol,
+            )
         )
 
     @classmethod
@@ -313,7 +125,7 @@ class ItemTrie:
         titles: Sequence[str],
         tokenizer: Any,
         *,
-        weights: Sequence[float] | np.ndarray | torch.Tensor | None = None,
+        weights: Weights | None = None,
         context: str = "",
         prefix: str = "",
         suffix: str = "\n",
@@ -326,22 +138,24 @@ class ItemTrie:
 
         Each item's path is the tokens of ``prefix + title + suffix`` encoded after ``context``
         (the end of the prompt), plus the EOS id (``eos=True``), a given id (``eos=<int>``) or
-        nothing (``eos=False``). See :func:`igdbeam.trie.titles.tokenize_titles_in_context`.
+        nothing (``eos=False``). Token ids are checked against ``len(tokenizer)`` when the
+        tokenizer has a length. See :func:`igdbeam.trie.titles.tokenize_titles_in_context`
+        (the tokenization lives in :mod:`igdbeam.trie.titles`; this class knows no tokenizer).
         """
-        from igdbeam.trie.titles import tokenize_titles_in_context
-
-        paths = tokenize_titles_in_context(
-            titles,
-            tokenizer,
-            context=context,
-            prefix=prefix,
-            suffix=suffix,
-            eos=eos,
-            batch_size=batch_size,
-            progress=progress,
+        return cls.from_data(
+            build_from_titles(
+                titles,
+                tokenizer,
+                weights=weights,
+                context=context,
+                prefix=prefix,
+                suffix=suffix,
+                eos=eos,
+                entropy=entropy,
+                batch_size=batch_size,
+                progress=progress,
+            )
         )
-        vocab_size = len(tokenizer) if hasattr(tokenizer, "__len__") else None
-        return cls.from_token_ids(paths, weights, entropy=entropy, vocab_size=vocab_size)
 
     # ------------------------------------------------------------------ basic facts
     @property
@@ -399,9 +213,9 @@ class ItemTrie:
         return self._arrays["token"].device
 
     @property
-    def meta(self) -> dict[str, Any]:
+    def meta(self) -> TrieMeta:
         """A copy of the scalar metadata (entropy mode, vocab size, depth, fan-out, item count)."""
-        return dict(self._meta)
+        return self._meta.copy()
 
     def array(self, name: str) -> torch.Tensor:
         """Return one of the trie's arrays by name (zero-copy)."""
@@ -506,8 +320,6 @@ class ItemTrie:
         ``tokens`` is ``[rows, cols]`` int64 (any device the trie is on); ``lengths[r]`` (optional)
         limits row ``r`` to its first ``lengths[r]`` tokens, e.g. for right padding.
         """
-        from igdbeam.ops.walk import walk_paths
-
         return walk_paths(self, tokens, lengths)
 
     def path_information_gain(self, tokens: Sequence[int] | torch.Tensor) -> torch.Tensor:
@@ -517,24 +329,7 @@ class ItemTrie:
             InvalidIdError: a token that is not an integer (float, bool, NaN).
             ValueError: the path leaves the trie (names the position and token).
         """
-        seq = as_id_array(tokens, "tokens").reshape(-1).tolist()
-        off = self._arrays["child_offsets"].cpu().numpy()
-        tok = self._arrays["token"].cpu().numpy()
-        ig = self._arrays["info_gain"].cpu().numpy()
-        node = 0
-        out = np.zeros(len(seq), dtype=np.float32)
-        for pos, t in enumerate(seq):
-            lo, hi = int(off[node]), int(off[node + 1])
-            k = lo + int(np.searchsorted(tok[lo:hi], t))
-            if k >= hi or tok[k] != t:
-                raise ValueError(
-                    f"the path leaves the trie at position {pos}: token {t} is not a child of the "
-                    f"prefix {seq[:pos]} (allowed: {tok[lo:hi][:20].tolist()}"
-                    f"{' ...' if hi - lo > 20 else ''})"
-                )
-            node = k
-            out[pos] = ig[node]
-        return torch.from_numpy(out)
+        return path_information_gain(self._arrays, tokens)
 
     def item_path(self, item: int) -> list[int]:
         """Return the token path of catalog item ``item`` (terminator included).
@@ -545,24 +340,11 @@ class ItemTrie:
         item = as_index(item, "item id")
         if not 0 <= item < self.num_items:
             raise InvalidIdError(f"item id {item} is out of range [0, {self.num_items})")
-        node = int(self._arrays["item_leaf"][item])
-        parent = self._arrays["parent"].cpu()
-        token = self._arrays["token"].cpu()
-        path: list[int] = []
-        while node > 0:
-            path.append(int(token[node]))
-            node = int(parent[node])
-        return path[::-1]
+        return path_to_node(self._arrays, int(self._arrays["item_leaf"][item]))
 
     def items_of_node(self, node: int) -> list[int]:
         """Return the item ids of a leaf (all duplicates), or [] for an inner node."""
-        node = self._check_node(node)
-        leaves = self._arrays["leaf_nodes"].cpu().numpy()
-        k = int(np.searchsorted(leaves, node))
-        if k >= leaves.shape[0] or leaves[k] != node:
-            return []
-        off = self._arrays["leaf_item_offsets"].cpu().numpy()
-        return self._arrays["leaf_items"][int(off[k]) : int(off[k + 1])].tolist()
+        return items_of_leaf(self._arrays, self._check_node(node))
 
     def item_ids_of_nodes(self, nodes: torch.Tensor) -> torch.Tensor:
         """Map node ids (any shape, any device) to the smallest item id of their leaf, else -1.
@@ -574,16 +356,7 @@ class ItemTrie:
             nodes = torch.from_numpy(as_id_array(nodes, "nodes"))
         elif nodes.dtype not in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8):
             raise InvalidIdError(f"nodes must hold integer node ids, got dtype {nodes.dtype}")
-        nodes = nodes.to(self.device)
-        leaves = self._arrays["leaf_nodes"]
-        flat = nodes.reshape(-1).long()
-        # Ids past the trie (int64 ids would wrap around in int32) are no leaf: -1.
-        flat = torch.where((flat >= 0) & (flat < self.num_nodes), flat, -1).to(torch.int32)
-        k = torch.searchsorted(leaves, flat.clamp(min=0)).clamp(max=leaves.numel() - 1)
-        hit = (leaves[k] == flat) & (flat >= 0)
-        first = self._arrays["leaf_items"][self._arrays["leaf_item_offsets"][k].long()]
-        out = torch.where(hit, first.to(torch.int64), torch.full_like(first, -1, dtype=torch.int64))
-        return out.reshape(nodes.shape)
+        return first_items_of_nodes(self._arrays, nodes.to(self.device))
 
     def stats(self) -> dict[str, float | int]:
         """Summary numbers, including the paper's Table 4 zero-IG token share.
@@ -592,50 +365,17 @@ class ItemTrie:
         trie was built with popularity weights): ``sum_i w_i * zeros(i) / sum_i w_i * len(i)``.
         ``zero_ig_token_share_uniform`` gives every distinct path the same weight.
         """
-        off = self._arrays["child_offsets"].cpu().numpy()
-        parent = self._arrays["parent"].cpu().numpy()
-        zero = self._arrays["zero_ig"].cpu().numpy().astype(np.int64)
-        depth = self._arrays["depth"].cpu().numpy()
-        zeros_on_path = zero.copy()
-        # Breadth-first numbering makes each depth a contiguous slice whose parents came earlier.
-        starts = np.searchsorted(depth, np.arange(1, self.max_depth + 2))
-        for d in range(1, self.max_depth + 1):
-            lo, hi = starts[d - 1], starts[d]
-            zeros_on_path[lo:hi] += zeros_on_path[parent[lo:hi]]
-        leaves = self._arrays["leaf_nodes"].cpu().numpy()
-        w = self._arrays["leaf_weight"].cpu().numpy()
-        leaf_len = depth[leaves].astype(np.float64)
-        leaf_zero = zeros_on_path[leaves].astype(np.float64)
-        total_edges = max(self.num_nodes - 1, 1)
-        fanouts = np.diff(off)
-        inner = fanouts[fanouts > 0]
-        return {
-            "num_items": self.num_items,
-            "num_leaves": self.num_leaves,
-            "num_nodes": self.num_nodes,
-            "max_depth": self.max_depth,
-            "max_fanout": self.max_fanout,
-            "mean_path_length": float(leaf_len.mean()),
-            "mean_branching": float(inner.mean()) if inner.size else 0.0,
-            "root_entropy": float(self._arrays["entropy"][0]),
-            "zero_ig_token_share": float((w * leaf_zero).sum() / (w * leaf_len).sum()),
-            "zero_ig_token_share_uniform": float(leaf_zero.sum() / leaf_len.sum()),
-            "zero_ig_edge_share": float(zero.sum() / total_edges),
-            "nbytes": self.nbytes,
-            "bytes_per_node": self.nbytes / self.num_nodes,
-        }
+        return trie_stats(self._arrays, self._meta)
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the trie in igdbeam's versioned, memory-mappable format (see ``trie_io``).
+        """Write the trie in igdbeam's versioned, memory-mappable format (see ``file_format``).
 
         Atomic: the bytes go to a unique temporary file in the same folder, which is fsynced and
         renamed over ``path``, so readers and concurrent writers never see a partial or mixed
         file, and a trie memory-mapped from ``path`` keeps reading the old file's pages.
         """
-        from igdbeam.trie.file_format import save_trie
-
-        save_trie(self, path)
+        save_trie(TrieData(self._arrays, self._meta), path)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, mmap: bool = True) -> ItemTrie:
@@ -649,18 +389,14 @@ class ItemTrie:
         Args:
             path: the trie file.
             mmap: ``True`` (default) maps the file copy-on-write: no copy, pages shared between
-                processes. The memory-map contract: replace a loaded file only by renaming a new
-                file over it (:meth:`save` does); never overwrite or truncate it in place while a
-                process has it loaded (a truncated mapping dies with SIGBUS, rewritten pages
-                change the trie behind its validation). ``False`` copies the whole file into
-                private memory at load time, so the trie no longer depends on the file.
+                processes; replace a loaded file only by renaming a new file over it (as
+                :meth:`save` does), never in place (the memory-map contract of
+                :mod:`igdbeam.trie.file_format`). ``False`` copies the file into private memory.
 
         Raises:
             TrieFormatError: the file is not a valid trie (a ValueError subclass).
         """
-        from igdbeam.trie.file_format import load_trie
-
-        return load_trie(path, mmap=mmap)
+        return cls.from_data(load_trie(path, mmap=mmap))
 
     def validate(self) -> None:
         """Check every array and the metadata as :meth:`load` does (a copy to the CPU first).
@@ -668,8 +404,6 @@ class ItemTrie:
         Raises:
             TrieFormatError: the arrays do not form a well-formed trie.
         """
-        from igdbeam.trie.file_format import validate_arrays
-
         validate_arrays({k: v.cpu().numpy() for k, v in self._arrays.items()}, self._meta)
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -685,49 +419,9 @@ class ItemTrie:
         return node
 
 
-def _rebuild_trie(arrays: dict[str, np.ndarray], meta: dict[str, Any], device: str) -> ItemTrie:
+def _rebuild_trie(arrays: dict[str, np.ndarray], meta: TrieMeta, device: str) -> ItemTrie:
     """Unpickle helper: rebuild on the CPU, then move to the pickled device when present."""
     trie = ItemTrie({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}, meta)
     if device != "cpu" and (not device.startswith("cuda") or torch.cuda.is_available()):
         trie = trie.to(device)
     return trie
-
-
-def popularity_weights(
-    target_item_ids: Iterable[int] | np.ndarray | torch.Tensor,
-    num_items: int,
-    *,
-    smoothing: float = 0.0,
-) -> np.ndarray:
-    """Count how often each item is a training target (the paper's popularity ``w_i``).
-
-    Args:
-        target_item_ids: the target item id of every training sample.
-        num_items: catalog size; ids must lie in ``[0, num_items)``.
-        smoothing: added to every count, so items never seen as a target keep a weight.
-
-    Returns:
-        float64 array of length ``num_items``.
-
-    Raises:
-        InvalidIdError: an id that is not an integer (a float such as ``1.5``, a bool, NaN; never
-            truncated) or lies outside ``[0, num_items)``; ``num_items`` not a positive integer.
-        ValueError: ``smoothing`` negative or not finite.
-    """
-    if not isinstance(target_item_ids, torch.Tensor | np.ndarray):
-        target_item_ids = list(target_item_ids)
-    ids = as_id_array(target_item_ids, "target_item_ids").reshape(-1)
-    num_items = as_index(num_items, "num_items")
-    if num_items <= 0:
-        raise InvalidIdError(f"num_items must be positive, got {num_items}")
-    if ids.size and (ids.min() < 0 or ids.max() >= num_items):
-        pos = int(np.argmax((ids < 0) | (ids >= num_items)))
-        raise InvalidIdError(
-            f"target item id {int(ids[pos])} (entry {pos}) is out of range [0, {num_items})"
-        )
-    if isinstance(smoothing, bool | np.bool_) or not isinstance(smoothing, int | float | np.number):
-        raise ValueError(f"smoothing must be a number >= 0, got {smoothing!r}")
-    if not math.isfinite(smoothing) or smoothing < 0:
-        raise ValueError(f"smoothing must be finite and >= 0, got {smoothing}")
-    counts = np.bincount(ids, minlength=num_items).astype(np.float64)
-    return counts + smoothing

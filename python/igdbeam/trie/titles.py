@@ -1,4 +1,6 @@
-"""Tokenize item titles in context, exactly as the model emits them after the prompt (spec 1)."""
+"""Item titles to trie paths: tokenized in context, exactly as the model emits them after the
+prompt (spec 1), then built into a trie's arrays.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +8,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from tqdm.auto import tqdm
+
+from igdbeam.trie.build import Weights, build_from_paths
+from igdbeam.trie.layout import TrieData
 
 
 def _encode(tokenizer: Any, texts: list[str]) -> list[list[int]]:
@@ -74,3 +79,39 @@ def tokenize_titles_in_context(
                 path.append(eos_id)
             paths.append(path)
     return paths
+
+
+def build_from_titles(
+    titles: Sequence[str],
+    tokenizer: Any,
+    *,
+    weights: Weights | None = None,
+    context: str = "",
+    prefix: str = "",
+    suffix: str = "\n",
+    eos: bool | int = True,
+    entropy: str = "global",
+    batch_size: int = 4096,
+    progress: bool | None = None,
+) -> TrieData:
+    """Build the arrays of a trie over item titles; see :meth:`igdbeam.ItemTrie.from_titles`.
+
+    The paths come from :func:`tokenize_titles_in_context`; token ids are checked against the
+    tokenizer's vocabulary when it has a length.
+
+    Raises:
+        ValueError: as :func:`tokenize_titles_in_context` and
+            :func:`igdbeam.trie.build.build_from_paths`.
+    """
+    paths = tokenize_titles_in_context(
+        titles,
+        tokenizer,
+        context=context,
+        prefix=prefix,
+        suffix=suffix,
+        eos=eos,
+        batch_size=batch_size,
+        progress=progress,
+    )
+    vocab_size = len(tokenizer) if hasattr(tokenizer, "__len__") else None
+    return build_from_paths(paths, weights, entropy=entropy, vocab_size=vocab_size)

@@ -1,10 +1,12 @@
-"""The ``igdbeam experiment`` subcommand: its options and the command."""
+"""``igdbeam experiment``: its options and the command (the train x decode grid, resumable)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 from typing import Any
+
+from igdbeam.app.cli.arg_types import non_negative_float, positive_int, unit_float
 
 DESCRIPTION = """\
 Run the paper's comparison as one resumable command: fine-tune with each training loss
@@ -18,10 +20,8 @@ cores, about 1.5-2 hours for the whole grid), 'gpu' (the paper's protocol: whole
 split, every test row, full fine-tune), 'tiny' (a few steps, for CI with a tiny model)."""
 
 
-def add_experiment_parser(sub: Any, formatter: type[argparse.HelpFormatter]) -> None:
+def add_parser(sub: Any, formatter: type[argparse.HelpFormatter]) -> None:
     """Register ``igdbeam experiment`` on the CLI's subparsers."""
-    from igdbeam.app.cli import non_negative_float, positive_int, unit_float
-
     p = sub.add_parser(
         "experiment",
         help="train x decode grid with intervals (resumable): does IGD help this recommender?",
@@ -75,6 +75,7 @@ def add_experiment_parser(sub: Any, formatter: type[argparse.HelpFormatter]) -> 
 
 
 def _csv_list(text: str | None, cast: type) -> tuple[Any, ...] | None:
+    """A comma-separated option as a tuple of ``cast`` values (None stays None)."""
     if text is None:
         return None
     items = [x.strip() for x in text.split(",") if x.strip()]
