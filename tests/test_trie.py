@@ -299,16 +299,3 @@ def test_large_fanout_root() -> None:
     # IG = H(root) - H(child) = ln n - (1/n) ln n for every child.
     assert torch.allclose(ig, torch.full_like(ig, math.log(n) * (1 - 1 / n)), rtol=1e-6)
     assert bool((trie.info_gain_norm[1 : n + 1] == 0).all())
-
-
-def test_native_view_keeps_its_arrays_alive() -> None:
-    import gc
-
-    from igdbeam.native.library import _C
-
-    view = ItemTrie.from_token_ids(EXAMPLE_PATHS, EXAMPLE_WEIGHTS).native_view()
-    gc.collect()
-    tokens = torch.tensor([[10, 11, 13]], dtype=torch.int64)
-    out = torch.empty(1, dtype=torch.int32)
-    assert _C.walk_paths(view, tokens.data_ptr(), 1, 3, 3, 0, out.data_ptr(), 0, 0) is None
-    assert view.owner.token[int(out[0])] == 13 and view.owner.depth[int(out[0])] == 3

@@ -15,6 +15,6 @@ g++ -std=c++17 -O2 -fPIC -shared -Wall -Wno-unknown-pragmas -DIGDBEAM_WITH_CUDA=
   -o "$out/igdbeam/_C$(python3-config --extension-suffix)" -lpthread
 PYTHONPATH="$out:tests:tools" timeout "${EMU_TIMEOUT:-1800}" python3 -m pytest -p cuda_emu_plugin \
   -m cuda -q -x -p no:cacheprovider "$@" \
-  --deselect tests/test_cuda_beam_step.py::test_beam_step_strided_logits_and_graph_capture \
-  --deselect tests/test_cuda_beam_step.py::test_beam_step_sliced_graph_capture \
-  --deselect tests/test_cuda_walk.py
+  --deselect "tests/test_beam_step_kernel.py::test_beam_step_strided_logits_and_graph_capture[cuda]" \
+  --deselect tests/test_beam_step_selection.py::test_beam_step_sliced_graph_capture \
+  --deselect tests/test_walk.py

@@ -33,13 +33,7 @@ py::object ProcessorStepOp(const TrieView& trie, std::uintptr_t input_ids, int64
       [&] {
         CheckTrie(trie);
         dtype = DtypeFromCode(dtype_code);
-        IGD_CHECK_ARG(rows >= 0 && seq_len >= 0 && vocab >= 0 && ids_row_stride >= 0,
-                      "bad shape: rows=", rows, " seq_len=", seq_len, " vocab=", vocab,
-                      " ids_row_stride=", ids_row_stride);
-        IGD_CHECK_ARG(rows <= 1 || scores_row_stride >= vocab, "scores rows overlap: row stride ",
-                      scores_row_stride, " < vocab ", vocab);
-        IGD_CHECK_ARG(prompt_len >= 0 && prompt_len <= seq_len, "prompt_len ", prompt_len,
-                      " must lie in [0, seq_len=", seq_len, "]");
+        CheckProcessorShape(rows, seq_len, vocab, ids_row_stride, scores_row_stride, prompt_len);
         CheckTemperature(temperature);
         IGD_CHECK_ARG(eos_token_id < vocab, "eos_token_id ", eos_token_id,
                       " is outside the vocabulary of ", vocab, " tokens");
@@ -78,10 +72,7 @@ py::object BeamStepOp(const TrieView& trie, std::uintptr_t logits, int dtype_cod
       [&] {
         CheckTrie(trie);
         dtype = DtypeFromCode(dtype_code);
-        IGD_CHECK_ARG(batch >= 0 && beams >= 1 && vocab >= 0 && logits_row_stride >= 0,
-                      "bad shape: batch=", batch, " beams=", beams, " vocab=", vocab,
-                      " logits_row_stride=", logits_row_stride);
-        IGD_CHECK_ARG(num_candidates >= 1, "num_candidates must be >= 1, got ", num_candidates);
+        CheckBeamShape(batch, beams, vocab, logits_row_stride, num_candidates);
         CheckTemperature(temperature);
         IGD_CHECK_ARG(select_slices >= 0, "select_slices must be >= 0 (0: automatic), got ",
                       select_slices);

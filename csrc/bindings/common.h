@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "igdbeam/cuda_kernels.h"  // declarations only; defined in CUDA builds
+#include "igdbeam/decode_checks.h"
 #include "igdbeam/errors.h"
 #include "igdbeam/kernels.h"
 #include "igdbeam/trie.h"
@@ -66,11 +67,6 @@ inline ScalarType DtypeFromCode(int dtype_code) {
 
 inline void CheckTrie(const TrieView& trie) {
   IGD_CHECK_ARG(trie.num_nodes >= 1, "the trie view has no nodes");
-}
-
-inline void CheckTemperature(float temperature) {
-  IGD_CHECK_ARG(temperature > 0.0f && std::isfinite(temperature),
-                "temperature must be a positive finite number, got ", temperature);
 }
 
 // The NodeFilter arguments of the decode steps (item_filters.h); 0 pointers mean no filter.

@@ -24,7 +24,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from igdbeam.app.io_utils.fs import public_dir
 
@@ -196,7 +196,7 @@ def asset_path(name: str, *, allow_installed: bool = True, allow_download: bool 
 def _dequantize_kwargs(gguf_path: Path) -> dict[str, Any]:
     """Ask transformers for dense weights (newer versions can keep GGUF blocks packed)."""
     try:
-        from transformers import GgufConfig  # type: ignore[attr-defined]
+        from transformers import GgufConfig
     except ImportError:
         return {}
     return {"quantization_config": GgufConfig(gguf_file=str(gguf_path), dequantize=True)}
@@ -224,8 +224,9 @@ def smollm2_checkpoint(*, progress: bool = True) -> Path:
             str(folder), gguf_file=SMOLLM2_GGUF, **_dequantize_kwargs(folder / SMOLLM2_GGUF)
         )
         # The weights are plain float tensors now; drop the GGUF quantizer so that the model
-        # saves (and later loads) as an ordinary checkpoint.
-        model.hf_quantizer = None
+        # saves (and later loads) as an ordinary checkpoint. (PreTrainedModel does not declare
+        # the hf_quantizer attribute that from_pretrained sets.)
+        cast(Any, model).hf_quantizer = None
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         model.save_pretrained(tmp)

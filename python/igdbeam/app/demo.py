@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -56,6 +56,7 @@ class DemoProfile:
 PROFILES: dict[str, DemoProfile] = {"quick": DemoProfile("quick")}
 MODELS = ("plain", "igd")
 DECODINGS = ("d3", "igd")
+ChunkResult = TypeVar("ChunkResult")  # what decode_in_chunks's decode returns per chunk
 
 
 class _Clock:
@@ -84,7 +85,7 @@ class _Phase:
 
 
 def decode_in_chunks(
-    decode: Callable[[Sequence[Any]], dict[str, Any]],
+    decode: Callable[[Sequence[Any]], ChunkResult],
     rows: Sequence[Any],
     chunk: int,
     deadline: float | None = None,
@@ -92,7 +93,7 @@ def decode_in_chunks(
     clock: Callable[[], float] = time.perf_counter,
     progress: bool = True,
     desc: str = "decoding",
-) -> tuple[int, list[dict[str, Any]]]:
+) -> tuple[int, list[ChunkResult]]:
     """Decode ``rows`` in order, ``chunk`` at a time, until done or the budget runs out.
 
     ``decode(rows)`` returns ``{name: Recommendations}``. Before each chunk after the first,
@@ -106,7 +107,7 @@ def decode_in_chunks(
     """
     from tqdm.auto import tqdm
 
-    parts: list[dict[str, Any]] = []
+    parts: list[ChunkResult] = []
     times: list[float] = []
     done = 0
     bar = tqdm(total=len(rows), desc=desc, disable=not progress, unit="row")
@@ -264,8 +265,8 @@ def run_demo(
     settings = {"d3": {"alpha": 0.0, "length_penalty": 0.0}}
     settings["igd"] = {"alpha": prof.igd_alpha, "length_penalty": 0.0}
 
-    def decode(part: Sequence[Any]) -> dict[str, Any]:
-        result = {}
+    def decode(part: Sequence[Any]) -> dict[tuple[str, str], Recommendations]:
+        result: dict[tuple[str, str], Recommendations] = {}
         for name, model in models.items():
             recs = recommend_many(
                 model,
@@ -288,7 +289,7 @@ def run_demo(
         done, parts = decode_in_chunks(
             decode, rows, prof.batch_size, deadline, progress=progress, desc="test rows"
         )
-    if done < len(rows):
+    if done < len(rows) and prof.time_budget_s is not None:  # only a budget stops early
         print(
             f"[igdbeam demo] {done} of {len(rows)} test rows decoded within the "
             f"{prof.time_budget_s / 60:.0f}-minute budget (fix the number with --num-users)",

@@ -14,7 +14,7 @@ import ast
 import csv
 import json
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -369,7 +369,7 @@ def write_item_info(path: str | os.PathLike[str], catalog: Catalog) -> None:
 def write_dataset(
     directory: str | os.PathLike[str],
     catalog: Catalog,
-    splits: dict[str, Sequence[Sample]],
+    splits: Mapping[str, Sequence[Sample]],
     *,
     overwrite: bool = False,
     command: str = "prepare",

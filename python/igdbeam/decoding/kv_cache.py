@@ -29,7 +29,7 @@ whole sequence fits in the window); :func:`resolve_kv_cache` picks the cache for
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from transformers import AttentionInterface, DynamicCache
@@ -143,6 +143,9 @@ class SharedPrefixLayer(CacheLayerMixin):
     suffix ``keys`` / ``values`` ``[P * W, H_kv, S, D]`` per beam."""
 
     is_sliding = False
+    # Always set (the base class allows None before a lazy initialization this layer never needs).
+    keys: torch.Tensor
+    values: torch.Tensor
 
     def __init__(self, prefix_keys: torch.Tensor, prefix_values: torch.Tensor) -> None:
         super().__init__()
@@ -198,7 +201,7 @@ class SharedPrefixCache(Cache):
         self, layers: Sequence[SharedPrefixLayer], prompt_mask: torch.Tensor | None = None
     ) -> None:
         super().__init__(layers=list(layers))
-        first = self.layers[0]
+        first = layers[0]
         self.num_prompts = int(first.prefix_keys.shape[0])
         self.beams = 1
         self.prefix_bias: torch.Tensor | None = None
@@ -221,7 +224,12 @@ class SharedPrefixCache(Cache):
         for layer in cache.layers:
             # Sliding-window layers qualify when the window holds the whole sequence (checked by
             # shared_prefix_support); then they hold the full prompt like a DynamicLayer.
-            if not isinstance(layer, DynamicLayer) or layer.keys is None or layer.keys.dim() != 4:
+            if (
+                not isinstance(layer, DynamicLayer)
+                or layer.keys is None
+                or layer.values is None
+                or layer.keys.dim() != 4
+            ):
                 raise ValueError(f"a shared-prefix cache adopts DynamicLayers, got {layer!r}")
             layers.append(SharedPrefixLayer(layer.keys, layer.values))
         if not layers:
@@ -231,6 +239,12 @@ class SharedPrefixCache(Cache):
             raise ValueError("the prompt cache's layers hold different lengths")
         mask = None if attention_mask is None else attention_mask[:, :length]
         return cls(layers, mask)
+
+    @property
+    def shared_layers(self) -> list[SharedPrefixLayer]:
+        """The cache's layers, all :class:`SharedPrefixLayer` (transformers types them as any
+        cache layer)."""
+        return cast("list[SharedPrefixLayer]", self.layers)
 
     def reorder_beams(self, rows: torch.Tensor) -> None:
         """Keep rows ``rows[i, j]`` as beam ``j`` of prompt ``i``; ``rows`` is int64
@@ -245,7 +259,7 @@ class SharedPrefixCache(Cache):
         if rows.shape[0] < self.num_prompts:
             prompts = torch.div(rows[:, 0], self.beams, rounding_mode="floor")
         flat = rows.reshape(-1)
-        for layer in self.layers:
+        for layer in self.shared_layers:
             layer.select(prompts, flat)
         if prompts is not None and self.prefix_bias is not None:
             self.prefix_bias = self.prefix_bias.index_select(0, prompts)
@@ -281,7 +295,8 @@ def shared_prefix_attention(
             f"the {ATTENTION_NAME!r} attention runs only inside igdbeam's decoding steps "
             "(igdbeam.decoding.kv_cache.decode_forward with a SharedPrefixCache)"
         )
-    layer = cache.layers[module.layer_idx]
+    # ``layer_idx`` is a plain int attribute of the Llama family's attention modules.
+    layer = cache.shared_layers[cast(int, module.layer_idx)]
     scale = float(scaling) if scaling is not None else query.shape[-1] ** -0.5
     out = cascade_attention(
         query, layer.prefix_keys, layer.prefix_values, cache.prefix_bias, key, value, scale
@@ -319,8 +334,9 @@ def shared_prefix_kwargs(model_kwargs: dict[str, Any], cache_key: str) -> dict[s
     return kwargs
 
 
-def _attention_layers(model: Any) -> list[torch.nn.Module]:
-    """The attention modules of a ``*ForCausalLM`` (a PEFT model's base model's)."""
+def _attention_layers(model: Any) -> list[torch.nn.Module | None]:
+    """The attention modules of a ``*ForCausalLM`` (a PEFT model's base model's; None for a
+    decoder layer without ``self_attn``)."""
     if hasattr(model, "get_base_model"):
         model = model.get_base_model()
     layers = getattr(getattr(model, "model", None), "layers", None)

@@ -136,6 +136,16 @@ def _pyplot() -> Any:
     return plt
 
 
+def _save_figure(plt: Any, fig: Any, path: str | os.PathLike[str]) -> Path:
+    """Lay out ``fig``, save it to ``path`` (creating its folder), close it; return the path."""
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
 def plot_entropy_curves(
     curves: Mapping[str, Sequence[float]],
     path: str | os.PathLike[str],
@@ -155,12 +165,7 @@ def plot_entropy_curves(
     ax.set_title(title or "Entropy of predicted vs ground-truth prefixes")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return _save_figure(plt, fig, path)
 
 
 def plot_zero_ig_by_step(report: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
@@ -174,9 +179,4 @@ def plot_zero_ig_by_step(report: Mapping[str, Any], path: str | os.PathLike[str]
     ax.set_ylim(0, 1)
     ax.set_title(f"Zero-IG tokens: {100 * report['zero_ig_token_share']:.1f}% of all item tokens")
     ax.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return _save_figure(plt, fig, path)

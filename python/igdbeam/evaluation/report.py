@@ -121,14 +121,14 @@ def markdown_tables(records: list[dict[str, Any]], header: str) -> str:
     lines.append("| variant | NDCG@10 | HR@10 | NDCG@10 - D3 | HR@10 - D3 |")
     lines.append("|---|---|---|---|---|")
     for label, loss, method in ABLATION:
-        r = by_key.get((loss, method))
-        if r is None:
+        cell = by_key.get((loss, method))
+        if cell is None:
             lines.append(f"| {label} | (not run) | | | |")
             continue
-        diff = r.get("vs_baseline", {})
+        diff = cell.get("vs_baseline", {})
         lines.append(
-            f"| {label} | {format_interval(r['metrics']['NDCG@10'])} | "
-            f"{format_interval(r['metrics']['HR@10'])} | "
+            f"| {label} | {format_interval(cell['metrics']['NDCG@10'])} | "
+            f"{format_interval(cell['metrics']['HR@10'])} | "
             f"{format_difference(diff.get('NDCG@10'))} | {format_difference(diff.get('HR@10'))} |"
         )
     lines += [

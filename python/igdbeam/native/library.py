@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 try:
-    from igdbeam import _C  # type: ignore[attr-defined]
+    from igdbeam import _C
 except ImportError as exc:  # pragma: no cover - exercised only on a broken install
     raise ImportError(
         "igdbeam's native extension igdbeam._C could not be imported. Install the package with "

@@ -30,17 +30,17 @@ def walk_paths(
         MissingCudaKernelsError: CUDA tensors with a build that has no CUDA kernels.
     """
     if not isinstance(tokens, torch.Tensor):
-        rows = [list(r) for r in tokens]
-        for i, row in enumerate(rows):
+        paths = [list(r) for r in tokens]
+        for i, row in enumerate(paths):
             bad = first_non_integer(row)
             if bad >= 0:
                 raise InvalidIdError(
                     f"tokens[{i}][{bad}] = {row[bad]!r} ({type(row[bad]).__name__}) is not an "
                     "integer token id"
                 )
-        width = max((len(r) for r in rows), default=0)
-        lengths = torch.tensor([len(r) for r in rows], dtype=torch.int64)
-        tokens = torch.tensor([r + [0] * (width - len(r)) for r in rows], dtype=torch.int64)
+        width = max((len(r) for r in paths), default=0)
+        lengths = torch.tensor([len(r) for r in paths], dtype=torch.int64)
+        tokens = torch.tensor([r + [0] * (width - len(r)) for r in paths], dtype=torch.int64)
         tokens, lengths = tokens.to(trie.device), lengths.to(trie.device)
     check_tensor("tokens", tokens, ndim=2, dtypes=(torch.int64,), device=trie.device)
     tokens = row_major(tokens)

@@ -16,7 +16,10 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "ADAPTER_CONFIG",
@@ -207,7 +210,8 @@ def load_model_with_adapter(
     else:
         base_model = base
     target_vocab = vocab_size if vocab_size is not None else _saved_vocab_size(folder, base_model)
-    current = base_model.get_input_embeddings().weight.shape[0]
+    # nn.Module types its attributes as Tensor | Module; an embedding's weight is a Tensor.
+    current = cast("torch.Tensor", base_model.get_input_embeddings().weight).shape[0]
     if target_vocab is not None and int(target_vocab) != current:
         base_model.resize_token_embeddings(int(target_vocab))
     model = peft.PeftModel.from_pretrained(base_model, str(folder), is_trainable=is_trainable)

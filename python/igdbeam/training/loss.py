@@ -158,14 +158,21 @@ def weighted_token_mean(
     None, else ``num_items_in_batch``; a zero denominator gives a finite zero loss.
     """
     total = (weight * token_loss).sum()
+    den = _denominator(weight.sum(), num_items_in_batch)
+    return total / den, den.detach()
+
+
+def _denominator(
+    local: torch.Tensor, num_items_in_batch: int | float | torch.Tensor | None
+) -> torch.Tensor:
+    """``local`` (the micro-batch count) or ``num_items_in_batch``, a zero replaced by one."""
     if num_items_in_batch is None:
-        den = weight.sum()
+        den = local
     else:
-        den = torch.as_tensor(num_items_in_batch, device=token_loss.device).to(torch.float32)
+        den = torch.as_tensor(num_items_in_batch, device=local.device).to(torch.float32)
         if den.dim() > 0:  # DataParallel passes one copy per GPU
             den = den.reshape(-1)[0]
-    den = torch.where(den > 0, den, torch.ones_like(den))
-    return total / den, den.detach()
+    return torch.where(den > 0, den, torch.ones_like(den))
 
 
 def _check_num_items(num_items_in_batch: int | float | torch.Tensor | None) -> None:
@@ -173,6 +180,23 @@ def _check_num_items(num_items_in_batch: int | float | torch.Tensor | None) -> N
         return
     if not math.isfinite(float(num_items_in_batch)) or float(num_items_in_batch) < 0:
         raise ValueError(f"num_items_in_batch must be >= 0, got {num_items_in_batch!r}")
+
+
+def _check_inputs(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    beta: float,
+    num_items_in_batch: int | float | torch.Tensor | None,
+    ignore_index: int,
+    validate: bool,
+) -> float:
+    """The checks shared by the logits losses; return ``beta`` as a float in ``[0, 1]``."""
+    beta = check_unit_interval("beta", beta)
+    _check_logits_labels(logits, labels)
+    _check_num_items(num_items_in_batch)
+    if validate:
+        check_labels(labels, logits.shape[-1], ignore_index)
+    return beta
 
 
 def igd_loss(
@@ -217,11 +241,7 @@ def igd_loss(
         ValueError: shape / dtype / device mismatch, beta outside ``[0, 1]``, labels outside the
             vocabulary, or an off-trie completion with ``off_trie="error"``.
     """
-    beta = check_unit_interval("beta", beta)
-    _check_logits_labels(logits, labels)
-    _check_num_items(num_items_in_batch)
-    if validate:
-        check_labels(labels, logits.shape[-1], ignore_index)
+    beta = _check_inputs(logits, labels, beta, num_items_in_batch, ignore_index, validate)
     tw = label_token_weights(
         labels, trie, beta, ignore_index=ignore_index, off_trie=off_trie, validate=False
     )
@@ -301,11 +321,7 @@ def pos_loss(
     Same arguments and normalisation as :func:`igd_loss`, without a trie (see
     :func:`~igdbeam.ops.label_weights.positional_token_weights`).
     """
-    beta = check_unit_interval("beta", beta)
-    _check_logits_labels(logits, labels)
-    _check_num_items(num_items_in_batch)
-    if validate:
-        check_labels(labels, logits.shape[-1], ignore_index)
+    beta = _check_inputs(logits, labels, beta, num_items_in_batch, ignore_index, validate)
     target = shift_labels(labels, ignore_index) if shift else labels
     weight = positional_token_weights(target, beta, ignore_index=ignore_index)
     ce = token_cross_entropy(logits, target, ignore_index=ignore_index)
@@ -379,10 +395,4 @@ def cft_loss(
     diff = logits.reshape(-1, V)[mask.reshape(-1)] - cf_logits.reshape(-1, V)[cf_mask.reshape(-1)]
     cf_ce = nnf.cross_entropy(diff, y.to(torch.int64), reduction="sum").float()
     total = ce.sum() + alpha * cf_ce
-    if num_items_in_batch is None:
-        den = mask.sum().to(torch.float32)
-    else:
-        den = torch.as_tensor(num_items_in_batch, device=logits.device).to(torch.float32)
-        den = den.reshape(-1)[0] if den.dim() > 0 else den
-    den = torch.where(den > 0, den, torch.ones_like(den))
-    return total / den
+    return total / _denominator(mask.sum().to(torch.float32), num_items_in_batch)

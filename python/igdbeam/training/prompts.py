@@ -132,6 +132,30 @@ def title_path(
     )[0]
 
 
+def fit_prompt(
+    tokenizer: Any,
+    history_titles: Sequence[str],
+    template: str | PromptTemplate,
+    max_prompt_tokens: int | None = None,
+) -> tuple[str, list[int]]:
+    """Return the prompt of ``history_titles`` and its token ids.
+
+    The oldest history items are dropped until the prompt fits ``max_prompt_tokens`` (None: no
+    limit); at least one item is always kept.
+    """
+    t = get_template(template)
+    history = list(history_titles)
+    prompt = t.prompt(history)
+    prompt_ids = _encode(tokenizer, prompt)
+    while (
+        max_prompt_tokens is not None and len(prompt_ids) > max_prompt_tokens and len(history) > 1
+    ):
+        history = history[1:]
+        prompt = t.prompt(history)
+        prompt_ids = _encode(tokenizer, prompt)
+    return prompt, prompt_ids
+
+
 def build_example(
     tokenizer: Any,
     history_titles: Sequence[str],
@@ -163,15 +187,7 @@ def build_example(
         ValueError: empty history, or labels that are not the trie path.
     """
     t = get_template(template)
-    history = list(history_titles)
-    prompt = t.prompt(history)
-    prompt_ids = _encode(tokenizer, prompt)
-    while (
-        max_prompt_tokens is not None and len(prompt_ids) > max_prompt_tokens and len(history) > 1
-    ):
-        history = history[1:]
-        prompt = t.prompt(history)
-        prompt_ids = _encode(tokenizer, prompt)
+    prompt, prompt_ids = fit_prompt(tokenizer, history_titles, t, max_prompt_tokens)
     path = title_path(tokenizer, target_title, t, prompt)
     if trie is not None:
         if target_item is not None:

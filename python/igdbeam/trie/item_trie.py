@@ -288,7 +288,7 @@ class ItemTrie:
             a = self._arrays
             view = _C.TrieView(
                 self.num_nodes,
-                *(a[name].data_ptr() for name in NODE_ARRAYS),
+                **{name: a[name].data_ptr() for name in NODE_ARRAYS},
                 max_fanout=self.max_fanout,
             )
             # The view holds raw pointers: keep the arrays alive as long as the view is.

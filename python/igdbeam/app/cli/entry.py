@@ -40,7 +40,7 @@ def _install_signal_handlers() -> dict[int, Any]:
     handlers for :func:`_restore_signal_handlers`."""
     if threading.current_thread() is not threading.main_thread():
         return {}
-    fired = []
+    fired: list[int] = []
 
     def handler(signum: int, _frame: Any) -> None:
         if fired:
@@ -48,7 +48,7 @@ def _install_signal_handlers() -> dict[int, Any]:
         fired.append(signum)
         raise Interrupted(signum)
 
-    previous = {}
+    previous: dict[int, Any] = {}
     for sig in (signal.SIGINT, signal.SIGTERM):
         old = signal.getsignal(sig)
         if old in (signal.SIG_IGN, None):

@@ -52,10 +52,11 @@ def setup(args: argparse.Namespace, splits: Sequence[str]) -> tuple[Any, Any, An
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    ds = load_dataset(dataset_dir(args), splits=tuple(splits))
+    data = dataset_dir(args)
+    ds = load_dataset(data, splits=tuple(splits))
     for name in splits:
         if not ds.split(name):
-            raise DataFormatError(f"{ds.directory / (name + '.csv')}: the split has no rows")
+            raise DataFormatError(f"{data / (name + '.csv')}: the split has no rows")
     model, tok = load_model_and_tokenizer(args.model)
     trie = build_trie(
         ds,

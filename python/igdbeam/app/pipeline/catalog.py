@@ -133,7 +133,9 @@ def with_catalog_ids(trie: Any, item_ids: np.ndarray, num_items: int) -> Any:
     item_leaf = np.full(num_items, -1, dtype=np.int32)
     item_leaf[ids] = arrays["item_leaf"].cpu().numpy()
     arrays["item_leaf"] = torch.from_numpy(item_leaf)
-    return ItemTrie(arrays, {**trie.meta, "num_items": int(num_items)})
+    meta = trie.meta  # a copy
+    meta["num_items"] = int(num_items)
+    return ItemTrie(arrays, meta)
 
 
 def build_trie(

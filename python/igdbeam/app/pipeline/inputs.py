@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from igdbeam.data.bigrec_csv import Sample
-from igdbeam.training.prompts import get_template
+from igdbeam.training.prompts import fit_prompt, get_template
 
 GenerateFn = Callable[..., Any]
 
@@ -32,11 +32,7 @@ def encode_prompts(
         hist = list(s.history_item_title)
         if max_history_items is not None:
             hist = hist[-max_history_items:]
-        ids = tokenizer(t.prompt(hist), add_special_tokens=False)["input_ids"]
-        while len(ids) > max_prompt_tokens and len(hist) > 1:
-            hist = hist[1:]
-            ids = tokenizer(t.prompt(hist), add_special_tokens=False)["input_ids"]
-        out.append(list(ids))
+        out.append(fit_prompt(tokenizer, hist, t, max_prompt_tokens)[1])
     return out
 
 

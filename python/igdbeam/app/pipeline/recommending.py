@@ -24,7 +24,8 @@ from igdbeam.app.pipeline.inputs import GenerateFn, encode_prompts, left_pad
 from igdbeam.app.pipeline.row_filters import RowFilters
 from igdbeam.data.bigrec_csv import Sample
 
-MethodSettings = Mapping[str, Mapping[str, float]]
+# Each method's igdbeam.Decoding fields (generate's keywords: floats, bools and strings).
+MethodSettings = Mapping[str, Mapping[str, Any]]
 
 
 @dataclass
@@ -105,7 +106,8 @@ def recommend_many(
         raise ValueError("no decoding methods given")
     from igdbeam.decoding.generate import generate, generate_many
 
-    shared = generate_fn is None or generate_fn is generate
+    decoder = generate if generate_fn is None else generate_fn
+    shared = decoder is generate
     names = list(methods)
     prompts = encode_prompts(tokenizer, samples, template, max_prompt_tokens, max_history_items)
     pad_id = (
@@ -142,7 +144,7 @@ def recommend_many(
                 for n in names:
                     t0 = time.perf_counter()
                     outs.append(
-                        generate_fn(  # type: ignore[misc]
+                        decoder(
                             model,
                             input_ids,
                             mask,

@@ -58,7 +58,7 @@ def recommend_many_sharded(
         return recommend_many(model, tokenizer, trie, samples, methods, **kwargs)
     model = model.to(acc.device)
     rows = list(range(len(samples)))
-    with acc.split_between_processes(rows) as mine:  # type: ignore[attr-defined]
+    with acc.split_between_processes(rows) as mine:
         part = recommend_many(
             model,
             tokenizer,

@@ -1,4 +1,5 @@
-"""CUDA logits-processor step vs the float64 reference and the C++ kernel (skipped without GPU)."""
+"""The logits-processor step op (``_C.processor_step``) on every backend (CPU always, CUDA where
+built and present) against the float64 numpy reference; CUDA also against the CPU op."""
 
 from __future__ import annotations
 
@@ -13,14 +14,24 @@ from cuda_testing import (
     build,
     cuda_marks,
     native_op,
-    random_catalog,
     ref_processor_step,
-    wide_root_catalog,
+    weighted_catalog,
+    wide_root_paths,
 )
 
-pytestmark = cuda_marks
+CPU_STEP = native_op("processor_step", "cpu")
 
-CUDA_STEP, CPU_STEP = native_op("processor_step", "cuda"), native_op("processor_step", "cpu")
+
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=cuda_marks)])
+def backend(request: pytest.FixtureRequest) -> str:
+    """The device the step runs on."""
+    return request.param
+
+
+def _sync(backend: str) -> None:
+    if backend == "cuda":
+        torch.cuda.synchronize()
+
 
 TOL = {torch.float32: (1e-4, 1e-5), torch.bfloat16: (2e-2, 1.6e-2), torch.float16: (4e-3, 2e-3)}
 
@@ -57,8 +68,10 @@ def _run_rows(op, view, ids, plen, scores, params, device):
     return nodes, status
 
 
-def _check(trie, gpu, ids_np, plens, scores, params, *, cpu=True):
-    """Run row groups of equal prompt length on CUDA (and CPU), compare with the reference."""
+def _check(backend, trie, ids_np, plens, scores, params):
+    """Run row groups of equal prompt length on ``backend``, compare with the reference (and,
+    on CUDA, with the CPU op)."""
+    dev = trie.to(backend)
     alpha, temperature, renormalize, eos = params
     atol, rtol = TOL[scores.dtype]
     t = NumpyTrie(trie)
@@ -70,15 +83,15 @@ def _check(trie, gpu, ids_np, plens, scores, params, *, cpu=True):
             t, ids, plen, s, alpha=alpha, temperature=temperature, renormalize=renormalize,
             eos_token_id=eos,
         )  # fmt: skip
-        got = s.cuda()
-        nodes, status = _run_rows(CUDA_STEP, gpu.native_view(), ids.cuda(), plen,
-                                  got, params, "cuda")  # fmt: skip
-        torch.cuda.synchronize()
+        got = s.to(backend)
+        nodes, status = _run_rows(native_op("processor_step", backend), dev.native_view(),
+                                  ids.to(backend), plen, got, params, backend)  # fmt: skip
+        _sync(backend)
         assert nodes.cpu().tolist() == want_nodes.tolist()
         assert status.cpu().tolist() == want_status.tolist()
         ref = torch.from_numpy(want).to(scores.dtype).float()
         torch.testing.assert_close(got.float().cpu(), ref, atol=atol, rtol=rtol, equal_nan=True)
-        if cpu:
+        if backend == "cuda":
             c = s.clone()
             cn, cs = _run_rows(CPU_STEP, trie.native_view(), ids, plen, c, params, "cpu")
             assert cn.tolist() == nodes.cpu().tolist() and cs.tolist() == status.cpu().tolist()
@@ -97,29 +110,32 @@ def _check(trie, gpu, ids_np, plens, scores, params, *, cpu=True):
         (0.1, 1.3, True, -1),
     ],  # fmt: skip
 )
-def test_processor_step_random(dtype, params) -> None:
+def test_processor_step_random(backend, dtype, params) -> None:
+    """Random rows (some off the trie, some at a leaf) of an odd-sized vocabulary."""
     rng = np.random.default_rng(11)
     vocab = 5003  # odd: rows are not 16-byte aligned, exercises the scalar path
-    paths, weights = random_catalog(rng, 300, alphabet=40, vocab=vocab)
+    paths, weights = weighted_catalog(rng, 300, vocab, alphabet=40)
     trie = build(paths, weights, vocab=vocab)
     ids, plens, scores = _inputs(rng, paths, 64, 5, vocab, dtype)
-    _check(trie, trie.to("cuda"), ids, plens, scores, params)
+    _check(backend, trie, ids, plens, scores, params)
 
 
 @pytest.mark.parametrize("dtype", list(DTYPES))
-def test_processor_step_aligned_rows_and_wide_root(dtype) -> None:
+def test_processor_step_aligned_rows_and_wide_root(backend, dtype) -> None:
+    """A Qwen-sized vocabulary (aligned rows) and a root with 55k children."""
     rng = np.random.default_rng(12)
     vocab = 151_936
-    paths = wide_root_catalog(rng, 55_000, vocab)
+    paths = wide_root_paths(rng, 55_000, vocab)
     trie = build(paths, vocab=vocab)
     ids, plens, scores = _inputs(rng, paths, 24, 3, vocab, dtype, off_rate=0.1)
     ids[:4, :] = 0  # some rows at the root: 55k children
     plens = [ids.shape[1] if r < 4 else p for r, p in enumerate(plens)]
     for params in [(0.2, 1.0, False, 2), (0.4, 0.8, True, 2)]:
-        _check(trie, trie.to("cuda"), ids, plens, scores, params)
+        _check(backend, trie, ids, plens, scores, params)
 
 
-def test_processor_step_nan_child_off_trie_and_strided_scores() -> None:
+def test_processor_step_nan_child_off_trie_and_strided_scores(backend) -> None:
+    """A NaN child gives status 2, an off-trie row status 1; columns past vocab stay untouched."""
     paths = [[10, 11, 12, 2], [10, 11, 13, 2], [10, 14, 2], [20, 21, 2]]
     trie = build(paths, [4, 2, 1, 1])
     vocab = 40
@@ -130,10 +146,11 @@ def test_processor_step_nan_child_off_trie_and_strided_scores() -> None:
         NumpyTrie(trie), ids, 1, big[:, :vocab], alpha=0.3
     )
     assert want_status.tolist() == [0, 1, 2]
-    gpu_scores = big.clone().cuda()
-    nodes, status = _run_rows(CUDA_STEP, trie.to("cuda").native_view(), ids.cuda(), 1,
-                              gpu_scores[:, :vocab], (0.3, 1.0, False, -1), "cuda")  # fmt: skip
-    torch.cuda.synchronize()
+    gpu_scores = big.clone().to(backend)
+    nodes, status = _run_rows(native_op("processor_step", backend),
+                              trie.to(backend).native_view(), ids.to(backend), 1,
+                              gpu_scores[:, :vocab], (0.3, 1.0, False, -1), backend)  # fmt: skip
+    _sync(backend)
     assert status.cpu().tolist() == [0, 1, 2]
     assert nodes.cpu().tolist() == want_nodes.tolist()
     torch.testing.assert_close(gpu_scores[:, :vocab].cpu(), torch.from_numpy(want).float(),
@@ -145,10 +162,10 @@ def test_processor_step_nan_child_off_trie_and_strided_scores() -> None:
     "params",
     [(1.0, 1.0, False, 2), (1.0, 0.7, False, 2), (1.0, 1.0, True, 2), (1.0, 0.7, True, -1)],
 )
-def test_processor_step_zero_weight_on_minus_inf_is_not_nan(params) -> None:
+def test_processor_step_zero_weight_on_minus_inf_is_not_nan(backend, params) -> None:
     """alpha = 1 gives the IG~ = 1 child weight 0: a -inf log-probability there stays -inf (not
     0 * -inf = NaN, not a kRowNan status), and renormalising children that are all -inf leaves
-    them -inf; CUDA, the CPU op and the reference agree."""
+    them -inf; every backend and the reference agree."""
     paths = [[10, 11, 12, 2], [10, 11, 13, 2], [10, 14, 2], [20, 21, 2]]
     trie = build(paths, [4, 2, 1, 1])  # IG~: root {10: 0, 20: 1}, (10,) {11: 0, 14: 1}
     vocab = 40
@@ -164,11 +181,12 @@ def test_processor_step_zero_weight_on_minus_inf_is_not_nan(params) -> None:
     )  # fmt: skip
     assert want_status.tolist() == [0, 0] and not np.isnan(want).any()
     assert want[0, 14] == -np.inf and want[1, 21] == -np.inf and np.isfinite(want[0, 11])
-    _check(trie, trie.to("cuda"), ids, plens, scores, params)
-    got = scores.clone().cuda()
-    _, status = _run_rows(CUDA_STEP, trie.to("cuda").native_view(),
-                          torch.from_numpy(ids[:1]).cuda(), 2, got[:1], params, "cuda")  # fmt: skip
-    torch.cuda.synchronize()
+    _check(backend, trie, ids, plens, scores, params)
+    got = scores.clone().to(backend)
+    _, status = _run_rows(native_op("processor_step", backend), trie.to(backend).native_view(),
+                          torch.from_numpy(ids[:1]).to(backend), 2, got[:1], params,
+                          backend)  # fmt: skip
+    _sync(backend)
     row = got[0].cpu()
     assert status.cpu().tolist() == [0] and not torch.isnan(row).any()
     assert row[20] == float("-inf") and torch.isfinite(row[10])
