@@ -23,10 +23,12 @@ import pytest
 import torch
 
 import igdbeam
-from igdbeam import _native
+from igdbeam.native import library as _native
+from igdbeam.native.dispatch import DEVICE_CUDA, raise_for_status
 
 _C = _native._C
 DTYPES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
+NO_FILTER = (0, 0, 0.0, 0, 0)  # node_mask, node_score, score_weight, filter_rows, row stride
 BATCH, BEAMS, VOCAB, K = 64, 10, 151_936, 20
 ALPHA = 0.2
 
@@ -93,12 +95,12 @@ class Case:
 
     def fused(self) -> None:
         x = self.logits
-        _C.beam_step_cuda(
+        raise_for_status("beam_step", _C.beam_step(
             self.trie.native_view(), x.data_ptr(), DTYPES[x.dtype], BATCH, BEAMS, VOCAB,
             x.stride(0), self.beam_scores.data_ptr(), self.nodes.data_ptr(), ALPHA, 1.0, False, K,
-            *(t.data_ptr() for t in self.out), int(torch.cuda.current_stream().cuda_stream),
-            0, self.bound,
-        )  # fmt: skip
+            *(t.data_ptr() for t in self.out), *NO_FILTER, 0, self.bound, DEVICE_CUDA,
+            int(torch.cuda.current_stream().cuda_stream),
+        ))  # fmt: skip
 
     def read_once(self) -> torch.Tensor:
         return self.logits.sum(dtype=torch.float32)

@@ -20,12 +20,13 @@ from typing import Any
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import PreTrainedModel
 
 import igdbeam
 from benchmarks.bench_decode import DictTrieLoopProcessor, beam_search_kwargs, make_catalog
 from benchmarks.conftest import QUICK
-from igdbeam.pipeline import left_pad
+from factories.models import tiny_llama
+from igdbeam.app.pipeline import left_pad
 
 pytestmark = pytest.mark.skipif(
     not igdbeam.cuda_available(), reason="needs a CUDA build of igdbeam and a GPU"
@@ -36,31 +37,33 @@ BEAMS, ALPHA = 10, 0.2
 BATCH = int(os.environ.get("IGDBEAM_E2E_BATCH", "16"))  # prompts per generate call
 
 
-def _model(layers: int) -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=VOCAB,
-        hidden_size=576,
-        intermediate_size=1536,
-        num_hidden_layers=layers,
-        num_attention_heads=9,
-        num_key_value_heads=3,
-        max_position_embeddings=2048,
+def _model(layers: int) -> PreTrainedModel:
+    """A SmolLM2-135M-shaped Llama (random weights, bf16) with ``layers`` layers on the GPU."""
+    return tiny_llama(
+        VOCAB,
+        seed=0,
+        dtype=torch.bfloat16,
+        layers=layers,
+        sharpen=None,
+        hidden=576,
+        intermediate=1536,
+        heads=9,
+        kv_heads=3,
+        max_positions=2048,
+        bos=1,
+        eos=EOS,
+        pad=PAD,
         tie_word_embeddings=True,
-        bos_token_id=1,
-        eos_token_id=EOS,
-        pad_token_id=PAD,
-    )
-    return LlamaForCausalLM(config).to("cuda", torch.bfloat16)
+    ).to("cuda")
 
 
 @pytest.fixture(scope="module")
-def model() -> LlamaForCausalLM:
+def model() -> PreTrainedModel:
     return _model(4 if QUICK else 30).eval()
 
 
 @pytest.fixture(scope="module")
-def decode_case(model: LlamaForCausalLM) -> dict[str, Any]:
+def decode_case(model: PreTrainedModel) -> dict[str, Any]:
     paths = make_catalog(VOCAB, 20_000, seed=3)
     trie = igdbeam.ItemTrie.from_token_ids(paths, vocab_size=VOCAB).to("cuda")
     rng = random.Random(4)
@@ -127,7 +130,7 @@ def test_generate_cuda(
 
 
 @pytest.fixture(scope="module")
-def train_case(model: LlamaForCausalLM) -> dict[str, Any]:
+def train_case(model: PreTrainedModel) -> dict[str, Any]:
     paths = make_catalog(VOCAB, 20_000, seed=5)
     trie = igdbeam.ItemTrie.from_token_ids(paths, vocab_size=VOCAB).to("cuda")
     rng = random.Random(6)

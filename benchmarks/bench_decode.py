@@ -5,7 +5,8 @@ Run: ``PYTHONPATH=python python -m pytest benchmarks/bench_decode.py -q -s``
 ``OMP_NUM_THREADS=1``: torch's OpenMP workers spin-wait and the timings become noise when the
 cores are oversubscribed (igdbeam's CPU kernels are single-threaded either way). Each
 comparison checks correctness first, then times the implementations side by side
-(pytest-benchmark groups); the last test prints a ratio table.
+(pytest-benchmark groups) and records them in the ratio book (benchmarks/conftest.py), whose
+table ends the run.
 
 Comparisons:
 * processor step, batch 16 x 10 beams, vocabularies 49,152 and 151,936: igdbeam's native step,
@@ -18,39 +19,35 @@ Comparisons:
 
 from __future__ import annotations
 
-import os
 import random
-from collections import defaultdict
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM, LogitsProcessor
+from transformers import LogitsProcessor
 from transformers.generation.logits_process import PrefixConstrainedLogitsProcessor
 
 import igdbeam
-from igdbeam.decode_ops import processor_step
-from igdbeam.pipeline import left_pad
+from benchmarks.conftest import QUICK
+from factories.catalogs import synthetic_catalog
+from factories.ids import EOS, PAD
+from factories.models import tiny_llama
+from igdbeam.app.pipeline import left_pad
+from igdbeam.ops.decode_steps import processor_step
 
-QUICK = os.environ.get("IGDBEAM_BENCH_QUICK", "0") not in ("", "0")
 BATCH, BEAMS = (4, 4) if QUICK else (16, 10)
 VOCABS = [8_192] if QUICK else [49_152, 151_936]
 NUM_ITEMS = 2_000 if QUICK else 20_000
-EOS, PAD = 2, 0
 ALPHA = 0.2
 ROUNDS = 3 if QUICK else 5
-RESULTS: dict[str, dict[str, tuple[float, float]]] = defaultdict(dict)
 
 
 def make_catalog(vocab: int, num_items: int, seed: int = 0) -> list[list[int]]:
-    """Item paths of 3-10 tokens with shared title-like prefixes, ending in EOS."""
-    rng = random.Random(seed)
-    heads = [rng.randrange(3, vocab) for _ in range(max(num_items // 20, 10))]
-    paths = set()
-    while len(paths) < num_items:
-        body = [rng.choice(heads)]
-        body += [rng.randrange(3, vocab) for _ in range(rng.randint(2, 9))]
-        paths.add(tuple(body) + (EOS,))
-    return [list(p) for p in sorted(paths)]
+    """Item paths of 3-10 tokens below ~num_items/20 distinct first tokens (title-like shared
+    prefixes), ending in EOS; also the catalog of ``bench_cuda_e2e.py``."""
+    heads = max(num_items // 20, 10)
+    return synthetic_catalog(
+        num_items, vocab, seed=seed, min_len=3, max_len=10, heads=heads, alphabet=None
+    ).paths()
 
 
 class DictTrieLoopProcessor(LogitsProcessor):
@@ -149,14 +146,8 @@ def step_case(request):
     return vocab, trie, steps, prompt, loop, hf
 
 
-def _record(benchmark, group: str, name: str, per: int = 1) -> None:
-    """Keep (min, mean) seconds per call; min is the robust number on a shared machine."""
-    stats = benchmark.stats.stats
-    RESULTS[group][name] = (stats.min / per, stats.mean / per)
-
-
 @pytest.mark.parametrize("impl", ["igdbeam", "python_loop", "prefix_allowed_tokens_fn"])
-def test_processor_step(benchmark, step_case, impl: str) -> None:
+def test_processor_step(benchmark, ratios, step_case, impl: str) -> None:
     """One round = the processor at steps 0..3; the table reports the mean per step."""
     vocab, trie, steps, prompt, loop, hf = step_case
     group = f"processor step {BATCH}x{BEAMS} V={vocab}"
@@ -185,7 +176,7 @@ def test_processor_step(benchmark, step_case, impl: str) -> None:
             one(ids, s)
 
     benchmark.pedantic(run, setup=setup, rounds=ROUNDS, iterations=1)
-    _record(benchmark, group, impl, per=STEPS)
+    ratios.record(group, impl, benchmark, per=STEPS)
 
 
 # ---- generation --------------------------------------------------------------------------
@@ -210,20 +201,7 @@ def beam_search_kwargs(mask: torch.Tensor, trie: igdbeam.ItemTrie, beams: int) -
 @pytest.fixture(scope="module")
 def gen_case():
     vocab = VOCABS[0]
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=vocab,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        bos_token_id=1,
-        eos_token_id=EOS,
-        pad_token_id=PAD,
-    )
-    model = LlamaForCausalLM(config).eval()
+    model = tiny_llama(vocab, sharpen=None, hidden=64, intermediate=128, max_positions=256)
     paths = make_catalog(vocab, NUM_ITEMS // 4, seed=3)
     trie = igdbeam.ItemTrie.from_token_ids(paths, vocab_size=vocab)
     rng = random.Random(4)
@@ -242,7 +220,7 @@ def gen_case():
 @pytest.mark.parametrize(
     "impl", ["igdbeam.generate", "generate+IGDLogitsProcessor", "unconstrained"]
 )
-def test_generate(benchmark, gen_case, impl: str) -> None:
+def test_generate(benchmark, ratios, gen_case, impl: str) -> None:
     model, trie, ids, mask, kw = gen_case
     group = f"generate {BATCH}x{BEAMS} V={VOCABS[0]} (random Llama, 2x64)"
     benchmark.group = group
@@ -264,19 +242,4 @@ def test_generate(benchmark, gen_case, impl: str) -> None:
             )
 
     benchmark.pedantic(run, rounds=max(ROUNDS - 2, 1), iterations=1, warmup_rounds=1)
-    _record(benchmark, group, impl)
-
-
-def test_zz_ratio_table(capsys) -> None:
-    """Print per-call times and the speedup of igdbeam over each baseline (by min and mean)."""
-    assert RESULTS, "run the benchmarks first"
-    lines = ["", "group | implementation | min ms | mean ms | speedup (min) | speedup (mean)"]
-    for group, rows in RESULTS.items():
-        ours = rows.get("igdbeam", rows.get("igdbeam.generate"))
-        for name, (best, mean) in rows.items():
-            lines.append(
-                f"{group} | {name} | {best * 1e3:.2f} | {mean * 1e3:.2f} | "
-                f"{best / ours[0]:.1f}x | {mean / ours[1]:.1f}x"
-            )
-    with capsys.disabled():
-        print("\n".join(lines))
+    ratios.record(group, "igdbeam" if impl == "igdbeam.generate" else impl, benchmark)

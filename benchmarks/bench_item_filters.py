@@ -1,6 +1,6 @@
 """Per-request item filters: the native per-node build against a torch baseline.
 
-Run: ``PYTHONPATH=python:. python -m pytest benchmarks/bench_item_filters.py -q -s``
+Run: ``PYTHONPATH=python python -m pytest benchmarks/bench_item_filters.py -q -s``
 (``IGDBEAM_BENCH_QUICK=1``: 20k items, 8 rows).
 
 What a user would otherwise write is the same reduction in torch, level by level: the item mask
@@ -8,7 +8,8 @@ is scattered onto the leaves (``scatter_reduce(amax)`` over ``item_leaf``), then
 deepest first, is folded into the level above (a contiguous node range) with
 ``scatter_reduce(amax)`` over ``parent`` (for the CF scores: ``amax``, then ``scatter_add`` of
 ``exp(x - max)``, then ``log``). igdbeam does it in one native call (bit-parallel over 64 rows
-for the mask, whose output is bit-packed: one bit per node and row; :mod:`igdbeam.item_filters`).
+for the mask, whose output is bit-packed: one bit per node and row;
+:mod:`igdbeam.ops.node_filters`).
 
 * mask: 1M items (titles of 4-13 tokens, Zipf words) x 64 rows, each row excluding 50 random
   items (a history);
@@ -23,8 +24,8 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.catalogs import zipf_catalog
 from benchmarks.conftest import QUICK
+from factories.catalogs import synthetic_catalog
 from igdbeam import ItemTrie, node_filters
 
 NUM_ITEMS = 20_000 if QUICK else 1_000_000
@@ -35,8 +36,8 @@ ROUNDS = 3
 
 @pytest.fixture(scope="module")
 def catalog() -> dict[str, Any]:
-    offsets, tokens = zipf_catalog(NUM_ITEMS, min_len=3, max_len=12, seed=1)
-    trie = ItemTrie.from_csr(offsets, tokens)
+    titles = synthetic_catalog(NUM_ITEMS, 49_152, seed=1, zipf=1.2, min_len=3, max_len=12)
+    trie = ItemTrie.from_csr(*titles.csr())
     depth = trie.depth.to(torch.int64)
     bounds = torch.searchsorted(depth, torch.arange(trie.max_depth + 2)).tolist()
     rng = np.random.default_rng(2)

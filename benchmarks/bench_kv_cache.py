@@ -20,59 +20,42 @@ dynamic results are checked for the same items (and scores to 1e-4) after timing
 
 from __future__ import annotations
 
-import os
 import random
 import time
 from typing import Any
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 import igdbeam
-from igdbeam.pipeline import left_pad
+from benchmarks.conftest import QUICK
+from factories.catalogs import synthetic_catalog
+from factories.ids import EOS, PAD
+from factories.models import tiny_llama
+from igdbeam.app.pipeline import left_pad
 
-QUICK = os.environ.get("IGDBEAM_BENCH_QUICK", "0") not in ("", "0")
 BEAMS = 4 if QUICK else 10
 PROMPT_COUNTS = [4] if QUICK else [16, 64]
 PROMPT_LEN = (20, 28) if QUICK else (170, 210)
 NUM_ITEMS = 200 if QUICK else 1_700
-EOS, PAD = 2, 0
 ALPHA = 0.2
 RESULTS: dict[tuple[int, str], Any] = {}
 
 
-def smollm2_shaped(seed: int = 0) -> LlamaForCausalLM:
+def smollm2_shaped(seed: int = 0) -> Any:
     """SmolLM2-135M's architecture with random weights (a 2-layer toy in quick mode)."""
-    torch.manual_seed(seed)
-    size = (
-        dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, vocab_size=8_192)
-        if QUICK
-        else dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, vocab_size=49_152)
+    if QUICK:
+        vocab, size = 8_192, dict(hidden=64, intermediate=128, layers=2, heads=4, kv_heads=2)
+    else:
+        vocab, size = 49_152, dict(hidden=576, intermediate=1536, layers=30, heads=9, kv_heads=3)
+    return tiny_llama(
+        vocab, seed, sharpen=None, max_positions=2048, tie_word_embeddings=True, **size
     )
-    config = LlamaConfig(
-        num_attention_heads=9 if not QUICK else 4,
-        num_key_value_heads=3 if not QUICK else 2,
-        max_position_embeddings=2048,
-        bos_token_id=1,
-        eos_token_id=EOS,
-        pad_token_id=PAD,
-        tie_word_embeddings=True,
-        **size,
-    )
-    return LlamaForCausalLM(config).eval()
 
 
 def title_catalog(vocab: int, num_items: int, seed: int = 0) -> list[list[int]]:
-    """Title-like paths: ~13 tokens on average (9-17 plus EOS), common words shared early."""
-    rng = random.Random(seed)
-    words = [rng.randrange(3, vocab) for _ in range(num_items // 8)]
-    paths: set[tuple[int, ...]] = set()
-    while len(paths) < num_items:
-        n = rng.randint(8, 16)
-        head = [rng.choice(words[:40]), rng.choice(words)]
-        paths.add(tuple(head + [rng.randrange(3, vocab) for _ in range(n - 2)]) + (EOS,))
-    return [list(p) for p in sorted(paths)]
+    """Title-like paths: ~13 tokens on average (8-16 Zipf words plus EOS), common words shared."""
+    return synthetic_catalog(num_items, vocab, seed=seed, zipf=1.2, min_len=8, max_len=16).paths()
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +126,7 @@ def test_kv_cache(benchmark, ratios, setup, impl: str, count: int) -> None:
         search = float(out.seconds)
         RESULTS[(count, impl)] = out
     # The search part (prompt forward excluded) goes into the ratio book as its own group.
-    ratios.means.setdefault(f"kv_cache search {label}", {})[role] = search
+    ratios.record_seconds(f"kv_cache search {label}", role, search)
 
 
 @pytest.mark.parametrize("count", PROMPT_COUNTS, ids=lambda n: f"P{n}")

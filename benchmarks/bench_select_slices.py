@@ -4,7 +4,7 @@ the time of each (CUDA events) against reading the logits once, for bench_cuda.p
     python benchmarks/bench_select_slices.py      # needs a GPU and a CUDA build of igdbeam
 
 Slice count 0 is the step's own choice; a positive count is forced through the internal
-binding's ``select_slices`` test hook.
+binding's ``select_slices`` argument (only the CUDA launch reads it).
 """
 
 from __future__ import annotations
@@ -18,23 +18,37 @@ try:  # collected by pytest as part of the benchmarks package
         BATCH,
         BEAMS,
         DTYPES,
+        NO_FILTER,
         VOCAB,
         Case,
         cuda_time_ms,
         make_trie,
     )
 except ImportError:  # run as a script: python benchmarks/bench_select_slices.py
-    from bench_cuda import _C, ALPHA, BATCH, BEAMS, DTYPES, VOCAB, Case, cuda_time_ms, make_trie
+    from bench_cuda import (
+        _C,
+        ALPHA,
+        BATCH,
+        BEAMS,
+        DTYPES,
+        NO_FILTER,
+        VOCAB,
+        Case,
+        cuda_time_ms,
+        make_trie,
+    )
+
+from igdbeam.native.dispatch import DEVICE_CUDA, raise_for_status
 
 
 def fused(case: Case, slices: int, out: list[torch.Tensor], renormalize: bool = False) -> None:
     x = case.logits
-    _C.beam_step_cuda(
+    raise_for_status("beam_step", _C.beam_step(
         case.trie.native_view(), x.data_ptr(), DTYPES[x.dtype], BATCH, BEAMS, VOCAB, x.stride(0),
         case.beam_scores.data_ptr(), case.nodes.data_ptr(), ALPHA, 1.0, renormalize,
-        out[0].shape[1], *(t.data_ptr() for t in out),
-        int(torch.cuda.current_stream().cuda_stream), slices, case.bound,
-    )  # fmt: skip
+        out[0].shape[1], *(t.data_ptr() for t in out), *NO_FILTER, slices, case.bound,
+        DEVICE_CUDA, int(torch.cuda.current_stream().cuda_stream),
+    ))  # fmt: skip
 
 
 def check_and_time(case: Case, label: str) -> None:

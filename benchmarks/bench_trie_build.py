@@ -14,11 +14,16 @@ from typing import Any
 
 import pytest
 
-from benchmarks.catalogs import as_lists, zipf_catalog
 from benchmarks.conftest import QUICK
+from factories.catalogs import SyntheticCatalog, synthetic_catalog
 from igdbeam import ItemTrie
 
 SIZES = [10_000] if QUICK else [10_000, 100_000, 1_000_000]
+
+
+def title_catalog(num_items: int) -> SyntheticCatalog:
+    """Tokenized-title-like paths: 10-30 Zipf-distributed tokens of a 49,152 vocabulary + EOS."""
+    return synthetic_catalog(num_items, 49_152, zipf=1.2, min_len=10, max_len=30)
 
 
 class DictTrie:
@@ -58,7 +63,7 @@ def _dict_allowed(n: int) -> bool:
 
 @pytest.mark.parametrize("num_items", SIZES)
 def test_build_native(benchmark: Any, ratios: Any, num_items: int) -> None:
-    offsets, tokens = zipf_catalog(num_items)
+    offsets, tokens = title_catalog(num_items).csr()
     trie = benchmark.pedantic(
         ItemTrie.from_csr, args=(offsets, tokens), rounds=3 if num_items >= 1_000_000 else 5
     )
@@ -78,8 +83,9 @@ def test_build_native(benchmark: Any, ratios: Any, num_items: int) -> None:
 def test_build_dict_trie(benchmark: Any, ratios: Any, num_items: int) -> None:
     if not _dict_allowed(num_items):
         pytest.skip("the 1M dict trie needs minutes and GBs; set IGDBEAM_BENCH_DICT_1M=1")
-    offsets, tokens = zipf_catalog(num_items)
-    paths = as_lists(offsets, tokens)
+    catalog = title_catalog(num_items)
+    offsets, tokens = catalog.csr()
+    paths = catalog.paths()
     tracemalloc.start()
     DictTrie(paths)
     _, peak = tracemalloc.get_traced_memory()

@@ -1,53 +1,104 @@
-"""Benchmark plumbing: record baseline/igdbeam pairs and print their speed-up ratios.
+"""Benchmark plumbing: the one report format of every suite (baseline, igdbeam, ratio).
 
-Each benchmark calls ``ratios.record(group, role, benchmark)`` after timing; at the end of the
-run a table of ``baseline mean / igdbeam mean`` per group is printed and, when
-``IGDBEAM_BENCH_JSON`` names a file, written there as JSON.
+Each benchmark records its timing in the session's :class:`RatioBook` (the ``ratios`` fixture):
+``ratios.record(group, role, benchmark)`` after a pytest-benchmark run, or
+``ratios.record_seconds(group, role, mean, best)`` for a timing taken by hand. ``igdbeam`` is the
+role every other role of its group (a baseline) is compared with. At the end of the run one table
+lists, per group and baseline, the mean seconds of both and the ratio baseline / igdbeam (above 1:
+igdbeam is faster), by mean and by minimum; facts recorded with a group follow it. With
+``IGDBEAM_BENCH_JSON`` naming a file, the same rows are written there as JSON.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-# The pure-Python references live in tests/.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
 QUICK = os.environ.get("IGDBEAM_BENCH_QUICK", "0") not in ("", "0")
+OURS = "igdbeam"
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Seconds per call of one implementation: the mean and the minimum over the rounds."""
+
+    mean: float
+    best: float
 
 
 @dataclass
 class RatioBook:
-    """Mean times (seconds) and extra facts per (group, role)."""
+    """Timings per (group, role) and extra facts per group."""
 
-    means: dict[str, dict[str, float]] = field(default_factory=dict)
+    times: dict[str, dict[str, Timing]] = field(default_factory=dict)
     extra: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    def record(self, group: str, role: str, benchmark: Any, **facts: Any) -> None:
-        """Store the mean time of a finished ``benchmark`` fixture under ``group``/``role``."""
-        self.means.setdefault(group, {})[role] = float(benchmark.stats.stats.mean)
+    def record(self, group: str, role: str, benchmark: Any, per: int = 1, **facts: Any) -> None:
+        """Store a finished pytest-benchmark fixture's mean and minimum (divided by ``per``
+        calls per round) under ``group``/``role``; ``facts`` go with the group."""
+        stats = benchmark.stats.stats
+        self.record_seconds(group, role, stats.mean / per, stats.min / per, **facts)
+        benchmark.extra_info.update(facts)
+
+    def record_seconds(
+        self, group: str, role: str, mean: float, best: float | None = None, **facts: Any
+    ) -> None:
+        """Store seconds per call measured by hand (``best`` defaults to ``mean``)."""
+        best = mean if best is None else best
+        self.times.setdefault(group, {})[role] = Timing(float(mean), float(best))
+        self.note(group, **facts)
+
+    def note(self, group: str, **facts: Any) -> None:
+        """Attach facts (sizes, derived figures) to ``group``."""
         if facts:
             self.extra.setdefault(group, {}).update(facts)
-            benchmark.extra_info.update(facts)
 
     def rows(self) -> list[dict[str, Any]]:
-        """One row per group: each role's mean and the baseline/igdbeam ratio(s)."""
+        """One row per group: each role's seconds and each baseline's ratio to igdbeam."""
         out = []
-        for group, roles in sorted(self.means.items()):
-            row: dict[str, Any] = {"group": group, **{f"{r}_s": v for r, v in roles.items()}}
-            ours = roles.get("igdbeam")
-            for role, mean in roles.items():
-                if role != "igdbeam" and ours:
-                    row[f"speedup_vs_{role}"] = mean / ours
+        for group, roles in sorted(self.times.items()):
+            row: dict[str, Any] = {"group": group}
+            for role, t in roles.items():
+                row[f"{role}_s"], row[f"{role}_min_s"] = t.mean, t.best
+            ours = roles.get(OURS)
+            for role, t in roles.items():
+                if role != OURS and ours is not None:
+                    row[f"speedup_vs_{role}"] = t.mean / ours.mean
+                    row[f"speedup_min_vs_{role}"] = t.best / ours.best
             row.update(self.extra.get(group, {}))
             out.append(row)
         return out
+
+    def table(self) -> list[str]:
+        """The report: a line per (group, baseline), then the group's facts."""
+        lines = [
+            f"{'group':<44} {'baseline':<28} {'baseline s':>11} {'igdbeam s':>11} "
+            f"{'ratio':>7} {'ratio(min)':>10}"
+        ]
+        for group, roles in sorted(self.times.items()):
+            ours = roles.get(OURS)
+            baselines = [r for r in roles if r != OURS] or ["-"]
+            for role in baselines:
+                base = roles.get(role)
+                cells = [
+                    f"{base.mean:>11.4g}" if base else f"{'-':>11}",
+                    f"{ours.mean:>11.4g}" if ours else f"{'-':>11}",
+                    f"{base.mean / ours.mean:>7.3g}" if base and ours else f"{'-':>7}",
+                    f"{base.best / ours.best:>10.3g}" if base and ours else f"{'-':>10}",
+                ]
+                lines.append(f"{group:<44} {role:<28} " + " ".join(cells))
+            facts = self.extra.get(group)
+            if facts:
+                lines.append("    " + "  ".join(f"{k}={_fmt(v)}" for k, v in facts.items()))
+        return lines
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 _BOOK = RatioBook()
@@ -59,49 +110,14 @@ def ratios() -> RatioBook:
     return _BOOK
 
 
-def _print_loss_table(tr: Any) -> None:
-    """bench_loss.py keeps its own (min, median) results: print them side by side."""
-    module = sys.modules.get("benchmarks.bench_loss") or sys.modules.get("bench_loss")
-    results = getattr(module, "RESULTS", None)
-    if not results:
-        return
-    tr.section("igdbeam: baseline vs ours (seconds; ratio = ours / baseline)")
-    tr.write_line(
-        f"{'group':<28}{'base min':>12}{'ours min':>12}{'ratio':>8}"
-        f"{'base median':>13}{'ours median':>13}{'ratio':>8}"
-    )
-    for group, row in results.items():
-        if not {"baseline", "ours"} <= row.keys():
-            continue
-        (bm, bmed), (om, omed) = row["baseline"], row["ours"]
-        tr.write_line(
-            f"{group:<28}{bm:>12.6f}{om:>12.6f}{om / bm:>8.3f}{bmed:>13.6f}{omed:>13.6f}"
-            f"{omed / bmed:>8.3f}"
-        )
-    # The IGD overhead of a training step, from the two losses alone over the plain step time
-    # (stable under load, unlike the difference of two noisy step times).
-    loss = next((r for g, r in results.items() if g.startswith("loss")), None)
-    steps = [r["baseline"][0] for g, r in results.items() if g.startswith("train step")]
-    if loss and steps and {"baseline", "ours"} <= loss.keys():
-        extra = loss["ours"][0] - loss["baseline"][0]
-        step = min(steps)  # the fastest plain step seen: a conservative (larger) percentage
-        tr.write_line(
-            f"estimated IGD overhead per training step: {extra * 1e3:.3f} ms of "
-            f"{step * 1e3:.1f} ms = {100 * extra / step:.2f}% (minimum times)"
-        )
-
-
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """Print the ratio tables and optionally save the ratio book as JSON."""
-    _print_loss_table(terminalreporter)
-    rows = _BOOK.rows()
-    if not rows:
+    """Print the ratio table and optionally save the ratio book as JSON."""
+    if not _BOOK.times:
         return
-    terminalreporter.section("igdbeam speed-ups (baseline mean / igdbeam mean)")
-    for row in rows:
-        parts = [f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()]
-        terminalreporter.write_line("  ".join(parts))
+    terminalreporter.section("igdbeam vs baselines (seconds per call; ratio = baseline / igdbeam)")
+    for line in _BOOK.table():
+        terminalreporter.write_line(line)
     path = os.environ.get("IGDBEAM_BENCH_JSON")
     if path:
         with open(path, "w") as f:
-            json.dump(rows, f, indent=2)
+            json.dump(_BOOK.rows(), f, indent=2)

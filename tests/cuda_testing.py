@@ -12,7 +12,9 @@ import pytest
 import torch
 
 import igdbeam
-from igdbeam import _native
+from factories.catalogs import synthetic_catalog
+from igdbeam.native import library as _native
+from igdbeam.native.dispatch import DEVICE_CPU, DEVICE_CUDA, raise_for_status
 
 _C = _native._C
 
@@ -24,9 +26,16 @@ needs_gpu = pytest.mark.skipif(
 cuda_marks = [pytest.mark.cuda, needs_gpu]
 
 
-def cpu_op(name: str):
-    """Return ``_C.<name>_cpu`` when this build has it (the CPU kernels land separately)."""
-    return getattr(_C, f"{name}_cpu", None)
+def cuda_only(test):
+    """Mark one test as CUDA-only (the ``cuda`` marker and the GPU skip)."""
+    for mark in cuda_marks:
+        test = mark(test)
+    return test
+
+
+# The filter arguments of an unfiltered decode step (node_mask, node_score, score_weight,
+# filter_rows, filter_row_stride).
+NO_FILTER = (0, 0, 0.0, 0, 0)
 
 
 def stream() -> int:
@@ -34,45 +43,62 @@ def stream() -> int:
     return int(torch.cuda.current_stream().cuda_stream)
 
 
+def native_op(name: str, device: str):
+    """``_C.<name>`` on one backend, called directly (no ``run_op``, so the emulated CUDA build
+    of tools/cuda_emu_check.sh runs its CUDA kernels on CPU tensors): appends the device code and
+    the stream, and raises the typed error of a failed status."""
+    op = getattr(_C, name)
+
+    def call(*args):
+        if device == "cuda":
+            raise_for_status(name, op(*args, DEVICE_CUDA, stream()))
+        else:
+            raise_for_status(name, op(*args, DEVICE_CPU, 0))
+
+    return call
+
+
+def assert_within_reference_error(
+    got: torch.Tensor, baseline: torch.Tensor, oracle: torch.Tensor, factor: float = 2.0
+) -> None:
+    """The low-precision rule: ``got``'s largest error against the float64 ``oracle`` is at most
+    ``factor`` times that of ``baseline``, plain PyTorch computing the same thing in the same
+    precision (plus a float64 rounding floor, so an exact baseline does not demand exactness)."""
+    oracle = oracle.detach().cpu().double()
+    err = (got.detach().cpu().double() - oracle).abs().max().item()
+    base = (baseline.detach().cpu().double() - oracle).abs().max().item()
+    floor = 1e-12 * max(1.0, oracle.abs().max().item())
+    assert err <= factor * base + floor, f"error {err:.3g} > {factor} x baseline error {base:.3g}"
+
+
+def sync(backend: str) -> None:
+    """Wait for the CUDA stream (no-op on the CPU)."""
+    if backend == "cuda":
+        torch.cuda.synchronize()
+
+
 # ---------------------------------------------------------------------------------- catalogs
-def random_catalog(
-    rng: np.random.Generator,
-    num_items: int,
-    *,
-    alphabet: int = 12,
-    min_len: int = 1,
-    max_len: int = 6,
-    eos: int = 2,
-    vocab: int = 64,
-    duplicates: bool = True,
+def weighted_catalog(
+    rng: np.random.Generator, num_items: int, vocab: int, **kwargs
 ) -> tuple[list[list[int]], np.ndarray]:
-    """Random token paths over a small alphabet (so prefixes are shared), each ending in eos.
-
-    Returns the paths and popularity-like weights. Tokens are drawn from [3, vocab) so eos (2)
-    only ends paths and no path is a prefix of another.
-    """
-    pool = rng.choice(np.arange(3, vocab), size=min(alphabet, vocab - 3), replace=False)
-    paths = []
-    for _ in range(num_items):
-        n = int(rng.integers(min_len, max_len + 1))
-        paths.append([int(t) for t in rng.choice(pool, size=n)] + [eos])
-    if duplicates and num_items > 4:
-        paths[-1] = list(paths[0])
-    weights = rng.integers(1, 20, size=num_items).astype(np.float64)
-    return paths, weights
+    """Paths of ``factories.catalogs.synthetic_catalog`` (depth up to 6, item 0 duplicated, the
+    seed drawn from ``rng``; ``kwargs`` go to the generator) and popularity-like weights."""
+    kwargs = {"max_len": 6, "duplicates": (0,), **kwargs}
+    cat = synthetic_catalog(num_items, vocab, seed=int(rng.integers(2**31)), **kwargs)
+    return cat.paths(), rng.integers(1, 20, size=cat.num_items).astype(np.float64)
 
 
-def wide_root_catalog(
-    rng: np.random.Generator, num_children: int, vocab: int, *, eos: int = 2, deep: int = 2000
-) -> list[list[int]]:
-    """A catalog whose root has ``num_children`` children; ``deep`` of them continue further."""
-    first = rng.choice(np.arange(3, vocab), size=num_children, replace=False)
-    paths = [[int(t), eos] for t in first[deep:]]
-    for t in first[:deep]:
-        tail = rng.integers(3, vocab, size=int(rng.integers(1, 4)))
-        paths.append([int(t)] + [int(x) for x in tail] + [eos])
-        paths.append([int(t), int(rng.integers(3, vocab)), eos])
-    return paths
+def wide_root_paths(rng: np.random.Generator, num_children: int, vocab: int) -> list[list[int]]:
+    """A catalog whose root has ``num_children`` children, 4,000 more paths continuing below."""
+    return synthetic_catalog(
+        num_children + 4_000,
+        vocab,
+        seed=int(rng.integers(2**31)),
+        heads=num_children,
+        alphabet=None,
+        max_len=3,
+        wide_root=True,
+    ).paths()
 
 
 def build(paths, weights=None, vocab=None) -> igdbeam.ItemTrie:
@@ -120,6 +146,7 @@ class NumpyTrie:
 
 
 def logsumexp(x: np.ndarray) -> float:
+    """The float64 log-sum-exp of ``x`` (-inf when empty)."""
     if x.size == 0:
         return -np.inf
     m = np.max(x)

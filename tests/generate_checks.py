@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 import igdbeam
-from decode_models import EOS, PAD
-from igdbeam.processor import IGDLogitsProcessor
-from reference_decode import hf_hypotheses
+from factories.ids import EOS, PAD
+from igdbeam.decoding.processor import IGDLogitsProcessor
+from oracles.decode import hf_hypotheses
 
 
 def processor_path(model, ids, mask, trie, ref, beams, alpha, lp, early_stopping=False):

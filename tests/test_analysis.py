@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from igdbeam import ItemTrie
-from igdbeam.analysis import (
+from igdbeam.evaluation.analysis import (
     entropy_curves,
     item_path_nodes,
     node_entropy,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from igdbeam import assets
+from igdbeam.app import assets
 
 
 def test_cache_dir_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 import igdbeam
-from decode_models import EOS, random_catalog
-from igdbeam.decode_ops import beam_step
-from reference import ReferenceTrie
+from factories.catalogs import synthetic_catalog
+from factories.ids import EOS
+from igdbeam.ops.decode_steps import beam_step
+from oracles.trie import ReferenceTrie
 
 
 def _reference(paths, trie, ref, logits, beam_scores, nodes, beams, C, alpha, temp, renorm):
@@ -50,7 +51,7 @@ def _reference(paths, trie, ref, logits, beam_scores, nodes, beams, C, alpha, te
 )
 def test_beam_step_matches_reference(dtype, alpha, temperature, renormalize) -> None:
     vocab, batch, beams = 80, 3, 4
-    paths = random_catalog(30, vocab, seed=31)
+    paths = synthetic_catalog(30, vocab, seed=31).paths()
     weights = [1 + i % 4 for i in range(len(paths))]
     trie = igdbeam.ItemTrie.from_token_ids(paths, weights)
     ref = ReferenceTrie(paths, weights)
@@ -116,7 +117,7 @@ def test_beam_step_ties_break_by_beam_then_token() -> None:
 
 def test_candidate_bound_hint_and_fanout_bounds() -> None:
     """``max_candidates_per_row`` only sizes the CUDA select; on the CPU any value is ignored."""
-    paths = random_catalog(30, 64, seed=40)
+    paths = synthetic_catalog(30, 64, seed=40).paths()
     trie = igdbeam.ItemTrie.from_token_ids(paths)
     offsets = trie.child_offsets.tolist()
     fanouts = [offsets[n + 1] - offsets[n] for n in range(trie.num_nodes)]

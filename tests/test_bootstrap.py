@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from igdbeam import ItemTrie
-from igdbeam.bootstrap import (
+from igdbeam.evaluation.bootstrap import (
     ACCURACY,
     RowMetrics,
     bootstrap,
@@ -14,7 +14,7 @@ from igdbeam.bootstrap import (
     paired_difference,
     resample_indices,
 )
-from igdbeam.metrics import diversity_metrics, first_tokens, ranking_metrics
+from igdbeam.evaluation.metrics import diversity_metrics, first_tokens, ranking_metrics
 
 
 @pytest.fixture

@@ -8,16 +8,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from factories.data import write_tiny_data
+from factories.models import tiny_llama, tiny_tokenizer
 from igdbeam import ItemTrie
-from igdbeam.data import load_dataset
-from igdbeam.pipeline import (
+from igdbeam.app.pipeline import (
     build_trie,
     catalog_items,
     item_weights,
     popularity,
     with_catalog_ids,
 )
-from pipeline_fixtures import tiny_tokenizer, write_tiny_data
+from igdbeam.data import load_dataset
 
 
 @pytest.fixture(scope="module")
@@ -58,24 +59,23 @@ def test_scoped_trie_round_trips_through_a_file(dataset, tmp_path: Path) -> None
 
 def test_scoped_decoding_never_returns_unseen_items(dataset) -> None:
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
 
     import igdbeam
 
     tok = tiny_tokenizer()
     trie = build_trie(dataset, tok, catalog="train-targets")
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=len(tok),
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            eos_token_id=tok.eos_token_id,
-            pad_token_id=tok.pad_token_id,
-        )
-    ).eval()
+    model = tiny_llama(
+        len(tok),
+        layers=1,
+        sharpen=None,
+        hidden=16,
+        intermediate=32,
+        heads=2,
+        kv_heads=2,
+        max_positions=2048,
+        eos=tok.eos_token_id,
+        pad=tok.pad_token_id,
+    )
     ids = torch.tensor([[5, 6, 7, 8]])
     out = igdbeam.generate(model, ids, torch.ones_like(ids), trie=trie, num_beams=20, alpha=0.2)
     got = [i for i in out.item_ids[0].tolist() if i >= 0]

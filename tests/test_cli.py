@@ -1,10 +1,10 @@
-"""The igdbeam command line: help, argument errors, bad data and tiny end-to-end runs."""
+"""The igdbeam command line: help, argument errors, bad data and tiny end-to-end runs (the tiny
+data and model folders are conftest's ``tiny_assets``)."""
 
 from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -12,29 +12,8 @@ from pathlib import Path
 
 import pytest
 
-import igdbeam
-from igdbeam.cli import build_parser, main
-from pipeline_fixtures import write_tiny_data, write_tiny_model
-
-ROOT = Path(__file__).resolve().parents[1]
-# The subprocesses import the igdbeam this test imported (installed, or python/ with a dev build).
-PACKAGE_PARENT = str(Path(igdbeam.__file__).resolve().parents[1])
-DECODER = "hf_generate:hf_generate"  # the test double of igdbeam.generate (tests/hf_generate.py)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    base = tmp_path_factory.mktemp("tiny")
-    return write_tiny_data(base / "data"), write_tiny_model(base / "model")
-
-
-def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        code = main(argv)
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
+from factories.cli import DECODER, run_cli, subprocess_env
+from igdbeam.app.cli import build_parser, main
 
 
 @pytest.mark.parametrize(
@@ -50,7 +29,7 @@ def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str,
     ],
 )
 def test_help_explains_every_option(command, options, capsys) -> None:
-    code, out, _ = _run(([command] if command else []) + ["--help"], capsys)
+    code, out, _ = run_cli(([command] if command else []) + ["--help"], capsys)
     assert code == 0
     for opt in options:
         assert opt in out
@@ -72,49 +51,51 @@ def test_help_explains_every_option(command, options, capsys) -> None:
     ],
 )
 def test_argument_errors(argv, message, capsys) -> None:
-    code, _, err = _run(argv, capsys)
+    code, _, err = run_cli(argv, capsys)
     assert code == 2 and message in err
 
 
 def test_missing_data_dir(tmp_path: Path, capsys) -> None:
     out = tmp_path / "res"
-    code, _, err = _run(["evaluate", "--data", str(tmp_path / "none"), "--out", str(out)], capsys)
+    code, _, err = run_cli(
+        ["evaluate", "--data", str(tmp_path / "none"), "--out", str(out)], capsys
+    )
     assert code == 2
     assert err.startswith("igdbeam: error: data directory") and "does not exist" in err
     assert not out.exists()
 
 
-def test_wrong_columns_and_empty_history(tiny, tmp_path: Path, capsys) -> None:
-    data, model = tiny
+def test_wrong_columns_and_empty_history(tiny_assets, tmp_path: Path, capsys) -> None:
+    data, model = tiny_assets
     bad = tmp_path / "bad"
     shutil.copytree(data, bad)
     (bad / "test.csv").write_text("user_id,item_id\n1,2\n")
     argv = ["evaluate", "--data", str(bad), "--model", str(model), "--out", str(tmp_path / "o")]
-    code, _, err = _run(argv, capsys)
+    code, _, err = run_cli(argv, capsys)
     assert code == 2 and "missing column(s) history_item_title, item_title, history_item_id" in err
     (bad / "test.csv").write_text(
         "user_id,history_item_title,item_title,history_item_id,item_id\n7,[],Babe (1995),[],107\n"
     )
-    code, _, err = _run(argv, capsys)
+    code, _, err = run_cli(argv, capsys)
     assert code == 2 and "user '7' has an empty history" in err
     assert not (tmp_path / "o").exists()
 
 
-def test_unknown_method_and_decoder(tiny, tmp_path: Path, capsys) -> None:
-    data, model = tiny
+def test_unknown_method_and_decoder(tiny_assets, tmp_path: Path, capsys) -> None:
+    data, model = tiny_assets
     base = ["evaluate", "--data", str(data), "--model", str(model), "--out", str(tmp_path / "o")]
-    code, _, err = _run(base + ["--methods", "bigrec,nope"], capsys)
+    code, _, err = run_cli(base + ["--methods", "bigrec,nope"], capsys)
     assert code == 2 and "unknown method(s) ['nope']" in err
-    code, _, err = _run(base + ["--decoder", "no_such_module:f"], capsys)
+    code, _, err = run_cli(base + ["--decoder", "no_such_module:f"], capsys)
     assert code == 2 and "cannot load the decoder 'no_such_module:f'" in err
     assert not (tmp_path / "o").exists()
 
 
-def test_evaluate_and_recommend_tiny(tiny, tmp_path: Path, capsys) -> None:
-    data, model = tiny
+def test_evaluate_and_recommend_tiny(tiny_assets, tmp_path: Path, capsys) -> None:
+    data, model = tiny_assets
     out = tmp_path / "eval"
     common = ["--data", str(data), "--model", str(model), "--decoder", DECODER, "--no-progress"]
-    code, stdout, err = _run(
+    code, stdout, err = run_cli(
         ["evaluate", *common, "--out", str(out), "--num-beams", "3", "--methods", "bigrec,d3"],
         capsys,
     )
@@ -135,7 +116,7 @@ def test_evaluate_and_recommend_tiny(tiny, tmp_path: Path, capsys) -> None:
     assert all(1 <= int(r["rank"]) <= 3 for r in rows)
 
     recs = tmp_path / "recs.csv"
-    code, stdout, err = _run(
+    code, stdout, err = run_cli(
         ["recommend", *common, "--out", str(recs), "--num-beams", "2", "--num-users", "3"], capsys
     )
     assert code == 0, err
@@ -145,9 +126,9 @@ def test_evaluate_and_recommend_tiny(tiny, tmp_path: Path, capsys) -> None:
     assert json.loads(recs.with_suffix(".json").read_text())["method"] == "igd"
 
 
-def test_stats_tiny(tiny, tmp_path: Path, capsys) -> None:
-    data, model = tiny
-    code, stdout, err = _run(
+def test_stats_tiny(tiny_assets, tmp_path: Path, capsys) -> None:
+    data, model = tiny_assets
+    code, stdout, err = run_cli(
         [
             "stats",
             "--data",
@@ -168,9 +149,9 @@ def test_stats_tiny(tiny, tmp_path: Path, capsys) -> None:
     assert (tmp_path / "zero_ig_by_step.png").is_file()
 
 
-def test_train_needs_the_trainer_module(tiny, tmp_path: Path, capsys) -> None:
-    pytest.importorskip("igdbeam.trainer")
-    data, model = tiny
+def test_train_needs_the_trainer_module(tiny_assets, tmp_path: Path, capsys) -> None:
+    pytest.importorskip("igdbeam.training.trainer")
+    data, model = tiny_assets
     # Another run's checkpoint save in progress: the save must not share (and delete) it.
     other = tmp_path / ".t.saving"
     other.mkdir()
@@ -179,7 +160,7 @@ def test_train_needs_the_trainer_module(tiny, tmp_path: Path, capsys) -> None:
         "train", "--data", str(data), "--model", str(model), "--output-dir", str(tmp_path / "t"),
         "--loss", "igd", "--max-steps", "2", "--batch-size", "2", "--no-progress",
     ]  # fmt: skip
-    code, _, err = _run(argv, capsys)
+    code, _, err = run_cli(argv, capsys)
     assert code == 0, err
     assert (tmp_path / "t" / "model" / "config.json").is_file()
     assert json.loads((tmp_path / "t" / "train_metrics.json").read_text())["loss"] == "igd"
@@ -192,10 +173,10 @@ def test_train_needs_the_trainer_module(tiny, tmp_path: Path, capsys) -> None:
         "train_metrics.json",
     ]
     # A second run needs --overwrite, and then replaces the model (no temp folder left).
-    code, _, err = _run(argv, capsys)
+    code, _, err = run_cli(argv, capsys)
     assert code == 2 and "already exists; pass --overwrite" in err
     first = (tmp_path / "t" / "model" / "model.safetensors").stat().st_mtime_ns
-    code, _, err = _run([*argv, "--overwrite", "--lr", "0.01"], capsys)
+    code, _, err = run_cli([*argv, "--overwrite", "--lr", "0.01"], capsys)
     assert code == 0, err
     assert (tmp_path / "t" / "model" / "model.safetensors").stat().st_mtime_ns != first
     assert sorted(p.name for p in (tmp_path / "t").iterdir()) == [
@@ -206,13 +187,12 @@ def test_train_needs_the_trainer_module(tiny, tmp_path: Path, capsys) -> None:
 
 
 @pytest.mark.slow
-def test_accelerate_two_processes(tiny, tmp_path: Path) -> None:
+def test_accelerate_two_processes(tiny_assets, tmp_path: Path) -> None:
     """`accelerate launch` shards evaluation over 2 CPU processes and gathers every row."""
     pytest.importorskip("accelerate")
-    data, model = tiny
+    data, model = tiny_assets
     out = tmp_path / "eval2"
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([PACKAGE_PARENT, str(ROOT / "tests")])
+    env = subprocess_env()
     cmd = [
         sys.executable,
         "-m",
@@ -227,7 +207,7 @@ def test_accelerate_two_processes(tiny, tmp_path: Path) -> None:
         "--dynamo_backend",
         "no",
         "-m",
-        "igdbeam.cli",
+        "igdbeam.app.cli",
         "evaluate",
         "--data",
         str(data),
@@ -286,16 +266,15 @@ def test_accelerate_two_processes(tiny, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_accelerate_two_processes_train(tiny, tmp_path: Path) -> None:
+def test_accelerate_two_processes_train(tiny_assets, tmp_path: Path) -> None:
     """`accelerate launch` trains data-parallel on 2 CPU processes (DDP over gloo)."""
-    pytest.importorskip("igdbeam.trainer")
-    data, model = tiny
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([PACKAGE_PARENT, str(ROOT / "tests")])
+    pytest.importorskip("igdbeam.training.trainer")
+    data, model = tiny_assets
+    env = subprocess_env()
     cmd = [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
         "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        "-m", "igdbeam.cli", "train", "--data", str(data), "--model", str(model),
+        "-m", "igdbeam.app.cli", "train", "--data", str(data), "--model", str(model),
         "--output-dir", str(tmp_path / "run"), "--loss", "igd", "--max-steps", "3",
         "--batch-size", "2", "--threads", "1", "--no-progress",
     ]  # fmt: skip

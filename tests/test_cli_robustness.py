@@ -1,90 +1,20 @@
 """The CLI's guarantees: one ``igdbeam: error:`` line and status 2 for bad inputs, numbers checked
 at parse time, outputs checked before any work, ``--overwrite`` limited to igdbeam's own outputs,
-atomic outputs, and SIGINT / SIGTERM that clean up and exit 130 / 143."""
+and atomic outputs (signals: ``test_cli_signals.py``)."""
 
 from __future__ import annotations
 
 import json
-import os
-import select
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 import igdbeam
-from igdbeam.cli import main
-from igdbeam.io_utils import MARKER_NAME, write_marker
-from pipeline_fixtures import write_tiny_data, write_tiny_model
+from factories.cli import DECODER, one_error_line, run_cli, snapshot_tree
+from igdbeam.app.io_utils import MARKER_NAME, write_marker
 
-ROOT = Path(__file__).resolve().parents[1]
-PACKAGE_PARENT = str(Path(igdbeam.__file__).resolve().parents[1])
-DECODER = "hf_generate:hf_generate"  # the test double of igdbeam.generate (tests/hf_generate.py)
 HEADER = "user_id,history_item_title,item_title,history_item_id,item_id\n"
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    base = tmp_path_factory.mktemp("tiny")
-    return write_tiny_data(base / "data"), write_tiny_model(base / "model")
-
-
-def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        code = main(argv)
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def _one_error_line(code: int, err: str) -> str:
-    """Assert exit status 2 and exactly one stderr line 'igdbeam: error: ...'; return it."""
-    assert code == 2, err
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("igdbeam: error: "), err
-    return lines[0]
-
-
-def _snapshot(path: Path) -> dict[str, bytes | None]:
-    """Every entry under ``path`` (the path itself included): file bytes, None for folders."""
-    if not path.exists():
-        return {}
-    if path.is_file():
-        return {".": path.read_bytes()}
-    snap: dict[str, bytes | None] = {".": None}
-    for p in sorted(path.rglob("*")):
-        snap[str(p.relative_to(path))] = p.read_bytes() if p.is_file() else None
-    return snap
-
-
-def _recbole(folder: Path, name: str = "ml-100k") -> Path:
-    """A tiny RecBole folder with ``<name>.item`` / ``<name>.inter`` (as the pinned wheels)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{name}.item").write_text(
-        "item_id:token\tmovie_title:token_seq\trelease_year:token\n"
-        "1\tAlpha\t1990\n2\tBeta\t1991\n3\tGamma\t1992\n4\tDelta\t1993\n"
-    )
-    lines = ["user_id:token\titem_id:token\trating:float\ttimestamp:float"]
-    for u in range(6):
-        lines += [f"u{u}\t{1 + (u + k) % 4}\t{1 + k % 5}\t{10 * u + k}" for k in range(5)]
-    (folder / f"{name}.inter").write_text("\n".join(lines) + "\n")
-    return folder
-
-
-@pytest.fixture
-def recbole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """`prepare` reads this tiny RecBole folder instead of the pinned wheel."""
-    from igdbeam import assets
-
-    src = _recbole(tmp_path / "recbole")
-    monkeypatch.setattr(assets, "asset_path", lambda name, **_: src)
-    return src
 
 
 # ------------------------------------------------------------------------- malformed inputs
@@ -145,13 +75,13 @@ def _previous_output(base: Path, command: str) -> tuple[list[str], Path]:
 
 @pytest.mark.parametrize("kind", list(EXPECTED))
 @pytest.mark.parametrize("command", ["stats", "train", "recommend", "evaluate"])
-def test_malformed_data_every_command(tiny, tmp_path: Path, kind: str, command: str, capsys):
+def test_malformed_data_every_command(tiny_assets, tmp_path: Path, kind: str, command: str, capsys):
     if kind == "no_rows" and command == "stats":
         pytest.skip("statistics of empty splits are valid (zero rows)")
-    data, model = tiny
+    data, model = tiny_assets
     bad = _malformed(tmp_path, data, kind)
     out_args, out = _previous_output(tmp_path, command)
-    before, listing = _snapshot(out), sorted(p.name for p in tmp_path.iterdir())
+    before, listing = snapshot_tree(out), sorted(p.name for p in tmp_path.iterdir())
     extra = {
         "stats": [],
         "train": ["--max-steps", "1", "--no-progress"],
@@ -159,12 +89,12 @@ def test_malformed_data_every_command(tiny, tmp_path: Path, kind: str, command: 
         "evaluate": ["--decoder", DECODER, "--no-progress"],
     }[command]
     argv = [command, "--data", str(bad), "--model", str(model), *out_args, *extra]
-    line = _one_error_line(*_run(argv, capsys)[::2])
+    line = one_error_line(*run_cli(argv, capsys)[::2])
     assert EXPECTED[kind] in line
     assert str(bad) in line  # the message names the file
     if kind in ("short_row", "float_id"):
         assert "row " in line
-    assert _snapshot(out) == before  # the earlier output is unchanged, byte for byte
+    assert snapshot_tree(out) == before  # the earlier output is unchanged, byte for byte
     assert sorted(p.name for p in tmp_path.iterdir()) == listing  # no temp file left
 
 
@@ -182,13 +112,13 @@ def test_malformed_data_every_command(tiny, tmp_path: Path, kind: str, command: 
 )
 def test_prepare_malformed_recbole(recbole, tmp_path: Path, inter: str, message: str, capsys):
     out = tmp_path / "ml"
-    assert _run(["prepare", "--out", str(out), "--no-progress"], capsys)[0] == 0
-    before = _snapshot(out)
+    assert run_cli(["prepare", "--out", str(out), "--no-progress"], capsys)[0] == 0
+    before = snapshot_tree(out)
     (recbole / "ml-100k.inter").write_text(inter)
     argv = ["prepare", "--out", str(out), "--overwrite", "--no-progress"]
-    line = _one_error_line(*_run(argv, capsys)[::2])
+    line = one_error_line(*run_cli(argv, capsys)[::2])
     assert message in line and "ml-100k.inter" in line
-    assert _snapshot(out) == before
+    assert snapshot_tree(out) == before
 
 
 def test_reader_rejects_non_integer_ids(tmp_path: Path) -> None:
@@ -218,7 +148,7 @@ def test_prepare_overwrite_replaces_only_its_own_output(recbole, tmp_path: Path,
     for target, what in ((user_dir, "igdbeam did not create"), (user_file, "is a file")):
         for extra in ([], ["--overwrite"]):
             argv = ["prepare", "--out", str(target), "--no-progress", *extra]
-            line = _one_error_line(*_run(argv, capsys)[::2])
+            line = one_error_line(*run_cli(argv, capsys)[::2])
             assert str(target) in line and what in line
     assert (user_dir / "notes.txt").read_text() == "precious"
     assert sorted(p.name for p in user_dir.iterdir()) == ["notes.txt"]
@@ -226,27 +156,27 @@ def test_prepare_overwrite_replaces_only_its_own_output(recbole, tmp_path: Path,
 
     # An igdbeam output: marked; refused without --overwrite, replaced with it.
     out = tmp_path / "ml"
-    assert _run(["prepare", "--out", str(out), "--no-progress"], capsys)[0] == 0
+    assert run_cli(["prepare", "--out", str(out), "--no-progress"], capsys)[0] == 0
     marker = json.loads((out / MARKER_NAME).read_text())
     assert marker == {"command": "prepare", "version": igdbeam.__version__}
-    first = _snapshot(out)
-    line = _one_error_line(*_run(["prepare", "--out", str(out), "--no-progress"], capsys)[::2])
+    first = snapshot_tree(out)
+    line = one_error_line(*run_cli(["prepare", "--out", str(out), "--no-progress"], capsys)[::2])
     assert "already exists; pass --overwrite" in line
     argv = ["prepare", "--out", str(out), "--overwrite", "--max-history", "1", "--no-progress"]
-    assert _run(argv, capsys)[0] == 0
-    assert _snapshot(out) != first and (out / MARKER_NAME).is_file()
+    assert run_cli(argv, capsys)[0] == 0
+    assert snapshot_tree(out) != first and (out / MARKER_NAME).is_file()
     # Only the output and the user's things: no temp or old copies left next to them.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt", "mine", "ml", "recbole"]
 
     # An empty folder is fine (nothing to lose).
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert _run(["prepare", "--out", str(empty), "--no-progress"], capsys)[0] == 0
+    assert run_cli(["prepare", "--out", str(empty), "--no-progress"], capsys)[0] == 0
     assert (empty / "train.csv").is_file()
 
     # Another command's output is not replaced by --overwrite.
-    line = _one_error_line(
-        *_run(["evaluate", "--out", str(out), "--overwrite", "--data", str(out)], capsys)[::2]
+    line = one_error_line(
+        *run_cli(["evaluate", "--out", str(out), "--overwrite", "--data", str(out)], capsys)[::2]
     )
     assert "holds the output of 'igdbeam prepare'" in line
     assert (out / "train.csv").is_file()
@@ -270,49 +200,49 @@ def test_user_paths_are_never_replaced(tmp_path: Path, argv: list[str], option: 
     user_dir.mkdir()
     (user_dir / "zero_ig_by_step.png").write_text("mine")
     (user_dir / "results.csv").write_text("mine")
-    before = _snapshot(tmp_path)
+    before = snapshot_tree(tmp_path)
     target = user_dir  # a folder (for --plot: the folder of an existing image)
     if argv[0] in ("stats", "recommend") and option == "--out":
         target = user_dir / "results.csv"  # an existing file: needs --overwrite
     full = [a.replace("{}", str(target)) for a in argv]
     if argv[0] != "demo":
         full += ["--data", str(tmp_path / "no-such-data")]
-    line = _one_error_line(*_run(full, capsys)[::2])
+    line = one_error_line(*run_cli(full, capsys)[::2])
     assert str(target) in line
     if argv[0] in ("train", "evaluate", "demo"):
         assert "igdbeam did not create" in line
-        line = _one_error_line(*_run([*full, "--overwrite"], capsys)[::2])
+        line = one_error_line(*run_cli([*full, "--overwrite"], capsys)[::2])
         assert "igdbeam did not create" in line
     elif option == "--plot":
         assert "zero_ig_by_step.png" in line and "pass --overwrite" in line
     else:
         assert "already exists; pass --overwrite" in line
-    assert _snapshot(tmp_path) == before
+    assert snapshot_tree(tmp_path) == before
 
 
-def test_recommend_out_never_collides_with_its_json(tiny, tmp_path: Path, capsys):
-    data, model = tiny
+def test_recommend_out_never_collides_with_its_json(tiny_assets, tmp_path: Path, capsys):
+    data, model = tiny_assets
     for name in ("recs.json", "recs.JSON"):
         out = tmp_path / name
         out.write_text("keep")
         argv = ["recommend", "--data", str(data), "--model", str(model), "--out", str(out)]
-        line = _one_error_line(*_run([*argv, "--overwrite"], capsys)[::2])
+        line = one_error_line(*run_cli([*argv, "--overwrite"], capsys)[::2])
         assert "ends in .json" in line and out.read_text() == "keep"
 
 
-def test_recommend_overwrite_and_atomic_pair(tiny, tmp_path: Path, capsys):
-    data, model = tiny
+def test_recommend_overwrite_and_atomic_pair(tiny_assets, tmp_path: Path, capsys):
+    data, model = tiny_assets
     out = tmp_path / "recs.csv"
     argv = [
         "recommend", "--data", str(data), "--model", str(model), "--decoder", DECODER,
         "--out", str(out), "--num-beams", "2", "--num-users", "2", "--no-progress",
     ]  # fmt: skip
-    assert _run(argv, capsys)[0] == 0
-    first = _snapshot(tmp_path)
+    assert run_cli(argv, capsys)[0] == 0
+    first = snapshot_tree(tmp_path)
     assert sorted(first) == [".", "recs.csv", "recs.json"]
-    line = _one_error_line(*_run(argv, capsys)[::2])
-    assert "already exists; pass --overwrite" in line and _snapshot(tmp_path) == first
-    code, _, err = _run([*argv, "--overwrite", "--num-users", "3"], capsys)
+    line = one_error_line(*run_cli(argv, capsys)[::2])
+    assert "already exists; pass --overwrite" in line and snapshot_tree(tmp_path) == first
+    code, _, err = run_cli([*argv, "--overwrite", "--num-users", "3"], capsys)
     assert code == 0, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["recs.csv", "recs.json"]
     assert len(json.loads((tmp_path / "recs.json").read_text())["recommendations"]) == 6
@@ -326,7 +256,7 @@ def test_demo_out_is_staged_and_rolled_back(tmp_path: Path, capsys, monkeypatch)
     """`demo` writes into --out itself (run_demo prints that path): a new folder is marked, a
     failed --overwrite run puts the earlier folder back. run_demo is a stand-in here (the real
     one is tested in tests/test_demo.py); the CLI's staging is what is tested."""
-    from igdbeam import demo
+    from igdbeam.app import demo
 
     def fake_run_demo(out_dir, profile, *, num_users=None, generate_fn=None, **_):
         assert Path(out_dir) == out  # the final path, not a temp one
@@ -337,22 +267,22 @@ def test_demo_out_is_staged_and_rolled_back(tmp_path: Path, capsys, monkeypatch)
         return {}
 
     monkeypatch.setattr(demo, "run_demo", fake_run_demo)
-    monkeypatch.setattr("igdbeam.cli._load_decoder", lambda spec: _DECODERS[spec])
+    monkeypatch.setattr("igdbeam.app.cli.loading.load_decoder", lambda spec: _DECODERS[spec])
     out = tmp_path / "demo"
     argv = ["demo", "--out", str(out), "--num-users", "2", "--no-progress"]
     ok = ["--decoder", "ok"]
-    code, _, err = _run([*argv, *ok], capsys)
+    code, _, err = run_cli([*argv, *ok], capsys)
     assert code == 0, err
     assert json.loads((out / MARKER_NAME).read_text())["command"] == "demo"
-    first = _snapshot(out)
+    first = snapshot_tree(out)
     assert sorted(first) == [".", MARKER_NAME, "results.json", "zero_ig_by_step.png"]
-    line = _one_error_line(*_run([*argv, *ok], capsys)[::2])
+    line = one_error_line(*run_cli([*argv, *ok], capsys)[::2])
     assert "already exists; pass --overwrite" in line
-    line = _one_error_line(*_run([*argv, "--decoder", "failing", "--overwrite"], capsys)[::2])
+    line = one_error_line(*run_cli([*argv, "--decoder", "failing", "--overwrite"], capsys)[::2])
     assert "the decoder gave up" in line
-    assert _snapshot(out) == first  # the earlier demo output is back, intact
+    assert snapshot_tree(out) == first  # the earlier demo output is back, intact
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"]
-    code, _, err = _run([*argv, *ok, "--overwrite", "--num-users", "3"], capsys)
+    code, _, err = run_cli([*argv, *ok, "--overwrite", "--num-users", "3"], capsys)
     assert code == 0, err
     assert json.loads((out / "results.json").read_text())["num_rows"] == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"]
@@ -390,7 +320,7 @@ _DECODERS = {"ok": None, "failing": _failing_generate}
 )
 def test_bad_numbers_are_argument_errors(argv, message, tmp_path: Path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    code, _, err = _run(argv, capsys)
+    code, _, err = run_cli(argv, capsys)
     assert code == 2 and message in err and "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith(f"igdbeam {argv[0]}: error: argument --")
     assert list(tmp_path.iterdir()) == []
@@ -409,15 +339,18 @@ def test_bad_numbers_are_argument_errors(argv, message, tmp_path: Path, capsys, 
         ["demo", "--out", "{}/demo"],
     ],
 )
-def test_unwritable_out_fails_before_any_work(tiny, tmp_path: Path, argv, capsys, monkeypatch):
+def test_unwritable_out_fails_before_any_work(
+    tiny_assets, tmp_path: Path, argv, capsys, monkeypatch
+):
     """An --out below a regular file (unwritable even as root) fails at once, not after the
     decode or the training: nothing that loads data or a model may run."""
-    from igdbeam import cli, data, demo
+    from igdbeam import data
+    from igdbeam.app import cli, demo
 
     def no_work(*_a, **_k):
         pytest.fail("the output path must be checked before any work")
 
-    monkeypatch.setattr(cli, "_setup", no_work)
+    monkeypatch.setattr(cli.loading, "setup", no_work)
     monkeypatch.setattr(data, "load_dataset", no_work)
     monkeypatch.setattr(data, "build_movielens", no_work)
     monkeypatch.setattr(demo, "run_demo", no_work)
@@ -425,122 +358,16 @@ def test_unwritable_out_fails_before_any_work(tiny, tmp_path: Path, argv, capsys
     blocker.write_text("x")
     full = [a.replace("{}", str(blocker)) for a in argv]
     if argv[0] in ("stats", "train", "recommend", "evaluate"):
-        full += ["--data", str(tiny[0]), "--model", str(tiny[1])]
-    line = _one_error_line(*_run(full, capsys)[::2])
+        full += ["--data", str(tiny_assets[0]), "--model", str(tiny_assets[1])]
+    line = one_error_line(*run_cli(full, capsys)[::2])
     assert f"{str(blocker)!r} is a file, not a folder" in line
     assert blocker.read_text() == "x" and sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
 
 
 def test_created_parents_are_removed_on_failure(tmp_path: Path, capsys):
     out = tmp_path / "deep" / "er" / "eval"
-    line = _one_error_line(
-        *_run(["evaluate", "--out", str(out), "--data", str(tmp_path / "none")], capsys)[::2]
+    line = one_error_line(
+        *run_cli(["evaluate", "--out", str(out), "--data", str(tmp_path / "none")], capsys)[::2]
     )
     assert "does not exist" in line
     assert list(tmp_path.iterdir()) == []
-
-
-# ------------------------------------------------------------------------------------ signals
-WRAPPER = """\
-import os, signal, sys, time
-from pathlib import Path
-
-signal.signal(signal.SIGINT, signal.default_int_handler)  # a background job may inherit SIG_IGN
-if os.environ.get("TEST_RECBOLE"):
-    import igdbeam.assets
-    import igdbeam.data.bigrec_csv as bigrec
-
-    igdbeam.assets.asset_path = lambda name, **_: Path(os.environ["TEST_RECBOLE"])
-    write_split = bigrec._write_split
-
-    def slow_write_split(path, samples):  # pause inside the temp folder, mid-write
-        n = write_split(path, samples)
-        print("WRITING", flush=True)
-        time.sleep(300)
-        return n
-
-    bigrec._write_split = slow_write_split
-from igdbeam.cli import main
-
-sys.exit(main(sys.argv[1:]))
-"""
-
-SLOW_DECODER = """\
-import time
-
-
-def generate(*args, **kwargs):
-    print("DECODING", flush=True)
-    time.sleep(300)
-    raise AssertionError("not interrupted")
-"""
-
-
-def _run_and_signal(
-    tmp_path: Path, argv: list[str], ready: str, sig: int, env_extra: dict[str, str]
-) -> tuple[int, str, list[str]]:
-    """Start the CLI in a subprocess, wait for the line ``ready``, send ``sig``; return the exit
-    status, stderr and the hidden entries of ``tmp_path`` seen while it was paused."""
-    (tmp_path / "wrapper.py").write_text(WRAPPER)
-    (tmp_path / "slow_decoder.py").write_text(SLOW_DECODER)
-    env = dict(os.environ, OMP_NUM_THREADS="1", **env_extra)
-    env["PYTHONPATH"] = os.pathsep.join([PACKAGE_PARENT, str(ROOT / "tests"), str(tmp_path)])
-    proc = subprocess.Popen(
-        [sys.executable, str(tmp_path / "wrapper.py"), *argv],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 400
-        seen = ""
-        while ready not in seen:
-            left = deadline - time.monotonic()
-            assert left > 0 and proc.poll() is None, proc.stderr.read() if proc.poll() else seen
-            if select.select([proc.stdout], [], [], min(left, 5))[0]:
-                seen += proc.stdout.readline()
-        hidden = [p.name for p in Path(argv[argv.index("--out") + 1]).parent.iterdir()]
-        os.kill(proc.pid, sig)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    return proc.returncode, err, [h for h in hidden if h.startswith(".")]
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_signal_during_prepare_cleans_up(recbole, tmp_path: Path, sig: int, capsys):
-    work = tmp_path / "work"
-    work.mkdir()
-    out = work / "ml"
-    assert _run(["prepare", "--out", str(out), "--no-progress"], capsys)[0] == 0
-    before = _snapshot(work)
-    argv = ["prepare", "--out", str(out), "--overwrite", "--max-history", "2", "--no-progress"]
-    code, err, hidden = _run_and_signal(
-        tmp_path, argv, "WRITING", sig, {"TEST_RECBOLE": str(recbole)}
-    )
-    assert any(h.startswith(".ml.tmp-") for h in hidden)  # it was stopped mid-write
-    assert code == 128 + sig
-    assert err.strip().splitlines() == ["igdbeam: interrupted"], err
-    assert _snapshot(work) == before  # the earlier output intact, the temp folder gone
-
-
-@pytest.mark.slow
-def test_sigterm_during_recommend_keeps_previous_output(tiny, tmp_path: Path):
-    data, model = tiny
-    work = tmp_path / "work"
-    work.mkdir()
-    (work / "recs.csv").write_text("previous csv\n")
-    (work / "recs.json").write_text('{"previous": true}\n')
-    before = _snapshot(work)
-    argv = [
-        "recommend", "--data", str(data), "--model", str(model), "--decoder",
-        "slow_decoder:generate", "--out", str(work / "recs.csv"), "--overwrite", "--no-progress",
-    ]  # fmt: skip
-    code, err, _ = _run_and_signal(tmp_path, argv, "DECODING", signal.SIGTERM, {})
-    assert code == 143
-    assert err.strip().splitlines()[-1] == "igdbeam: interrupted" and "Traceback" not in err
-    assert _snapshot(work) == before

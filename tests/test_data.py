@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from factories.data import TITLES, write_tiny_data
 from igdbeam.data import (
     Catalog,
     DataFormatError,
@@ -21,7 +22,6 @@ from igdbeam.data import (
     write_dataset,
 )
 from igdbeam.data.movielens import make_samples
-from pipeline_fixtures import TITLES, write_tiny_data
 
 
 def test_round_trip(tmp_path: Path) -> None:
@@ -198,7 +198,7 @@ def test_history_window_and_split_sizes() -> None:
 
 @pytest.mark.assets
 def test_real_ml100k(tmp_path: Path) -> None:
-    from igdbeam.assets import asset_path
+    from igdbeam.app.assets import asset_path
 
     if importlib.util.find_spec("recbole") is None:
         pytest.skip("recbole is not installed")
@@ -210,8 +210,8 @@ def test_real_ml100k(tmp_path: Path) -> None:
 
 
 def test_read_target_ids_and_popularity(tmp_path: Path) -> None:
+    from igdbeam.app.pipeline import popularity
     from igdbeam.data.bigrec_csv import read_target_ids
-    from igdbeam.pipeline import popularity
 
     d = write_tiny_data(tmp_path / "d")
     full = load_dataset(d)

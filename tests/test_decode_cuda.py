@@ -11,12 +11,14 @@ import pytest
 import torch
 
 import igdbeam
-from decode_models import EOS, PAD, left_pad, random_catalog, tiny_llama
-from igdbeam.decode_ops import beam_step, processor_step
-from igdbeam.generate import generate
-from igdbeam.processor import IGDLogitsProcessor
-from reference import ReferenceTrie
-from reference_decode import hf_hypotheses
+from factories.catalogs import synthetic_catalog
+from factories.ids import EOS, PAD
+from factories.models import left_pad, tiny_llama
+from igdbeam.decoding.generate import generate
+from igdbeam.decoding.processor import IGDLogitsProcessor
+from igdbeam.ops.decode_steps import beam_step, processor_step
+from oracles.decode import hf_hypotheses
+from oracles.trie import ReferenceTrie
 
 pytestmark = [
     pytest.mark.cuda,
@@ -139,7 +141,7 @@ def test_beam_step_cuda_matches_cpu(dtype: torch.dtype, alpha: float, renormaliz
 
 def test_generate_cuda_matches_cpu() -> None:
     model = tiny_llama(seed=12, vocab_size=512)
-    paths = random_catalog(60, 512, seed=13, max_len=5, branch=6)
+    paths = synthetic_catalog(60, 512, seed=13, max_len=5, heads=6, alphabet=18).paths()
     trie = igdbeam.ItemTrie.from_token_ids(paths)
     ids, mask = left_pad([[5, 6, 7], [30, 31, 32, 33], [40]])
     cpu = generate(model, ids, mask, trie=trie, num_beams=6, alpha=0.2, length_penalty=1.0)
@@ -161,7 +163,7 @@ def test_generate_cuda_matches_cpu() -> None:
 def test_generate_cuda_matches_processor_path_on_cuda(dtype: torch.dtype, lp: float) -> None:
     """Both CUDA kernels on one device: igdbeam.generate = model.generate + the processor."""
     model = tiny_llama(seed=14, vocab_size=512).to(device="cuda", dtype=dtype)
-    paths = random_catalog(60, 512, seed=15, max_len=5, branch=6)
+    paths = synthetic_catalog(60, 512, seed=15, max_len=5, heads=6, alphabet=18).paths()
     trie = igdbeam.ItemTrie.from_token_ids(paths)
     ref = ReferenceTrie(paths)
     ids, mask = left_pad([[5, 6, 7], [30, 31, 32, 33], [40]])

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from igdbeam.demo import DemoProfile, run_demo
-from pipeline_fixtures import write_tiny_data, write_tiny_model
+from factories.data import write_tiny_data
+from factories.models import write_tiny_model
+from igdbeam.app.demo import DemoProfile, run_demo
 
 
 def _write_adapter(model_dir: Path, out: Path, seed: int) -> Path:
@@ -31,7 +32,7 @@ def _write_adapter(model_dir: Path, out: Path, seed: int) -> Path:
 def tiny_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from igdbeam import assets, pipeline
+    from igdbeam.app import assets, pipeline
 
     data = write_tiny_data(tmp_path / "data")
     model_dir = write_tiny_model(tmp_path / "model")
@@ -53,7 +54,7 @@ def tiny_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]
 
 @pytest.mark.parametrize(("budget", "rows"), [(None, 6), (0.0, 2)])
 def test_demo_trained_models_with_intervals(tiny_env, budget, rows, capsys) -> None:
-    from igdbeam.metrics import ranking_metrics
+    from igdbeam.evaluation.metrics import ranking_metrics
 
     prof = DemoProfile("t", num_users=6, num_beams=3, batch_size=2, time_budget_s=budget)
     out = tiny_env["root"] / "demo"

@@ -25,9 +25,11 @@ from typing import Any
 import pytest
 import torch
 
-HERE = Path(__file__).resolve().parent
-VOCAB = 48
-PAD, BOS, EOS = 0, 1, 2
+from factories.cli import subprocess_env
+from factories.ids import BOS, EOS, PAD
+from factories.models import word_tokenizer
+from factories.training import EXACT_SGD, VOCAB, run_kwargs, training_llama
+
 BETA = 0.1
 ITEMS = [
     [3, 4, 10, EOS],
@@ -66,25 +68,6 @@ def make_rows() -> list[dict[str, list[int]]]:
     return rows
 
 
-def tiny_llama() -> Any:
-    import transformers
-
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(
-        vocab_size=VOCAB,
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        intermediate_size=32,
-        max_position_embeddings=64,
-        pad_token_id=PAD,
-        bos_token_id=BOS,
-        eos_token_id=EOS,
-    )
-    return transformers.LlamaForCausalLM(config)
-
-
 def _sequential(cls: type) -> type:
     """``cls`` with a sequential training sampler (the same row order in every run)."""
 
@@ -94,18 +77,6 @@ def _sequential(cls: type) -> type:
             return torch.utils.data.SequentialSampler(data)
 
     return Sequential
-
-
-def _word_tokenizer() -> Any:
-    import transformers
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
-    vocab = {f"t{i}": i for i in range(VOCAB)}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="t3"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return transformers.PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="t0", bos_token="t1", eos_token="t2", unk_token="t3"
-    )
 
 
 def trainable_params(model: torch.nn.Module) -> torch.Tensor:
@@ -125,30 +96,18 @@ def train_params(
     from igdbeam import CompletionCollator, IGDTrainer, ItemTrie, make_compute_loss_func
 
     trie = ItemTrie.from_token_ids(ITEMS, weights=WEIGHTS, vocab_size=VOCAB)
-    common = {
-        "output_dir": str(out),
-        "per_device_train_batch_size": batch,
-        "gradient_accumulation_steps": accumulation,
-        "max_steps": STEPS,
-        "learning_rate": 1.0,
-        "optim": "sgd",
-        "lr_scheduler_type": "constant",
-        "weight_decay": 0.0,
-        "max_grad_norm": 0.0,
-        "warmup_steps": 0,
-        "average_tokens_across_devices": average,
-        "report_to": [],
-        "save_strategy": "no",
-        "logging_strategy": "no",
-        "use_cpu": True,
-        "remove_unused_columns": False,
-        "disable_tqdm": True,
-        "dataloader_pin_memory": False,
-        "seed": 0,
-    }
+    common = run_kwargs(
+        out,
+        per_device_train_batch_size=batch,
+        gradient_accumulation_steps=accumulation,
+        max_steps=STEPS,
+        learning_rate=1.0,
+        average_tokens_across_devices=average,
+        **EXACT_SGD,
+    )
     rows = make_rows()
     collator = CompletionCollator(PAD)
-    model = tiny_llama()
+    model = training_llama(hidden=16, layers=1, heads=2, kv_heads=1)
     if kind == "igd_lora":
         import peft
 
@@ -169,7 +128,7 @@ def train_params(
             model=model,
             args=args,
             train_dataset=datasets.Dataset.from_list(rows),
-            processing_class=_word_tokenizer(),
+            processing_class=word_tokenizer(VOCAB),
             data_collator=collator,
             trie=trie,
             beta=BETA,
@@ -214,14 +173,10 @@ def test_two_processes_equal_one_process_with_the_global_batch(tmp_path: Path) -
     pytest.importorskip("trl")
     pytest.importorskip("peft")
     pytest.importorskip("datasets")
-    import igdbeam
 
     out = tmp_path / "ddp"
     out.mkdir()
-    env = dict(os.environ)
-    package_parent = str(Path(igdbeam.__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join([package_parent, str(HERE)])
-    env["OMP_NUM_THREADS"] = "1"
+    env = subprocess_env(OMP_NUM_THREADS="1")
     cmd = [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
         "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from igdbeam.experiment import PROFILES, Experiment, check_profile, run_name
-from pipeline_fixtures import write_tiny_data, write_tiny_model
+from factories.data import write_tiny_data
+from factories.models import write_tiny_model
+from igdbeam.app.experiment import PROFILES, Experiment, check_profile, run_name
 
 TINY = replace(PROFILES["tiny"], losses=("plain", "igd"), train_steps=2, eval_steps=1)
 
@@ -30,7 +31,7 @@ def _experiment(tiny: dict[str, Path], out: Path, profile=TINY) -> Experiment:
 
 
 def test_experiment_runs_caches_and_resumes(tiny, monkeypatch) -> None:
-    from igdbeam.pipeline import target_positions
+    from igdbeam.app.pipeline import target_positions
 
     out = tiny["root"] / "run"
     summary = _experiment(tiny, out).run()
@@ -56,7 +57,7 @@ def test_experiment_runs_caches_and_resumes(tiny, monkeypatch) -> None:
     exp = _experiment(tiny, out)
     exp.setup()
     decoded = exp.decode("igd", 0)
-    from igdbeam.metrics import ranking_metrics
+    from igdbeam.evaluation.metrics import ranking_metrics
 
     ref = ranking_metrics(
         decoded["igd"], target_positions(exp._ds, exp.test_rows), trie=exp.trie, ks=(10,)
@@ -64,7 +65,7 @@ def test_experiment_runs_caches_and_resumes(tiny, monkeypatch) -> None:
     assert cells[("igd", "igd")]["metrics"]["NDCG@10"]["value"] == pytest.approx(ref["NDCG@10"])
 
     # Resuming trains and decodes nothing: everything comes from the cache.
-    import igdbeam.pipeline as pipeline
+    import igdbeam.app.pipeline as pipeline
 
     def no_training(*a, **k):
         raise AssertionError("a cached model was trained again")
@@ -119,7 +120,7 @@ def test_bad_profiles_fail_before_work(change) -> None:
 
 
 def test_cli_experiment_tiny(tiny, capsys) -> None:
-    from igdbeam.cli import main
+    from igdbeam.app.cli import main
 
     out = tiny["root"] / "cli"
     code = main(

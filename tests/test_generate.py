@@ -9,17 +9,19 @@ import torch
 from transformers import LlamaForCausalLM
 
 import igdbeam
-from decode_models import EOS, PAD, left_pad, random_catalog, tiny_llama
+from factories.catalogs import synthetic_catalog
+from factories.ids import EOS, PAD
+from factories.models import left_pad, tiny_llama
 from generate_checks import assert_same_hypotheses, ours_hypotheses, processor_path
-from igdbeam.generate import cache_field_name, custom_generate, generate
-from reference import ReferenceTrie
-from reference_decode import brute_force_scores
+from igdbeam.decoding.generate import cache_field_name, custom_generate, generate
+from oracles.decode import brute_force_scores
+from oracles.trie import ReferenceTrie
 
 
 @pytest.fixture(autouse=True, params=["shared_prefix", "dynamic"])
 def kv_cache(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Run every test with both KV caches: ``kv_cache="auto"`` resolves to the parameter."""
-    module = sys.modules["igdbeam.generate"]
+    module = sys.modules["igdbeam.decoding.generate"]
     resolve = module.resolve_kv_cache
 
     def forced(model, mode: str, length: int) -> str:
@@ -30,7 +32,7 @@ def kv_cache(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) ->
 
 
 CATALOGS = {
-    "random": lambda: random_catalog(18, 96, seed=21),
+    "random": lambda: synthetic_catalog(18, 96, seed=21).paths(),
     "prefix": lambda: [[5, EOS], [5, 6, EOS], [5, 6, 7, EOS], [8, 9, EOS], [8, 10, 11, EOS]],
     "single_child": lambda: [[12, 13, 14, 15, EOS], [16, EOS], [16, 17, EOS], [18, 19, EOS]],
     "tiny": lambda: [[20, 21, EOS], [22, EOS]],
@@ -58,7 +60,7 @@ def test_generate_matchesprocessor_path(kind: str, lp: float, alpha: float) -> N
 @pytest.mark.parametrize("lp", [0.0, 1.0])
 def test_generate_early_stopping_never_matchesprocessor_path(lp: float) -> None:
     model = tiny_llama(seed=5)
-    paths = random_catalog(25, 96, seed=22, max_len=5)
+    paths = synthetic_catalog(25, 96, seed=22, max_len=5).paths()
     trie = igdbeam.ItemTrie.from_token_ids(paths)
     ref = ReferenceTrie(paths)
     ids, mask = left_pad([[5, 6], [7, 8, 9, 10]])
@@ -84,7 +86,7 @@ def test_large_beam_finds_every_item_in_exact_order(
 ) -> None:
     """With K >= #items every item comes back, ranked by its brute-force path score."""
     model = tiny_llama(seed=6)
-    paths = random_catalog(9, 96, seed=23) + [[5, EOS], [5, 6, EOS]]
+    paths = synthetic_catalog(9, 96, seed=23).paths() + [[5, EOS], [5, 6, EOS]]
     weights = [1 + i % 3 for i in range(len(paths))]
     trie = igdbeam.ItemTrie.from_token_ids(paths, weights)
     ref = ReferenceTrie(paths, weights)
@@ -134,7 +136,7 @@ def test_duplicate_titles_share_a_leaf() -> None:
 
 def test_bf16_model_matchesprocessor_path(kv_cache: str) -> None:
     model = tiny_llama(seed=8, dtype=torch.bfloat16)
-    paths = random_catalog(16, 96, seed=24)
+    paths = synthetic_catalog(16, 96, seed=24).paths()
     trie = igdbeam.ItemTrie.from_token_ids(paths)
     ref = ReferenceTrie(paths)
     ids, mask = left_pad([[5, 6, 7], [9, 10]])
@@ -147,7 +149,7 @@ def test_bf16_model_matchesprocessor_path(kv_cache: str) -> None:
 
 def test_custom_generate_form() -> None:
     model = tiny_llama(seed=9)
-    paths = random_catalog(15, 96, seed=25)
+    paths = synthetic_catalog(15, 96, seed=25).paths()
     trie = igdbeam.ItemTrie.from_token_ids(paths)
     ids, mask = left_pad([[5, 6, 7], [9, 10]])
     via_hf = model.generate(
@@ -169,7 +171,7 @@ def test_custom_generate_form() -> None:
 
 def test_repeated_calls_are_independent() -> None:
     model = tiny_llama(seed=10)
-    trie = igdbeam.ItemTrie.from_token_ids(random_catalog(15, 96, seed=26))
+    trie = igdbeam.ItemTrie.from_token_ids(synthetic_catalog(15, 96, seed=26).paths())
     ids, mask = left_pad([[5, 6, 7], [9, 10]])
     a = generate(model, ids, mask, trie=trie, num_beams=3, alpha=0.1)
     generate(model, ids[:1, 1:], trie=trie, num_beams=5)
@@ -189,7 +191,7 @@ class _NoCacheLlama(LlamaForCausalLM):
 
 def test_bad_input() -> None:
     model = tiny_llama(seed=11)
-    trie = igdbeam.ItemTrie.from_token_ids(random_catalog(10, 96, seed=27))
+    trie = igdbeam.ItemTrie.from_token_ids(synthetic_catalog(10, 96, seed=27).paths())
     ids = torch.tensor([[5, 6, 7]])
     for alpha in (-0.1, 1.1, float("nan")):
         with pytest.raises(ValueError, match="alpha"):

@@ -8,16 +8,18 @@ import pytest
 import torch
 
 import igdbeam
-from decode_models import EOS, left_pad, random_catalog, tiny_llama
+from factories.catalogs import synthetic_catalog
+from factories.ids import EOS
+from factories.models import left_pad, tiny_llama
 from generate_checks import assert_same_hypotheses, ours_hypotheses, processor_path
-from igdbeam.generate import Decoding, generate, generate_many
-from reference import ReferenceTrie
+from igdbeam.decoding.generate import Decoding, generate, generate_many
+from oracles.trie import ReferenceTrie
 
 
 @pytest.fixture(autouse=True, params=["shared_prefix", "dynamic"])
 def kv_cache(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Run every test with both KV caches: ``kv_cache="auto"`` resolves to the parameter."""
-    module = sys.modules["igdbeam.generate"]
+    module = sys.modules["igdbeam.decoding.generate"]
     resolve = module.resolve_kv_cache
 
     def forced(model, mode: str, length: int) -> str:
@@ -40,7 +42,7 @@ DECODINGS = [
 
 def _long_tail_catalog() -> list[list[int]]:
     """Many short titles and a few long chains: most prompts finish early, some run long."""
-    short = random_catalog(30, 96, seed=31, max_len=2)
+    short = synthetic_catalog(30, 96, seed=31, max_len=2).paths()
     long = [[7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, EOS], [7, 8, 9, 10, 11, 20, EOS]]
     return short + long
 
@@ -86,7 +88,7 @@ def test_generate_many_equals_one_generate_per_decoding() -> None:
 
 def test_dict_decodings_and_return_sequences() -> None:
     model = tiny_llama(seed=13)
-    trie = igdbeam.ItemTrie.from_token_ids(random_catalog(20, 96, seed=32))
+    trie = igdbeam.ItemTrie.from_token_ids(synthetic_catalog(20, 96, seed=32).paths())
     ids, mask = left_pad([[5, 6, 7], [9]])
     a, b = generate_many(
         model,
@@ -180,7 +182,7 @@ def test_compacted_search_matches_processor_path_on_long_tails(lp: float) -> Non
 
 def test_generate_many_bad_input() -> None:
     model = tiny_llama(seed=17)
-    trie = igdbeam.ItemTrie.from_token_ids(random_catalog(10, 96, seed=33))
+    trie = igdbeam.ItemTrie.from_token_ids(synthetic_catalog(10, 96, seed=33).paths())
     ids = torch.tensor([[5, 6, 7]])
     with pytest.raises(ValueError, match="decodings is empty"):
         generate_many(model, ids, trie=trie, decodings=[])

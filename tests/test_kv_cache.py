@@ -1,9 +1,9 @@
-"""The shared-prefix KV cache: cascade attention, the cache's reorders, and generate with it.
+"""The shared-prefix KV cache: the cache's reorders, and generate with it.
 
-Every result of the ``shared_prefix`` cache is compared with an independent reference: a float64
-softmax over the concatenated keys (attention), the model run with transformers' DynamicCache
-(logits step by step), igdbeam's ``dynamic`` path and transformers' own beam search with
-``IGDLogitsProcessor`` (items and scores).
+Every result of the ``shared_prefix`` cache is compared with an independent reference: the model
+run with transformers' DynamicCache (logits step by step), igdbeam's ``dynamic`` path and
+transformers' own beam search with ``IGDLogitsProcessor`` (items and scores). The attention
+itself is checked in ``test_cascade_attention.py``.
 """
 
 from __future__ import annotations
@@ -12,106 +12,25 @@ import functools
 
 import pytest
 import torch
-from transformers import (
-    DynamicCache,
-    GPT2Config,
-    GPT2LMHeadModel,
-    MistralConfig,
-    MistralForCausalLM,
-    Qwen2Config,
-    Qwen2ForCausalLM,
-)
+from transformers import DynamicCache, GPT2Config, GPT2LMHeadModel
 
 import igdbeam
-from decode_models import EOS, PAD, left_pad, random_catalog, tiny_llama
+from factories.catalogs import synthetic_catalog
+from factories.ids import EOS
+from factories.models import left_pad, tiny_llama
 from generate_checks import assert_same_hypotheses, ours_hypotheses, processor_path
-from igdbeam.generate import Decoding, generate, generate_many
-from igdbeam.kv_cache import (
+from igdbeam.decoding.generate import Decoding, generate, generate_many
+from igdbeam.decoding.kv_cache import (
     ATTENTION_NAME,
     KV_KWARG,
     SharedPrefixCache,
-    cascade_attention,
     decode_forward,
     resolve_kv_cache,
     shared_prefix_support,
 )
-from reference import ReferenceTrie
+from oracles.trie import ReferenceTrie
 
 PROMPTS = [[5, 6, 7], [30, 31, 32, 33, 34, 35, 36], [40], [41, 42, 43, 44]]
-
-
-def _reference_attention(query, prefix_k, prefix_v, prompt_mask, suffix_k, suffix_v, scale):
-    """Row by row, head by head: softmax over [prompt tokens, own suffix] in float64."""
-    N, H, _, D = query.shape
-    P, Hkv, L, _ = prefix_k.shape
-    W, G = N // P, H // Hkv
-    out = torch.empty(N, 1, H, D, dtype=torch.float64)
-    for r in range(N):
-        p = r // W
-        keep = prompt_mask[p].bool()
-        for h in range(H):
-            kv = h // G
-            keys = torch.cat((prefix_k[p, kv][keep], suffix_k[r, kv])).double()
-            vals = torch.cat((prefix_v[p, kv][keep], suffix_v[r, kv])).double()
-            w = torch.softmax(keys @ query[r, h, 0].double() * scale, dim=0)
-            out[r, 0, h] = w @ vals
-    return out
-
-
-@pytest.mark.parametrize(("heads", "kv_heads"), [(4, 4), (6, 2), (9, 3)])
-@pytest.mark.parametrize("padded", [False, True])
-def test_cascade_attention_equals_one_softmax(heads: int, kv_heads: int, padded: bool) -> None:
-    g = torch.Generator().manual_seed(heads * 10 + kv_heads)
-    P, W, L, S, D = 3, 4, 7, 3, 8
-    query = torch.randn(P * W, heads, 1, D, generator=g)
-    prefix_k, prefix_v = (torch.randn(P, kv_heads, L, D, generator=g) for _ in range(2))
-    suffix_k, suffix_v = (torch.randn(P * W, kv_heads, S, D, generator=g) for _ in range(2))
-    mask = torch.ones(P, L, dtype=torch.long)
-    if padded:
-        mask[0, :3] = 0
-        mask[2, :6] = 0  # one prompt token left
-    bias = torch.zeros(P, 1, 1, L).masked_fill(mask[:, None, None, :] == 0, float("-inf"))
-    got = cascade_attention(query, prefix_k, prefix_v, bias, suffix_k, suffix_v, D**-0.5)
-    want = _reference_attention(query, prefix_k, prefix_v, mask, suffix_k, suffix_v, D**-0.5)
-    assert got.shape == (P * W, 1, heads, D) and got.dtype == torch.float32
-    torch.testing.assert_close(got.double(), want, rtol=0, atol=1e-5)
-
-
-def test_cascade_attention_rejects_bad_shapes() -> None:
-    q = torch.zeros(5, 4, 1, 8)
-    k = torch.zeros(2, 2, 3, 8)
-    with pytest.raises(ValueError, match="rows = prompts x beams"):
-        cascade_attention(q, k, k, None, torch.zeros(5, 2, 1, 8), torch.zeros(5, 2, 1, 8), 1.0)
-
-
-def tiny_model(kind: str, seed: int = 0, dtype: torch.dtype = torch.float32, **overrides):
-    """Tiny random decoders of the supported families (GQA: 4 query heads, 2 KV heads)."""
-    if kind == "llama":
-        return tiny_llama(seed=seed, dtype=dtype)
-    torch.manual_seed(seed)
-    common = dict(
-        vocab_size=96,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        bos_token_id=1,
-        eos_token_id=EOS,
-        pad_token_id=PAD,
-    )
-    common.update(overrides)
-    if kind == "qwen2":
-        model = Qwen2ForCausalLM(Qwen2Config(**common))
-    elif kind == "mistral":
-        model = MistralForCausalLM(MistralConfig(**common))
-    else:
-        raise ValueError(kind)
-    model.eval()
-    with torch.no_grad():
-        model.lm_head.weight.mul_(8.0)
-    return model.to(dtype)
 
 
 def _prefill(model, ids, mask):
@@ -131,7 +50,7 @@ def _prefill(model, ids, mask):
 @pytest.mark.parametrize("kind", ["llama", "qwen2", "mistral"])
 def test_decode_steps_match_dynamic_cache(kind: str) -> None:
     """Random beam reorders, width changes and dropped prompts: logits equal DynamicCache's."""
-    model = tiny_model(kind, seed=3)
+    model = tiny_llama(family=kind, seed=3)
     ids, mask = left_pad(PROMPTS)
     dynamic, last_pos = _prefill(model, ids, mask)
     shared = SharedPrefixCache.from_dynamic(dynamic, mask)
@@ -199,8 +118,8 @@ def _decode_calls(model) -> list[dict]:
 @pytest.mark.parametrize(("alpha", "lp"), [(0.0, 0.0), (0.3, 0.0), (0.2, 1.0)])
 def test_generate_equals_dynamic_and_processor_path(kind: str, alpha: float, lp: float) -> None:
     """Left padding, prompts of different lengths, GQA, IGD weights and length penalties."""
-    model = tiny_model(kind, seed=4)
-    paths = random_catalog(24, 96, seed=41, max_len=5)
+    model = tiny_llama(family=kind, seed=4)
+    paths = synthetic_catalog(24, 96, seed=41, max_len=5).paths()
     weights = [1 + (i * 7) % 5 for i in range(len(paths))]
     trie = igdbeam.ItemTrie.from_token_ids(paths, weights)
     ids, mask = left_pad(PROMPTS)
@@ -219,7 +138,7 @@ def test_generate_equals_dynamic_and_processor_path(kind: str, alpha: float, lp:
 
 
 def _long_tail_catalog() -> list[list[int]]:
-    short = random_catalog(30, 96, seed=31, max_len=2)
+    short = synthetic_catalog(30, 96, seed=31, max_len=2).paths()
     long = [[7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, EOS], [7, 8, 9, 10, 11, 20, EOS]]
     return short + long
 
@@ -228,7 +147,7 @@ def _long_tail_catalog() -> list[list[int]]:
 @pytest.mark.parametrize("early_stopping", [False, True])
 def test_rows_dropping_out_mid_search(kind: str, early_stopping: bool) -> None:
     """Prompts stop and beam slots empty while others run on: the prefix is compacted."""
-    model = tiny_model(kind, seed={"llama": 16, "qwen2": 20}[kind])  # seeds where rows drop
+    model = tiny_llama(family=kind, seed={"llama": 16, "qwen2": 20}[kind])  # seeds where rows drop
     paths = _long_tail_catalog()
     trie = igdbeam.ItemTrie.from_token_ids(paths)
     ids, mask = left_pad([[7, 8], [3], [50, 51, 52], [7, 8, 9, 10], [60, 61], [12, 13, 14]])
@@ -249,8 +168,8 @@ def test_rows_dropping_out_mid_search(kind: str, early_stopping: bool) -> None:
 @pytest.mark.parametrize("kind", ["llama", "qwen2"])
 def test_bf16_equals_dynamic_bf16(kind: str) -> None:
     """bf16 models: the shared prefix computes attention in float32, SDPA in bf16."""
-    model = tiny_model(kind, seed=8, dtype=torch.bfloat16)
-    trie = igdbeam.ItemTrie.from_token_ids(random_catalog(20, 96, seed=24))
+    model = tiny_llama(family=kind, seed=8, dtype=torch.bfloat16)
+    trie = igdbeam.ItemTrie.from_token_ids(synthetic_catalog(20, 96, seed=24).paths())
     ids, mask = left_pad(PROMPTS)
     shared = generate(model, ids, mask, trie=trie, num_beams=4, alpha=0.2)
     dynamic = generate(model, ids, mask, trie=trie, num_beams=4, alpha=0.2, kv_cache="dynamic")
@@ -261,7 +180,7 @@ def test_bf16_equals_dynamic_bf16(kind: str) -> None:
 
 def test_generate_many_shares_the_prompt_cache() -> None:
     """Several searches adopt the same prompt KV without copying it; results equal dynamic."""
-    model = tiny_model("qwen2", seed=12)
+    model = tiny_llama(family="qwen2", seed=12)
     paths = _long_tail_catalog()
     trie = igdbeam.ItemTrie.from_token_ids(paths, [1 + i % 5 for i in range(len(paths))])
     ids, mask = left_pad(PROMPTS)
@@ -279,7 +198,7 @@ def test_eager_prompt_forward() -> None:
     """The prompt forward keeps the model's own attention (here eager); decoding is cascade."""
     model = tiny_llama(seed=5)
     model.set_attn_implementation("eager")
-    trie = igdbeam.ItemTrie.from_token_ids(random_catalog(20, 96, seed=25))
+    trie = igdbeam.ItemTrie.from_token_ids(synthetic_catalog(20, 96, seed=25).paths())
     ids, mask = left_pad(PROMPTS)
     shared = generate(model, ids, mask, trie=trie, num_beams=4, alpha=0.1)
     dynamic = generate(model, ids, mask, trie=trie, num_beams=4, alpha=0.1, kv_cache="dynamic")
@@ -298,7 +217,7 @@ def test_unmerged_peft_model() -> None:
         for name, param in model.named_parameters():
             if "lora_B" in name:
                 param.normal_(0, 0.5)
-    trie = igdbeam.ItemTrie.from_token_ids(random_catalog(20, 96, seed=29))
+    trie = igdbeam.ItemTrie.from_token_ids(synthetic_catalog(20, 96, seed=29).paths())
     ids, mask = left_pad(PROMPTS)
     assert shared_prefix_support(model, 20) is None
     shared = generate(model, ids, mask, trie=trie, num_beams=4, alpha=0.2)
@@ -319,7 +238,7 @@ def _tiny_gpt2() -> GPT2LMHeadModel:
 
 def test_other_models_fall_back_to_dynamic() -> None:
     model = _tiny_gpt2()
-    trie = igdbeam.ItemTrie.from_token_ids(random_catalog(12, 96, seed=26))
+    trie = igdbeam.ItemTrie.from_token_ids(synthetic_catalog(12, 96, seed=26).paths())
     ids, mask = left_pad(PROMPTS[:2])
     assert "gpt2" in shared_prefix_support(model, 10)
     assert resolve_kv_cache(model, "auto", 10) == "dynamic"
@@ -334,8 +253,8 @@ def test_other_models_fall_back_to_dynamic() -> None:
 
 
 def test_sliding_window_shorter_than_the_sequence_falls_back() -> None:
-    model = tiny_model("mistral", seed=1, sliding_window=6)
-    trie = igdbeam.ItemTrie.from_token_ids(random_catalog(12, 96, seed=27))
+    model = tiny_llama(family="mistral", seed=1, sliding_window=6)
+    trie = igdbeam.ItemTrie.from_token_ids(synthetic_catalog(12, 96, seed=27).paths())
     ids, mask = left_pad(PROMPTS)  # 7 prompt tokens + up to 5 generated > 6
     assert "sliding window" in shared_prefix_support(model, ids.shape[1] + trie.max_depth)
     assert shared_prefix_support(model, 6) is None
@@ -348,7 +267,7 @@ def test_sliding_window_shorter_than_the_sequence_falls_back() -> None:
 
 def test_bad_kv_cache_and_misuse() -> None:
     model = tiny_llama(seed=6)
-    trie = igdbeam.ItemTrie.from_token_ids(random_catalog(10, 96, seed=28))
+    trie = igdbeam.ItemTrie.from_token_ids(synthetic_catalog(10, 96, seed=28).paths())
     with pytest.raises(ValueError, match="kv_cache must be one of"):
         generate(model, torch.tensor([[5, 6]]), trie=trie, kv_cache="static")
     with pytest.raises(ValueError, match="kv_cache must be one of"):
@@ -375,7 +294,7 @@ def test_attention_implementation_restored_on_error() -> None:
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_cuda_shared_prefix_equals_dynamic(dtype: torch.dtype) -> None:
-    model = tiny_model("qwen2", seed=9, dtype=dtype).to("cuda")
+    model = tiny_llama(family="qwen2", seed=9, dtype=dtype).to("cuda")
     paths = _long_tail_catalog()
     trie = igdbeam.ItemTrie.from_token_ids(paths).to("cuda")
     ids, mask = (t.to("cuda") for t in left_pad(PROMPTS))
@@ -388,30 +307,13 @@ def test_cuda_shared_prefix_equals_dynamic(dtype: torch.dtype) -> None:
     torch.testing.assert_close(shared.scores, dynamic.scores, rtol=0, atol=atol)
 
 
-@pytest.mark.cuda
-def test_cuda_cascade_attention_equals_one_softmax() -> None:
-    g = torch.Generator().manual_seed(1)
-    P, W, H, Hkv, L, S, D = 4, 10, 9, 3, 33, 5, 64
-    query = torch.randn(P * W, H, 1, D, generator=g)
-    prefix_k, prefix_v = (torch.randn(P, Hkv, L, D, generator=g) for _ in range(2))
-    suffix_k, suffix_v = (torch.randn(P * W, Hkv, S, D, generator=g) for _ in range(2))
-    mask = torch.ones(P, L, dtype=torch.long)
-    mask[1, :20] = 0
-    bias = torch.zeros(P, 1, 1, L).masked_fill(mask[:, None, None, :] == 0, float("-inf"))
-    args = [t.to("cuda") for t in (query, prefix_k, prefix_v, bias, suffix_k, suffix_v)]
-    got = cascade_attention(*args, D**-0.5)
-    want = _reference_attention(query, prefix_k, prefix_v, mask, suffix_k, suffix_v, D**-0.5)
-    # TF32 matmuls may be on: 1e-3 covers them.
-    torch.testing.assert_close(got.double().cpu(), want, rtol=0, atol=1e-3)
-
-
 @pytest.mark.assets
 @pytest.mark.slow
 def test_real_smollm2_equals_dynamic() -> None:
     """SmolLM2-135M (Llama, 9 heads over 3 KV heads, 30 layers) on MovieLens titles."""
-    from igdbeam.assets import asset_path, load_model_and_tokenizer
+    from igdbeam.app.assets import asset_path, load_model_and_tokenizer
     from igdbeam.data.movielens import read_recbole_items
-    from igdbeam.prompts import TEMPLATES, trie_for_catalog
+    from igdbeam.training.prompts import TEMPLATES, trie_for_catalog
 
     model, tok = load_model_and_tokenizer("smollm2", dtype=torch.float32)
     titles = list(read_recbole_items(asset_path("ml-100k") / "ml-100k.item").values())

@@ -4,14 +4,23 @@ save the adapter alone, and the saved folder reloads (and decodes) to the same m
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import pytest
 import torch
 
-from reference import ReferenceTrie
-from reference_loss import reference_igd_loss
+from factories.ids import BOS, EOS, PAD
+from factories.models import word_tokenizer
+from factories.training import (
+    EXACT_SGD,
+    VOCAB,
+    ListDataset,
+    completion_rows,
+    run_kwargs,
+    training_llama,
+)
+from oracles.loss import reference_igd_loss
+from oracles.trie import ReferenceTrie
 
 transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
@@ -25,10 +34,8 @@ from igdbeam import (  # noqa: E402
     load_model_with_adapter,
     lora_config,
 )
-from igdbeam.lora import LLAMA_TARGET_MODULES, adapter_base_path  # noqa: E402
+from igdbeam.training.lora import LLAMA_TARGET_MODULES, adapter_base_path  # noqa: E402
 
-VOCAB = 48
-PAD, BOS, EOS = 0, 1, 2
 BETA = 0.1
 ITEMS = [
     [3, 4, 10, EOS],
@@ -44,70 +51,14 @@ WEIGHTS = [4, 2, 1, 3, 1, 2, 1, 1]
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
-class ListDataset(torch.utils.data.Dataset):
-    """A list of feature dicts."""
-
-    def __init__(self, rows: list[dict]) -> None:
-        self.rows = rows
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, i: int) -> dict:
-        return self.rows[i]
-
-
 def make_rows(n: int, seed: int) -> list[dict]:
-    """Prompts of varying length ending in a user token that determines the target item."""
-    rng = random.Random(seed)
-    rows = []
-    for _ in range(n):
-        k = rng.randrange(len(ITEMS))
-        history = [rng.randrange(30, 40) for _ in range(rng.randint(1, 4))]
-        rows.append({"prompt_ids": [BOS, *history, 40 + k], "completion_ids": ITEMS[k]})
-    return rows
+    """Prompts of 1-4 history tokens ending in a user token that determines the target item."""
+    return completion_rows(ITEMS, n, seed, history=(1, 4), counterfactual=False)
 
 
-def tiny_llama(seed: int = 0) -> transformers.LlamaForCausalLM:
-    """A random 2-layer Llama over a 48-token vocabulary, float32."""
-    torch.manual_seed(seed)
-    config = transformers.LlamaConfig(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        pad_token_id=PAD,
-        bos_token_id=BOS,
-        eos_token_id=EOS,
-    )
-    return transformers.LlamaForCausalLM(config)
-
-
-def train_args(out: Path, **kw) -> transformers.TrainingArguments:
-    base = {
-        "output_dir": str(out),
-        "per_device_train_batch_size": 4,
-        "learning_rate": 0.5,
-        "optim": "sgd",
-        "lr_scheduler_type": "constant",
-        "weight_decay": 0.0,
-        "max_grad_norm": 0.0,
-        "max_steps": 3,
-        "report_to": [],
-        "save_strategy": "no",
-        "logging_strategy": "no",
-        "eval_strategy": "no",
-        "use_cpu": True,
-        "remove_unused_columns": False,
-        "disable_tqdm": True,
-        "dataloader_pin_memory": False,
-        "seed": 0,
-    }
-    base.update(kw)
-    return transformers.TrainingArguments(**base)
+def lora_run(out: Path, **kw) -> dict:
+    """Run keywords: three exact SGD steps at lr 0.5 (big enough to move every adapter weight)."""
+    return run_kwargs(out, learning_rate=0.5, max_steps=3, **EXACT_SGD, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +75,7 @@ def reference_trie() -> ReferenceTrie:
 def base_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A saved random base checkpoint (so the adapter config records a loadable base path)."""
     folder = tmp_path_factory.mktemp("base")
-    tiny_llama().save_pretrained(folder)
+    training_llama().save_pretrained(folder)
     return folder
 
 
@@ -179,7 +130,7 @@ def test_igd_trainer_lora_trains_adapter_only_and_saves_it(
     rows = make_rows(12, seed=0)
     trainer = IGDTrainer(
         model=model,
-        args=train_args(tmp_path / "run"),
+        args=transformers.TrainingArguments(**lora_run(tmp_path / "run")),
         train_dataset=ListDataset(rows),
         data_collator=CompletionCollator(PAD),
         trie=trie,
@@ -237,17 +188,6 @@ def test_igd_trainer_lora_trains_adapter_only_and_saves_it(
     )
 
 
-def _word_tokenizer() -> transformers.PreTrainedTokenizerFast:
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
-    vocab = {f"t{i}": i for i in range(VOCAB)}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="t3"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return transformers.PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="t0", bos_token="t1", eos_token="t2", unk_token="t3"
-    )
-
-
 @pytest.mark.parametrize("how", ["peft_model", "peft_config"])
 def test_igd_sft_trainer_lora_fused_head(
     tmp_path: Path, base_dir: Path, trie: ItemTrie, reference_trie: ReferenceTrie, how: str
@@ -255,28 +195,13 @@ def test_igd_sft_trainer_lora_fused_head(
     trl = pytest.importorskip("trl")
     datasets = pytest.importorskip("datasets")
     from igdbeam import IGDSFTTrainer
-    from igdbeam.trainer import _has_fused_head
+    from igdbeam.training.sft_trainer import _has_fused_head
 
     rows = make_rows(12, seed=1)
     data = datasets.Dataset.from_list(rows)
+    skip = {"skip_prepare_dataset": True}
     args = trl.SFTConfig(
-        output_dir=str(tmp_path / "run"),
-        per_device_train_batch_size=4,
-        learning_rate=0.5,
-        optim="sgd",
-        lr_scheduler_type="constant",
-        max_grad_norm=0.0,
-        max_steps=3,
-        report_to=[],
-        save_strategy="no",
-        logging_strategy="no",
-        use_cpu=True,
-        remove_unused_columns=False,
-        disable_tqdm=True,
-        dataloader_pin_memory=False,
-        dataset_kwargs={"skip_prepare_dataset": True},
-        max_length=None,
-        bf16=False,
+        **lora_run(tmp_path / "run", dataset_kwargs=skip, max_length=None, bf16=False)
     )
     if how == "peft_model":
         kwargs = {"model": lora_model(base_dir)}
@@ -289,7 +214,7 @@ def test_igd_sft_trainer_lora_fused_head(
     trainer = IGDSFTTrainer(
         args=args,
         train_dataset=data,
-        processing_class=_word_tokenizer(),
+        processing_class=word_tokenizer(VOCAB),
         data_collator=CompletionCollator(PAD),
         trie=trie,
         beta=BETA,
@@ -332,26 +257,21 @@ def test_sft_fused_head_option(tmp_path: Path, trie: ItemTrie, monkeypatch) -> N
     trl = pytest.importorskip("trl")
     datasets = pytest.importorskip("datasets")
     from igdbeam import IGDSFTTrainer
-    from igdbeam.trainer import _fused_head_safe
+    from igdbeam.training.sft_trainer import _fused_head_safe
 
-    args = trl.SFTConfig(
-        output_dir=str(tmp_path),
-        report_to=[],
-        use_cpu=True,
-        max_length=None,
-        dataset_kwargs={"skip_prepare_dataset": True},
-    )
+    skip = {"skip_prepare_dataset": True}
+    args = trl.SFTConfig(**run_kwargs(tmp_path, dataset_kwargs=skip, max_length=None))
     common = {
         "args": args,
         "train_dataset": datasets.Dataset.from_list(make_rows(4, seed=2)),
-        "processing_class": _word_tokenizer(),
+        "processing_class": word_tokenizer(VOCAB),
         "data_collator": CompletionCollator(PAD),
         "trie": trie,
     }
-    assert IGDSFTTrainer(model=tiny_llama(), **common).igd_fused_head
-    assert not IGDSFTTrainer(model=tiny_llama(), fused_head=False, **common).igd_fused_head
+    assert IGDSFTTrainer(model=training_llama(), **common).igd_fused_head
+    assert not IGDSFTTrainer(model=training_llama(), fused_head=False, **common).igd_fused_head
     with pytest.raises(ValueError, match="fused_head"):
-        IGDSFTTrainer(model=tiny_llama(), fused_head="yes", **common)
+        IGDSFTTrainer(model=training_llama(), fused_head="yes", **common)
 
     class Acc:
         distributed_type = "DistributedType.MULTI_GPU"
@@ -392,7 +312,7 @@ def test_load_model_with_adapter_plain_and_errors(tmp_path: Path, base_dir: Path
     assert adapter_base_path(base_dir) is None
 
     # an adapter of a model built from a config records no base: base= is required
-    orphan = peft.get_peft_model(tiny_llama(), lora_config(r=2))
+    orphan = peft.get_peft_model(training_llama(), lora_config(r=2))
     orphan.save_pretrained(tmp_path / "orphan")
     assert is_adapter_folder(tmp_path / "orphan")
     with pytest.raises(ValueError, match="base="):

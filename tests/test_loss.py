@@ -11,9 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from igdbeam import ItemTrie, cft_loss, igd_loss, igd_loss_from_log_probs, pos_loss
-from igdbeam.loss import shift_labels
-from reference import ReferenceTrie
-from reference_loss import (
+from igdbeam.training.loss import shift_labels
+from oracles.loss import (
     IGNORE,
     reference_cft_loss,
     reference_igd_loss,
@@ -22,6 +21,7 @@ from reference_loss import (
     reference_shift,
     reference_weighted_loss,
 )
+from oracles.trie import ReferenceTrie
 
 I = IGNORE  # noqa: E741
 PATHS = [[10, 11, 12, 2], [10, 11, 13, 2], [10, 14, 2], [20, 21, 2]]

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from igdbeam import ItemTrie
-from igdbeam.metrics import (
+from igdbeam.evaluation.metrics import (
     diversity_metrics,
     evaluate_recommendations,
     first_tokens,

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from igdbeam.cli import EVALUATE_COLUMNS
-from igdbeam.data import Sample, load_dataset
-from igdbeam.demo import decode_in_chunks, format_table
-from igdbeam.pipeline import (
+from factories.data import TITLES, write_tiny_data
+from factories.models import tiny_tokenizer, write_tiny_model
+from igdbeam.app.cli import EVALUATE_COLUMNS
+from igdbeam.app.demo import decode_in_chunks, format_table
+from igdbeam.app.pipeline import (
     ExampleDataset,
     build_trie,
     encode_prompts,
@@ -28,8 +29,8 @@ from igdbeam.pipeline import (
     select_test_rows,
     select_test_users,
 )
-from igdbeam.prompts import IGNORE_INDEX
-from pipeline_fixtures import TITLES, tiny_tokenizer, write_tiny_data, write_tiny_model
+from igdbeam.data import Sample, load_dataset
+from igdbeam.training.prompts import IGNORE_INDEX
 
 
 def _s(user: str, item: int) -> Sample:
@@ -258,8 +259,9 @@ def test_decode_in_chunks_stops_before_the_deadline() -> None:
 
 
 def _fake_trainer_module(calls: list) -> types.ModuleType:
-    """A stand-in for igdbeam.trainer: plain shifted cross-entropy, recording its arguments."""
-    mod = types.ModuleType("igdbeam.trainer")
+    """A stand-in for igdbeam.training.loss_func: plain shifted cross-entropy, recording its
+    arguments."""
+    mod = types.ModuleType("igdbeam.training.loss_func")
 
     def make_compute_loss_func(trie, beta, loss="igd"):
         calls.append((beta, loss))
@@ -282,12 +284,11 @@ def _fake_trainer_module(calls: list) -> types.ModuleType:
 def test_train_model_with_a_stand_in_loss(tmp_path: Path, monkeypatch) -> None:
     from transformers import AutoModelForCausalLM
 
-    from igdbeam.pipeline import train_model
-    from pipeline_fixtures import write_tiny_model
+    from igdbeam.app.pipeline import train_model
 
     calls: list = []
-    monkeypatch.setitem(sys.modules, "igdbeam.trainer", _fake_trainer_module(calls))
-    monkeypatch.setitem(sys.modules, "igdbeam.collators", None)  # no IGDTrainer: fallback
+    monkeypatch.setitem(sys.modules, "igdbeam.training.loss_func", _fake_trainer_module(calls))
+    monkeypatch.setitem(sys.modules, "igdbeam.training.collators", None)  # no IGDTrainer: fallback
     tok = tiny_tokenizer()
     ds = load_dataset(write_tiny_data(tmp_path / "d"))
     trie = build_trie(ds, tok)

@@ -9,15 +9,17 @@ import pytest
 import torch
 
 import igdbeam
-from decode_models import EOS, PAD, left_pad, random_catalog, tiny_llama
-from igdbeam.decode_ops import processor_step
-from igdbeam.processor import IGDLogitsProcessor
-from reference import ReferenceTrie
-from reference_decode import (
+from factories.catalogs import synthetic_catalog
+from factories.ids import EOS, PAD
+from factories.models import left_pad, tiny_llama
+from igdbeam.decoding.processor import IGDLogitsProcessor
+from igdbeam.ops.decode_steps import processor_step
+from oracles.decode import (
     ReferenceIGDProcessor,
     hf_hypotheses,
     prefix_allowed_tokens_fn,
 )
+from oracles.trie import ReferenceTrie
 
 NEG_INF = -math.inf
 # Spec section 5, terminator id 2.
@@ -77,7 +79,7 @@ def test_processor_step_matches_reference(
     dtype: torch.dtype, renormalize: bool, temperature: float, alpha: float
 ) -> None:
     vocab = 64
-    paths = random_catalog(30, vocab, seed=3)
+    paths = synthetic_catalog(30, vocab, seed=3).paths()
     weights = [1 + (i * 7) % 5 for i in range(len(paths))]
     trie = igdbeam.ItemTrie.from_token_ids(paths, weights)
     ref = ReferenceTrie(paths, weights)
@@ -112,7 +114,7 @@ def test_processor_step_matches_reference(
 def test_processor_step_batch_and_strides() -> None:
     """Many rows in one call, non-contiguous scores: same as one row at a time."""
     vocab = 50
-    paths = random_catalog(25, vocab, seed=7)
+    paths = synthetic_catalog(25, vocab, seed=7).paths()
     trie = igdbeam.ItemTrie.from_token_ids(paths)
     gens = _random_rows(paths, 24, seed=8)
     # All rows of one call share the prompt length, so group the rows by generated length.
@@ -164,7 +166,7 @@ def test_bad_arguments() -> None:
 
 def _catalog(kind: str, vocab: int) -> list[list[int]]:
     if kind == "random":
-        return random_catalog(14, vocab, seed=11)
+        return synthetic_catalog(14, vocab, seed=11).paths()
     if kind == "prefix":  # "A" and "A B": one title's path is a prefix of another's before EOS
         return [[5, EOS], [5, 6, EOS], [5, 6, 7, EOS], [8, 9, EOS], [8, 10, 11, EOS]]
     if kind == "single_child":  # a chain of single children below 12
@@ -217,7 +219,7 @@ def test_generate_with_processor_matches_reference_processor(
 @pytest.mark.parametrize("lp", [0.0, 1.0])
 def test_alpha_zero_matches_prefix_allowed_tokens_fn(lp: float) -> None:
     model = tiny_llama(seed=1)
-    paths = random_catalog(20, 96, seed=2)
+    paths = synthetic_catalog(20, 96, seed=2).paths()
     trie = igdbeam.ItemTrie.from_token_ids(paths)
     ref = ReferenceTrie(paths)
     ids, mask = left_pad([[5, 6, 7, 8], [50, 51]])
@@ -237,7 +239,7 @@ def test_alpha_zero_matches_prefix_allowed_tokens_fn(lp: float) -> None:
 
 def test_bf16_model_matches_reference_processor() -> None:
     model = tiny_llama(seed=2, dtype=torch.bfloat16)
-    paths = random_catalog(16, 96, seed=5)
+    paths = synthetic_catalog(16, 96, seed=5).paths()
     trie = igdbeam.ItemTrie.from_token_ids(paths)
     ref = ReferenceTrie(paths)
     ids, mask = left_pad([[5, 6, 7], [9, 10]])
@@ -257,7 +259,7 @@ def test_bf16_model_matches_reference_processor() -> None:
 def test_no_state_between_generate_calls() -> None:
     """One instance across calls with other prompt lengths and batch sizes = fresh instances."""
     model = tiny_llama(seed=3)
-    paths = random_catalog(12, 96, seed=6)
+    paths = synthetic_catalog(12, 96, seed=6).paths()
     trie = igdbeam.ItemTrie.from_token_ids(paths)
     shared = IGDLogitsProcessor(trie, alpha=0.3)
     batches = [

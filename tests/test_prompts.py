@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from igdbeam.prompts import IGNORE_INDEX, TEMPLATES, build_example, get_template, trie_for_catalog
-from pipeline_fixtures import TITLES, has_smollm2, tiny_tokenizer
+from factories.data import TITLES
+from factories.models import has_smollm2, tiny_tokenizer
+from igdbeam.training.prompts import (
+    IGNORE_INDEX,
+    TEMPLATES,
+    build_example,
+    get_template,
+    trie_for_catalog,
+)
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +81,7 @@ def test_labels_equal_trie_paths_smollm2() -> None:
     """On the real SmolLM2 tokenizer and every ml-100k title, labels == trie paths."""
     from transformers import AutoTokenizer
 
-    from igdbeam.assets import asset_path, load_model_and_tokenizer, smollm2_checkpoint  # noqa: F401
+    from igdbeam.app.assets import asset_path, load_model_and_tokenizer, smollm2_checkpoint  # noqa: F401
     from igdbeam.data.movielens import read_recbole_items
 
     tokenizer = AutoTokenizer.from_pretrained(str(smollm2_checkpoint()))

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from reference import ReferenceTrie
+from factories.models import tiny_llama
+from oracles.trie import ReferenceTrie
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
@@ -56,23 +57,6 @@ def word_tokenizer() -> transformers.PreTrainedTokenizerFast:
     )
     assert fast.add_tokens(sid_tokens()) == CODEBOOKS * CODES
     return fast
-
-
-def tiny_llama(vocab_size: int) -> transformers.LlamaForCausalLM:
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=48,
-        intermediate_size=96,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        pad_token_id=0,
-        eos_token_id=1,
-        bos_token_id=1,
-    )
-    return transformers.LlamaForCausalLM(config)
 
 
 def sid_text(codes: tuple[int, ...]) -> str:
@@ -146,7 +130,15 @@ def test_code_tokens_and_trie_match_the_reference(catalog) -> None:
 
 def test_train_and_decode_semantic_ids(tmp_path: Path, catalog) -> None:
     tok, codes, paths, weights = catalog
-    model = tiny_llama(len(tok) - CODEBOOKS * CODES)
+    model = tiny_llama(
+        len(tok) - CODEBOOKS * CODES,
+        sharpen=None,
+        hidden=48,
+        intermediate=96,
+        max_positions=64,
+        eos=1,
+        bos=1,
+    )
     model.resize_token_embeddings(len(tok), mean_resizing=False)  # room for the code tokens
     assert model.get_input_embeddings().weight.shape[0] == len(tok)
     trie = ItemTrie.from_token_ids(paths, weights=weights, vocab_size=len(tok))

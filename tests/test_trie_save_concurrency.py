@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from igdbeam import ItemTrie, trie_io
+from igdbeam import ItemTrie
+from igdbeam.trie import file_format as trie_io
 
 
 def writer_tries() -> list[ItemTrie]:

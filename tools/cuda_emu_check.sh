@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs the CUDA kernels' tests on the CPU through the emulation in csrc/cuda/emu/ (no GPU needed):
-# builds build/emu/igdbeam (the Python package with a _C whose *_cuda ops run the real kernel
-# sources on std::threads), then runs the CUDA tests against it with torch's CUDA calls patched
-# to stay on the CPU. A developer check of the kernels' indexing and barrier logic, not of speed
+# builds build/emu/igdbeam (the Python package with a _C whose CUDA backend, device 1, runs the
+# real kernel sources on std::threads), then runs the CUDA tests against it with torch's CUDA
+# calls patched to stay on the CPU. A developer check of the kernels' indexing and barrier logic, not of speed
 # or of the real compiler; tests that need real device memory are deselected.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +15,6 @@ g++ -std=c++17 -O2 -fPIC -shared -Wall -Wno-unknown-pragmas -DIGDBEAM_WITH_CUDA=
   -o "$out/igdbeam/_C$(python3-config --extension-suffix)" -lpthread
 PYTHONPATH="$out:tests:tools" timeout "${EMU_TIMEOUT:-1800}" python3 -m pytest -p cuda_emu_plugin \
   -m cuda -q -x -p no:cacheprovider "$@" \
-  --deselect tests/test_cuda_beam_step.py::test_beam_step_strided_logits_and_graph_capture \
-  --deselect tests/test_cuda_beam_step.py::test_beam_step_sliced_graph_capture \
-  --deselect tests/test_cuda_walk.py
+  --deselect "tests/test_beam_step_kernel.py::test_beam_step_strided_logits_and_graph_capture[cuda]" \
+  --deselect tests/test_beam_step_selection.py::test_beam_step_sliced_graph_capture \
+  --deselect tests/test_walk.py

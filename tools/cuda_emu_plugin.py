@@ -1,8 +1,10 @@
 """pytest plugin for tools/cuda_emu_check.sh: keeps torch's CUDA calls on the CPU.
 
-The emulated ``_C.*_cuda`` ops read host memory, so ``.cuda()`` returns a CPU copy (a real
-transfer copies too), ``trie.to("cuda")`` returns its input and ``torch.cuda.synchronize`` does
-nothing.
+The ops' emulated CUDA backend (``device=1`` of every ``_C`` op) reads host memory, so
+``.cuda()`` returns a CPU copy (a real transfer copies too), ``trie.to("cuda")`` returns its input,
+``torch.cuda.synchronize`` does nothing and the current stream is 0. The tests that call ``_C``
+with ``device=1`` (tests/cuda_testing.py ``native_op``) run the emulated kernels; the public ops
+see CPU tensors and take the C++ path.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import types
 import torch
 
 import igdbeam
-from igdbeam import _native
+from igdbeam.native import library as _native
 
 assert _native._C.has_cuda(), "build/emu must hold the emulated CUDA build"
 torch.Tensor.cuda = lambda self, *a, **k: self.clone()  # type: ignore[method-assign]

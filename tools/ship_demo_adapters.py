@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
-from igdbeam.assets import sha256_file  # noqa: E402
-from igdbeam.demo_adapters import ADAPTER_FILES, DEMO_RUNS, SHIPPED_DIR  # noqa: E402
-from igdbeam.experiment import run_name  # noqa: E402
+from igdbeam.app.assets import sha256_file  # noqa: E402
+from igdbeam.app.demo_adapters import ADAPTER_FILES, DEMO_RUNS, SHIPPED_DIR  # noqa: E402
+from igdbeam.app.experiment import run_name  # noqa: E402
 
 
 def main(experiment_dir: str, beta: float = 0.1) -> None:

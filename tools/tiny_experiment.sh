@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # CI smoke run of `igdbeam experiment` end to end: a random-init tiny Llama and a tiny BIGRec-format
-# dataset (both written by tests/pipeline_fixtures.py, nothing downloaded), the `tiny` profile
+# dataset (both written by tests/factories/, nothing downloaded), the `tiny` profile
 # (LoRA, a few steps per loss, every decoding, bootstrap intervals), then a resume that must
 # find everything cached.
 set -euo pipefail
@@ -10,7 +10,8 @@ trap 'rm -rf "$work"' EXIT
 PYTHONPATH="tests${PYTHONPATH:+:$PYTHONPATH}" python3 -c "
 import sys
 from pathlib import Path
-from pipeline_fixtures import write_tiny_data, write_tiny_model
+from factories.data import write_tiny_data
+from factories.models import write_tiny_model
 root = Path(sys.argv[1])
 write_tiny_model(root / 'model'); write_tiny_data(root / 'data')
 " "$work"

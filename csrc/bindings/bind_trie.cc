@@ -96,18 +96,6 @@ void RegisterTrie(py::module_& m) {
   m.def("build_trie", &Build, py::arg("offsets"), py::arg("tokens"), py::arg("weights"),
         py::arg("entropy_mode"), py::arg("vocab_size"), py::arg("equal_ig_rtol"),
         "Build the CSR trie from token paths (CSR offsets + tokens); returns a dict of arrays.");
-
-  m.def(
-      "walk_paths_cpu",
-      [](const TrieView& trie, std::uintptr_t tokens, int64_t rows, int64_t cols,
-         int64_t row_stride, std::uintptr_t lengths, std::uintptr_t out_nodes) {
-        py::gil_scoped_release release;
-        WalkPaths(trie, Ptr<const int64_t>(tokens), rows, cols, row_stride,
-                  lengths ? Ptr<const int64_t>(lengths) : nullptr, Ptr<int32_t>(out_nodes));
-      },
-      py::arg("trie"), py::arg("tokens"), py::arg("rows"), py::arg("cols"), py::arg("row_stride"),
-      py::arg("lengths"), py::arg("out_nodes"),
-      "Walk int64 token rows from the root; writes the int32 node reached or -1.");
 }
 
 }  // namespace igdbeam::bindings

@@ -1,11 +1,12 @@
-// CPU fused beam step of igdbeam.generate: log-softmax normalisation, gather of each beam's
-// trie children, IG reweighting, per-batch-row top-C and node advance in one pass.
+// CPU fused beam step of igdbeam.decoding.generate: log-softmax normalisation, gather of each
+// beam's trie children, IG reweighting, per-batch-row top-C and node advance in one pass.
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
 
 #include "decode_common.h"
+#include "igdbeam/decode_checks.h"
 #include "igdbeam/errors.h"
 #include "igdbeam/kernels.h"
 #include "igdbeam/trie_lookup.h"
@@ -127,17 +128,13 @@ void BeamStep(const TrieView& trie, const void* logits, ScalarType dtype, int64_
   // Everything this op indexes with, checked once per call (O(batch * beams)); trie tokens are
   // checked as the children are visited.
   IGD_CHECK_ARG(trie.num_nodes >= 1, "the trie view has no nodes");
-  IGD_CHECK_ARG(batch >= 0 && beams >= 1 && vocab >= 0 && logits_row_stride >= 0,
-                "bad shape: batch=", batch, " beams=", beams, " vocab=", vocab,
-                " logits_row_stride=", logits_row_stride);
-  IGD_CHECK_ARG(num_candidates >= 1, "num_candidates must be >= 1, got ", num_candidates);
+  CheckBeamShape(batch, beams, vocab, logits_row_stride, num_candidates);
   for (int64_t r = 0; r < batch * beams; ++r) {
     // Negative node ids mark inactive beams; ids past the trie are caller bugs.
     IGD_CHECK_ARG(nodes[r] < trie.num_nodes, "nodes[", r, "] = ", nodes[r],
                   " is not a node of the trie [0, ", trie.num_nodes, ")");
   }
-  IGD_CHECK_ARG(params.temperature > 0.0f && std::isfinite(params.temperature),
-                "temperature must be a positive finite number, got ", params.temperature);
+  CheckTemperature(params.temperature);
   switch (dtype) {
     case ScalarType::kFloat32:
       BeamStepTyped<ScalarType::kFloat32>(trie, logits, batch, beams, vocab, logits_row_stride,

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "decode_common.h"
+#include "igdbeam/decode_checks.h"
 #include "igdbeam/errors.h"
 #include "igdbeam/kernels.h"
 #include "igdbeam/trie_lookup.h"
@@ -118,15 +119,8 @@ void ProcessorStep(const TrieView& trie, const int64_t* input_ids, int64_t rows,
   // Everything this op indexes with, checked once per call; input ids are only compared with
   // trie tokens (any value is safe), trie tokens are checked as the children are visited.
   IGD_CHECK_ARG(trie.num_nodes >= 1, "the trie view has no nodes");
-  IGD_CHECK_ARG(rows >= 0 && seq_len >= 0 && vocab >= 0 && ids_row_stride >= 0,
-                "bad shape: rows=", rows, " seq_len=", seq_len, " vocab=", vocab,
-                " ids_row_stride=", ids_row_stride);
-  IGD_CHECK_ARG(rows <= 1 || scores_row_stride >= vocab, "scores rows overlap: row stride ",
-                scores_row_stride, " < vocab ", vocab);
-  IGD_CHECK_ARG(prompt_len >= 0 && prompt_len <= seq_len, "prompt_len ", prompt_len,
-                " must lie in [0, seq_len=", seq_len, "]");
-  IGD_CHECK_ARG(params.temperature > 0.0f && std::isfinite(params.temperature),
-                "temperature must be a positive finite number, got ", params.temperature);
+  CheckProcessorShape(rows, seq_len, vocab, ids_row_stride, scores_row_stride, prompt_len);
+  CheckTemperature(params.temperature);
   switch (dtype) {
     case ScalarType::kFloat32:
       ProcessorStepTyped<ScalarType::kFloat32>(trie, input_ids, rows, seq_len, ids_row_stride,

@@ -16,6 +16,10 @@ import torch
 __all__ = [
     "IGDBeamError",
     "InvalidIdError",
+    "LeftTrieError",
+    "MissingCudaKernelsError",
+    "NativeArgumentError",
+    "NativeRuntimeError",
     "TrieFormatError",
     "VocabularyError",
     "as_id_array",
@@ -40,6 +44,27 @@ class VocabularyError(IGDBeamError, ValueError):
 class InvalidIdError(IGDBeamError, ValueError):
     """An id (token, item or node id) is not an integer (a float, a bool, NaN, a string) or is
     negative / out of its range."""
+
+
+class LeftTrieError(IGDBeamError, ValueError):
+    """A label row's completion is not an item path of the trie (a token that is not a child of
+    the prefix, or tokens after a complete item) under ``off_trie="error"``; the message names
+    the rows and the first offending token."""
+
+
+class NativeArgumentError(IGDBeamError, ValueError):
+    """A native op (C++ or CUDA) refused its arguments (status code 1): bad shapes, codes or ids
+    that the Python checks let through, e.g. a node id past the trie or a corrupt trie."""
+
+
+class NativeRuntimeError(IGDBeamError, RuntimeError):
+    """A native op failed while running (status code 2): a CUDA launch or allocation error (the
+    message carries the CUDA error string and the file:line) or an internal invariant."""
+
+
+class MissingCudaKernelsError(IGDBeamError, RuntimeError):
+    """CUDA tensors reached an op of an igdbeam build without CUDA kernels (status code 3);
+    reinstall with a CUDA compiler (``IGDBEAM_CUDA=ON pip install .``) or use CPU tensors."""
 
 
 # ---------------------------------------------------------------------------------- id checks

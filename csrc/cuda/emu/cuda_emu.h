@@ -49,7 +49,18 @@ extern thread_local uint3 blockIdx;
 extern thread_local dim3 blockDim;
 extern thread_local dim3 gridDim;
 
-// ---- 16-bit floats --------------------------------------------------------------------------
+// ---- bit casts and 16-bit floats ------------------------------------------------------------
+inline uint32_t __float_as_uint(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+inline float __uint_as_float(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
 struct __nv_bfloat16 {
   uint16_t bits;
 };
@@ -57,14 +68,10 @@ struct __half {
   uint16_t bits;
 };
 inline float __bfloat162float(__nv_bfloat16 x) {
-  uint32_t u = static_cast<uint32_t>(x.bits) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
+  return __uint_as_float(static_cast<uint32_t>(x.bits) << 16);
 }
 inline __nv_bfloat16 __float2bfloat16_rn(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
+  uint32_t u = __float_as_uint(f);
   if (std::isnan(f)) return {static_cast<uint16_t>((u >> 16) | 0x40)};
   u += 0x7fff + ((u >> 16) & 1);
   return {static_cast<uint16_t>(u >> 16)};
@@ -86,16 +93,6 @@ inline __half __ushort_as_half(unsigned short u) { return {u}; }
 inline unsigned short __bfloat16_as_ushort(__nv_bfloat16 h) { return h.bits; }
 
 // ---- math and bit intrinsics ----------------------------------------------------------------
-inline uint32_t __float_as_uint(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  return u;
-}
-inline float __uint_as_float(uint32_t u) {
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
 // Correctly rounded single operations (never contracted into an FMA on the device).
 inline float __fmul_rn(float a, float b) { return a * b; }
 inline float __fadd_rn(float a, float b) { return a + b; }

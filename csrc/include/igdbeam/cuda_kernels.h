@@ -7,8 +7,9 @@
 // No exception ever leaves (or is thrown inside) the nvcc-compiled code: every function is
 // noexcept and returns a Status. Bad arguments that can be seen on the host give
 // kInvalidArgument; a failing CUDA call or launch gives kCudaError with the CUDA error string and
-// the file:line of the call. The bindings (compiled by the host C++ compiler) turn these into
-// igdbeam::InvalidArgument and std::runtime_error.
+// the file:line of the call. The bindings (host-compiled, csrc/bindings/common.h RunOp) return a
+// Status to Python unchanged, as None or the tuple (code, message), exactly like the CPU path's
+// caught exceptions; igdbeam.native.dispatch raises the typed Python error.
 #pragma once
 
 #include <cstdint>

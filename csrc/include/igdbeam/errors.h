@@ -1,5 +1,6 @@
-// Typed errors of the igdbeam core. The bindings map InvalidArgument to Python's ValueError and
-// everything else to RuntimeError; IGD_CHECK messages carry the file and line.
+// Typed errors of the igdbeam core. The op bindings catch them (csrc/bindings/common.h RunOp):
+// InvalidArgument becomes status code 1, anything else code 2, which igdbeam.native.dispatch
+// raises as a ValueError / RuntimeError subclass; IGD_CHECK messages carry the file and line.
 #pragma once
 
 #include <sstream>

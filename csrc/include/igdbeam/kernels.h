@@ -1,5 +1,5 @@
 // The hot ops, CPU backend. Every op has a CUDA twin with the same semantics in cuda_kernels.h;
-// the pure-Python reference in tests/reference.py is the judge of both.
+// the pure-Python oracles in tests/oracles/ judge both.
 #pragma once
 
 #include <cstdint>
@@ -54,7 +54,7 @@ void ProcessorStep(const TrieView& trie, const int64_t* input_ids, int64_t rows,
                    int64_t vocab, int64_t scores_row_stride, const DecodeParams& params,
                    int32_t* out_nodes, int32_t* row_status);
 
-// ---- Decoding: the fused beam step of igdbeam.generate -----------------------------------------
+// ---- Decoding: the fused beam step of igdbeam.decoding.generate ------------------------------
 struct BeamStepOutput {
   float* score;    // [batch, num_candidates]: beam_score + w * logp, descending; -inf pads
   float* logp;     // [batch, num_candidates]: the unweighted logp of the token
@@ -67,6 +67,10 @@ struct BeamStepOutput {
 // nodes[r] < 0 or a leaf marks beam r inactive. For each batch row, scores every child of every
 // active beam and keeps the best num_candidates, ordered by score descending, ties by
 // (beam, token) ascending.
+// Contract: every nodes[r] is < trie.num_nodes. The CPU op checks it (InvalidArgument naming
+// the row). The CUDA op cannot read device memory on the host without a synchronisation, so it
+// does not check: its kernels never read out of bounds and treat such a beam like an inactive
+// one, but that result is unspecified, not a feature; callers must pass valid ids.
 void BeamStep(const TrieView& trie, const void* logits, ScalarType dtype, int64_t batch,
               int64_t beams, int64_t vocab, int64_t logits_row_stride, const float* beam_scores,
               const int32_t* nodes, const DecodeParams& params, int64_t num_candidates,

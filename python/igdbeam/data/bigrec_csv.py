@@ -14,12 +14,12 @@ import ast
 import csv
 import json
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from igdbeam.io_utils import _public_dir, atomic_dir  # noqa: F401 - _public_dir: for assets
+from igdbeam.app.io_utils import atomic_dir
 
 REQUIRED_COLUMNS = ("user_id", "history_item_title", "item_title", "history_item_id", "item_id")
 SPLITS = ("train", "valid", "test")
@@ -369,13 +369,13 @@ def write_item_info(path: str | os.PathLike[str], catalog: Catalog) -> None:
 def write_dataset(
     directory: str | os.PathLike[str],
     catalog: Catalog,
-    splits: dict[str, Sequence[Sample]],
+    splits: Mapping[str, Sequence[Sample]],
     *,
     overwrite: bool = False,
     command: str = "prepare",
 ) -> Path:
     """Write ``info.txt`` and one CSV per split atomically: into a unique temp folder next to
-    ``directory``, fsynced, then renamed into place (:func:`igdbeam.io_utils.atomic_dir`).
+    ``directory``, fsynced, then renamed into place (:func:`igdbeam.app.io_utils.atomic_dir`).
 
     The folder gets the igdbeam output marker of ``command``. Nothing is left half-written when
     an error occurs: the temp folder is removed, and an existing ``directory`` is replaced (with
@@ -383,7 +383,7 @@ def write_dataset(
     output of ``command``: a folder of the user's or a file is never replaced.
 
     Raises:
-        FileExistsError: (:class:`igdbeam.io_utils.OutputPathError`) the target exists and
+        FileExistsError: (:class:`igdbeam.app.io_utils.OutputPathError`) the target exists and
             ``overwrite`` is False, or it is a file or a folder igdbeam did not write.
         DataFormatError: a sample with an empty history.
     """

@@ -1,0 +1,3 @@
+"""The application: the ``igdbeam`` CLI, the dataset-to-model pipeline, recommending, the demo,
+the experiment grid, asset set-up and file helpers.
+"""

