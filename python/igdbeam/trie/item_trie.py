@@ -14,19 +14,23 @@ from typing import Any
 import numpy as np
 import torch
 
-from igdbeam.errors import InvalidIdError, as_id_array, as_index
+from igdbeam.errors import InvalidIdError, as_id_array
 from igdbeam.native.library import _C
 from igdbeam.ops.walk import walk_paths
 from igdbeam.trie.build import Weights, build_from_csr, build_from_paths
 from igdbeam.trie.file_format import load_trie, save_trie, validate_arrays
 from igdbeam.trie.layout import DEVICE_ARRAYS, NODE_ARRAYS, TrieData, TrieMeta
 from igdbeam.trie.lookups import (
+    checked_item,
+    checked_node,
+    children_of,
     first_items_of_nodes,
     items_of_leaf,
+    node_is_leaf,
     path_information_gain,
     path_to_node,
 )
-from igdbeam.trie.statistics import trie_stats
+from igdbeam.trie.statistics import fanout_bounds, trie_stats
 from igdbeam.trie.titles import build_from_titles
 
 
@@ -68,16 +72,15 @@ class ItemTrie:
         :meth:`from_token_ids`. ``offsets`` and ``tokens`` must have an integer dtype: float or
         bool arrays are refused, never truncated.
         """
-        return cls.from_data(
-            build_from_csr(
-                offsets,
-                tokens,
-                weights,
-                entropy=entropy,
-                vocab_size=vocab_size,
-                equal_ig_rtol=equal_ig_rtol,
-            )
+        data = build_from_csr(
+            offsets,
+            tokens,
+            weights,
+            entropy=entropy,
+            vocab_size=vocab_size,
+            equal_ig_rtol=equal_ig_rtol,
         )
+        return cls.from_data(data)
 
     @classmethod
     def from_token_ids(
@@ -109,15 +112,10 @@ class ItemTrie:
                 wrong length, or a path that is a prefix of another. (The two errors above are
                 ValueError subclasses too.)
         """
-        return cls.from_data(
-            build_from_paths(
-                sequences,
-                weights,
-                entropy=entropy,
-                vocab_size=vocab_size,
-                equal_ig_rtol=equal_ig_rtol,
-            )
+        data = build_from_paths(
+            sequences, weights, entropy=entropy, vocab_size=vocab_size, equal_ig_rtol=equal_ig_rtol
         )
+        return cls.from_data(data)
 
     @classmethod
     def from_titles(
@@ -190,10 +188,7 @@ class ItemTrie:
         most the root's fan-out candidates per prompt; a later one ``beams`` times the second).
         """
         if self._fanouts is None:
-            off = self._arrays["child_offsets"]
-            below = (off[2:] - off[1:-1]).max() if off.shape[0] > 2 else off[0]
-            root, rest = torch.stack(((off[1] - off[0]).long(), below.long())).tolist()
-            self._fanouts = (int(root), int(rest))
+            self._fanouts = fanout_bounds(self._arrays)
         return self._fanouts
 
     @property
@@ -299,18 +294,11 @@ class ItemTrie:
     # ------------------------------------------------------------------ queries
     def children(self, node: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``(tokens, node_ids)`` of the children of ``node`` (ascending tokens)."""
-        node = self._check_node(node)
-        lo, hi = (int(x) for x in self._arrays["child_offsets"][node : node + 2].tolist())
-        return (
-            self._arrays["token"][lo:hi].to(torch.int64),
-            torch.arange(lo, hi, dtype=torch.int64, device=self.device),
-        )
+        return children_of(self._arrays, checked_node(self._arrays, node))
 
     def is_leaf(self, node: int) -> bool:
         """True when ``node`` has no children (an item path ends there)."""
-        node = self._check_node(node)
-        off = self._arrays["child_offsets"]
-        return bool(off[node] == off[node + 1])
+        return node_is_leaf(self._arrays, checked_node(self._arrays, node))
 
     def walk(
         self, tokens: torch.Tensor | Sequence[Sequence[int]], lengths: torch.Tensor | None = None
@@ -337,14 +325,12 @@ class ItemTrie:
         Raises:
             InvalidIdError: ``item`` is not an integer or lies outside ``[0, num_items)``.
         """
-        item = as_index(item, "item id")
-        if not 0 <= item < self.num_items:
-            raise InvalidIdError(f"item id {item} is out of range [0, {self.num_items})")
-        return path_to_node(self._arrays, int(self._arrays["item_leaf"][item]))
+        leaf = self._arrays["item_leaf"][checked_item(self._arrays, item)]
+        return path_to_node(self._arrays, int(leaf))
 
     def items_of_node(self, node: int) -> list[int]:
         """Return the item ids of a leaf (all duplicates), or [] for an inner node."""
-        return items_of_leaf(self._arrays, self._check_node(node))
+        return items_of_leaf(self._arrays, checked_node(self._arrays, node))
 
     def item_ids_of_nodes(self, nodes: torch.Tensor) -> torch.Tensor:
         """Map node ids (any shape, any device) to the smallest item id of their leaf, else -1.
@@ -381,17 +367,10 @@ class ItemTrie:
     def load(cls, path: str | os.PathLike[str], *, mmap: bool = True) -> ItemTrie:
         """Read and validate a trie written by :meth:`save`.
 
-        Every array is checked (dtype, length, token ids within the vocabulary, the
-        breadth-first CSR layout, parents, depths, sorted siblings, leaf / item maps, finite
-        floats, checksums) before the trie is returned, so no file can make the kernels read or
-        write out of bounds.
-
-        Args:
-            path: the trie file.
-            mmap: ``True`` (default) maps the file copy-on-write: no copy, pages shared between
-                processes; replace a loaded file only by renaming a new file over it (as
-                :meth:`save` does), never in place (the memory-map contract of
-                :mod:`igdbeam.trie.file_format`). ``False`` copies the file into private memory.
+        Every array is checked (as :meth:`validate`: layout, ids, finite floats, checksums), so
+        no file can make the kernels read or write out of bounds. ``mmap=True`` (default) maps
+        the file copy-on-write (no copy, pages shared between processes; replace the file only
+        by renaming a new one over it, as :meth:`save` does); ``False`` copies it into memory.
 
         Raises:
             TrieFormatError: the file is not a valid trie (a ValueError subclass).
@@ -399,7 +378,9 @@ class ItemTrie:
         return cls.from_data(load_trie(path, mmap=mmap))
 
     def validate(self) -> None:
-        """Check every array and the metadata as :meth:`load` does (a copy to the CPU first).
+        """Check every array and the metadata (a copy to the CPU first): dtypes, lengths, token
+        ids within the vocabulary, the breadth-first CSR layout, parents, depths, sorted siblings,
+        leaf / item maps, finite floats.
 
         Raises:
             TrieFormatError: the arrays do not form a well-formed trie.
@@ -410,13 +391,6 @@ class ItemTrie:
         cpu = self.cpu()
         arrays = {name: t.numpy() for name, t in cpu._arrays.items()}
         return (_rebuild_trie, (arrays, self._meta, str(self.device)))
-
-    # ------------------------------------------------------------------ helpers
-    def _check_node(self, node: int) -> int:
-        node = as_index(node, "node id")
-        if not 0 <= node < self.num_nodes:
-            raise InvalidIdError(f"node id {node} is out of range [0, {self.num_nodes})")
-        return node
 
 
 def _rebuild_trie(arrays: dict[str, np.ndarray], meta: TrieMeta, device: str) -> ItemTrie:

@@ -1,6 +1,7 @@
 """Path and item lookups on a trie's arrays (layout :mod:`igdbeam.trie.layout`).
 
-The functions take the arrays by name and trust the ids they get (the caller checks ranges);
+The functions take the arrays by name; :func:`checked_node` and :func:`checked_item` turn a
+user's id into a checked index, the others trust the ids they get.
 :class:`~igdbeam.trie.item_trie.ItemTrie` exposes them as methods.
 """
 
@@ -11,7 +12,47 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
-from igdbeam.errors import as_id_array
+from igdbeam.errors import InvalidIdError, as_id_array, as_index
+
+
+def checked_node(arrays: Mapping[str, torch.Tensor], node: int) -> int:
+    """Return ``node`` as an int in ``[0, num_nodes)``.
+
+    Raises:
+        InvalidIdError: ``node`` is not an integer or lies outside the trie.
+    """
+    node = as_index(node, "node id")
+    num_nodes = arrays["token"].shape[0]
+    if not 0 <= node < num_nodes:
+        raise InvalidIdError(f"node id {node} is out of range [0, {num_nodes})")
+    return node
+
+
+def checked_item(arrays: Mapping[str, torch.Tensor], item: int) -> int:
+    """Return ``item`` as an int in ``[0, num_items)``.
+
+    Raises:
+        InvalidIdError: ``item`` is not an integer or lies outside the catalog.
+    """
+    item = as_index(item, "item id")
+    num_items = arrays["item_leaf"].shape[0]
+    if not 0 <= item < num_items:
+        raise InvalidIdError(f"item id {item} is out of range [0, {num_items})")
+    return item
+
+
+def children_of(arrays: Mapping[str, torch.Tensor], node: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return ``(tokens, node_ids)`` (int64) of the children of ``node`` (ascending tokens)."""
+    lo, hi = (int(x) for x in arrays["child_offsets"][node : node + 2].tolist())
+    token = arrays["token"]
+    ids = torch.arange(lo, hi, dtype=torch.int64, device=token.device)
+    return token[lo:hi].to(torch.int64), ids
+
+
+def node_is_leaf(arrays: Mapping[str, torch.Tensor], node: int) -> bool:
+    """True when ``node`` has no children (an item path ends there)."""
+    off = arrays["child_offsets"]
+    return bool(off[node] == off[node + 1])
 
 
 def path_information_gain(

@@ -52,3 +52,11 @@ def trie_stats(arrays: Mapping[str, torch.Tensor], meta: TrieMeta) -> dict[str, 
         "nbytes": nbytes,
         "bytes_per_node": nbytes / num_nodes,
     }
+
+
+def fanout_bounds(arrays: Mapping[str, torch.Tensor]) -> tuple[int, int]:
+    """``(root fan-out, largest fan-out of any other node)`` of the CSR ``child_offsets``."""
+    off = arrays["child_offsets"]
+    below = (off[2:] - off[1:-1]).max() if off.shape[0] > 2 else off[0]
+    root, rest = torch.stack(((off[1] - off[0]).long(), below.long())).tolist()
+    return int(root), int(rest)
