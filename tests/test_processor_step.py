@@ -13,7 +13,9 @@ from cuda_testing import (
     NumpyTrie,
     build,
     cuda_marks,
+    assert_within_reference_error,
     native_op,
+    plain_torch_processor_step,
     ref_processor_step,
     weighted_catalog,
     wide_root_paths,
@@ -33,7 +35,14 @@ def _sync(backend: str) -> None:
         torch.cuda.synchronize()
 
 
-TOL = {torch.float32: (1e-4, 1e-5), torch.bfloat16: (2e-2, 1.6e-2), torch.float16: (4e-3, 2e-3)}
+def _check_scores(got, want, base) -> None:
+    """float32 scores within a fixed tolerance of the float64 reference ``want``; bfloat16 /
+    float16 scores by the low-precision rule: error at most 2x that of plain PyTorch in the same
+    dtype (``base``)."""
+    if got.dtype == torch.float32:
+        torch.testing.assert_close(got.double(), want, atol=1e-4, rtol=1e-5, equal_nan=True)
+    else:
+        assert_within_reference_error(got, base, want)
 
 
 def _inputs(rng, paths, rows, prompt_len, vocab, dtype, *, off_rate=0.15):
@@ -69,12 +78,12 @@ def _run_rows(op, view, ids, plen, scores, params, device):
 
 
 def _check(backend, trie, ids_np, plens, scores, params):
-    """Run row groups of equal prompt length on ``backend``, compare with the reference (and,
-    on CUDA, with the CPU op)."""
+    """Run row groups of equal prompt length on ``backend``, compare nodes and statuses with the
+    reference (and, on CUDA, with the CPU op), then the scores of all rows at once."""
     dev = trie.to(backend)
     alpha, temperature, renormalize, eos = params
-    atol, rtol = TOL[scores.dtype]
     t = NumpyTrie(trie)
+    got_all, want_all, base_all = [], [], []
     for plen in sorted(set(plens)):
         idx = [i for i, p in enumerate(plens) if p == plen]
         ids = torch.from_numpy(ids_np[idx])
@@ -83,20 +92,25 @@ def _check(backend, trie, ids_np, plens, scores, params):
             t, ids, plen, s, alpha=alpha, temperature=temperature, renormalize=renormalize,
             eos_token_id=eos,
         )  # fmt: skip
-        got = s.to(backend)
+        base_all.append(
+            plain_torch_processor_step(
+                t, want_nodes, s, alpha=alpha, temperature=temperature, renormalize=renormalize,
+                eos_token_id=eos,
+            )  # fmt: skip
+        )
+        want_all.append(torch.from_numpy(want))
+        got = s.clone().to(backend)  # the op rewrites it in place
         nodes, status = _run_rows(native_op("processor_step", backend), dev.native_view(),
                                   ids.to(backend), plen, got, params, backend)  # fmt: skip
         _sync(backend)
         assert nodes.cpu().tolist() == want_nodes.tolist()
         assert status.cpu().tolist() == want_status.tolist()
-        ref = torch.from_numpy(want).to(scores.dtype).float()
-        torch.testing.assert_close(got.float().cpu(), ref, atol=atol, rtol=rtol, equal_nan=True)
-        if backend == "cuda":
+        if backend == "cuda":  # the same nodes and statuses as the CPU op
             c = s.clone()
             cn, cs = _run_rows(CPU_STEP, trie.native_view(), ids, plen, c, params, "cpu")
             assert cn.tolist() == nodes.cpu().tolist() and cs.tolist() == status.cpu().tolist()
-            torch.testing.assert_close(got.cpu().float(), c.float(), atol=atol, rtol=rtol,
-                                       equal_nan=True)  # fmt: skip
+        got_all.append(got.cpu())
+    _check_scores(torch.cat(got_all), torch.cat(want_all), torch.cat(base_all))
 
 
 @pytest.mark.parametrize("dtype", list(DTYPES))
