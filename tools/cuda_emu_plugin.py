@@ -1,7 +1,8 @@
 """pytest plugin for tools/cuda_emu_check.sh: keeps torch's CUDA calls on the CPU.
 
 The ops' emulated CUDA backend (``device=1`` of every ``_C`` op) reads host memory, so
-``.cuda()`` returns a CPU copy (a real transfer copies too), ``trie.to("cuda")`` returns its input,
+``.cuda()`` and ``.to("cuda")`` return a CPU copy (a real transfer copies too), ``trie.to("cuda")``
+returns its input,
 ``torch.cuda.synchronize`` does nothing and the current stream is 0. The tests that call ``_C``
 with ``device=1`` (tests/cuda_testing.py ``native_op``) run the emulated kernels; the public ops
 see CPU tensors and take the C++ path.
@@ -9,6 +10,7 @@ see CPU tensors and take the C++ path.
 
 from __future__ import annotations
 
+import contextlib
 import types
 
 import torch
@@ -21,6 +23,28 @@ torch.Tensor.cuda = lambda self, *a, **k: self.clone()  # type: ignore[method-as
 torch.cuda.synchronize = lambda *a, **k: None
 torch.cuda.is_available = lambda: True
 torch.cuda.current_stream = lambda *a, **k: types.SimpleNamespace(cuda_stream=0)
+# Side streams are the one emulated stream: work on it is done when the call returns.
+torch.cuda.Stream = lambda *a, **k: types.SimpleNamespace(  # type: ignore[misc]
+    cuda_stream=0, synchronize=lambda: None, wait_stream=lambda other: None
+)
+torch.cuda.stream = lambda *a, **k: contextlib.nullcontext()  # type: ignore[assignment]
+_tensor_to = torch.Tensor.to
+
+
+def _is_cuda(device) -> bool:
+    return isinstance(device, (str, torch.device)) and torch.device(device).type == "cuda"
+
+
+def _tensor_to_cpu_for_cuda(self, *args, **kwargs):
+    if args and _is_cuda(args[0]):
+        return self.clone() if len(args) == 1 else _tensor_to(self, *args[1:], **kwargs).clone()
+    if _is_cuda(kwargs.get("device")):
+        kwargs["device"] = "cpu"
+        return _tensor_to(self, **kwargs).clone()
+    return _tensor_to(self, *args, **kwargs)
+
+
+torch.Tensor.to = _tensor_to_cpu_for_cuda  # type: ignore[method-assign]
 _to = igdbeam.ItemTrie.to
 
 
