@@ -3,7 +3,8 @@
 # builds build/emu/igdbeam (the Python package with a _C whose CUDA backend, device 1, runs the
 # real kernel sources on std::threads), then runs the CUDA tests against it with torch's CUDA
 # calls patched to stay on the CPU. A developer check of the kernels' indexing and barrier logic, not of speed
-# or of the real compiler; tests that need real device memory are deselected.
+# or of the real compiler; tests that need real device memory, CUDA graphs, or that assert that
+# public results live on a CUDA device (here they stay on the CPU) are deselected.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=build/emu
@@ -17,4 +18,5 @@ PYTHONPATH="$out:tests:tools" timeout "${EMU_TIMEOUT:-1800}" python3 -m pytest -
   -m cuda -q -x -p no:cacheprovider "$@" \
   --deselect "tests/test_beam_step_kernel.py::test_beam_step_strided_logits_and_graph_capture[cuda]" \
   --deselect tests/test_beam_step_selection.py::test_beam_step_sliced_graph_capture \
-  --deselect tests/test_walk.py
+  --deselect tests/test_walk.py \
+  -k "not test_node_arrays_match_brute_force"

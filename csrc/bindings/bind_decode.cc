@@ -6,15 +6,23 @@ namespace igdbeam::bindings {
 
 namespace {
 
-DecodeParams MakeParams(float alpha, float temperature, bool renormalize, int64_t eos_token_id,
-                        const NodeFilter& filter) {
+// The checks and parameters both decode ops share: the trie, the dtype code, the temperature,
+// the item filter.
+struct DecodeCall {
+  ScalarType dtype = ScalarType::kFloat32;
   DecodeParams params;
-  params.alpha = alpha;
-  params.temperature = temperature;
-  params.renormalize = renormalize;
-  params.eos_token_id = eos_token_id;
-  params.filter = filter;
-  return params;
+};
+
+DecodeCall CheckDecodeCall(const TrieView& trie, int dtype_code, float alpha, float temperature,
+                           bool renormalize, int64_t eos_token_id, std::uintptr_t node_mask,
+                           std::uintptr_t node_score, float score_weight,
+                           std::uintptr_t filter_rows, int64_t filter_row_stride) {
+  CheckTrie(trie);
+  CheckTemperature(temperature);
+  const NodeFilter filter =
+      MakeFilter(trie, node_mask, node_score, score_weight, filter_rows, filter_row_stride);
+  return {DtypeFromCode(dtype_code),
+          DecodeParams{alpha, temperature, renormalize, eos_token_id, filter}};
 }
 
 py::object ProcessorStepOp(const TrieView& trie, std::uintptr_t input_ids, int64_t rows,
@@ -26,30 +34,25 @@ py::object ProcessorStepOp(const TrieView& trie, std::uintptr_t input_ids, int64
                            std::uintptr_t node_score, float score_weight,
                            std::uintptr_t filter_rows, int64_t filter_row_stride, int device,
                            std::uintptr_t stream) {
-  ScalarType dtype = ScalarType::kFloat32;
-  DecodeParams params;
+  DecodeCall call;
   return RunOp(
       "processor_step", device, stream,
       [&] {
-        CheckTrie(trie);
-        dtype = DtypeFromCode(dtype_code);
         CheckProcessorShape(rows, seq_len, vocab, ids_row_stride, scores_row_stride, prompt_len);
-        CheckTemperature(temperature);
         IGD_CHECK_ARG(eos_token_id < vocab, "eos_token_id ", eos_token_id,
                       " is outside the vocabulary of ", vocab, " tokens");
-        params = MakeParams(
-            alpha, temperature, renormalize, eos_token_id,
-            MakeFilter(trie, node_mask, node_score, score_weight, filter_rows, filter_row_stride));
+        call = CheckDecodeCall(trie, dtype_code, alpha, temperature, renormalize, eos_token_id,
+                               node_mask, node_score, score_weight, filter_rows, filter_row_stride);
       },
       [&] {
         ProcessorStep(trie, Ptr<const int64_t>(input_ids), rows, seq_len, ids_row_stride,
-                      prompt_len, Ptr<void>(scores), dtype, vocab, scores_row_stride, params,
-                      Ptr<int32_t>(out_nodes), Ptr<int32_t>(out_row_status));
+                      prompt_len, Ptr<void>(scores), call.dtype, vocab, scores_row_stride,
+                      call.params, Ptr<int32_t>(out_nodes), Ptr<int32_t>(out_row_status));
       },
       [&](auto cuda_stream) {
         return cuda::ProcessorStep(trie, Ptr<const int64_t>(input_ids), rows, seq_len,
-                                   ids_row_stride, prompt_len, Ptr<void>(scores), dtype, vocab,
-                                   scores_row_stride, params, Ptr<int32_t>(out_nodes),
+                                   ids_row_stride, prompt_len, Ptr<void>(scores), call.dtype, vocab,
+                                   scores_row_stride, call.params, Ptr<int32_t>(out_nodes),
                                    Ptr<int32_t>(out_row_status), cuda_stream);
       });
 }
@@ -65,33 +68,28 @@ py::object BeamStepOp(const TrieView& trie, std::uintptr_t logits, int dtype_cod
                       int device, std::uintptr_t stream) {
   const BeamStepOutput out{Ptr<float>(out_score), Ptr<float>(out_logp), Ptr<int32_t>(out_beam),
                            Ptr<int64_t>(out_token), Ptr<int32_t>(out_node)};
-  ScalarType dtype = ScalarType::kFloat32;
-  DecodeParams params;
+  DecodeCall call;
   return RunOp(
       "beam_step", device, stream,
       [&] {
-        CheckTrie(trie);
-        dtype = DtypeFromCode(dtype_code);
         CheckBeamShape(batch, beams, vocab, logits_row_stride, num_candidates);
-        CheckTemperature(temperature);
         IGD_CHECK_ARG(select_slices >= 0, "select_slices must be >= 0 (0: automatic), got ",
                       select_slices);
         IGD_CHECK_ARG(candidate_bound >= 0, "candidate_bound must be >= 0 (0: from the trie), got ",
                       candidate_bound);
-        params = MakeParams(
-            alpha, temperature, renormalize, -1,
-            MakeFilter(trie, node_mask, node_score, score_weight, filter_rows, filter_row_stride));
+        call = CheckDecodeCall(trie, dtype_code, alpha, temperature, renormalize, -1, node_mask,
+                               node_score, score_weight, filter_rows, filter_row_stride);
       },
       [&] {
-        BeamStep(trie, Ptr<const void>(logits), dtype, batch, beams, vocab, logits_row_stride,
-                 Ptr<const float>(beam_scores), Ptr<const int32_t>(nodes), params, num_candidates,
-                 out);
+        BeamStep(trie, Ptr<const void>(logits), call.dtype, batch, beams, vocab, logits_row_stride,
+                 Ptr<const float>(beam_scores), Ptr<const int32_t>(nodes), call.params,
+                 num_candidates, out);
       },
       [&](auto cuda_stream) {
-        return cuda::BeamStep(trie, Ptr<const void>(logits), dtype, batch, beams, vocab,
+        return cuda::BeamStep(trie, Ptr<const void>(logits), call.dtype, batch, beams, vocab,
                               logits_row_stride, Ptr<const float>(beam_scores),
-                              Ptr<const int32_t>(nodes), params, num_candidates, out, cuda_stream,
-                              select_slices, candidate_bound);
+                              Ptr<const int32_t>(nodes), call.params, num_candidates, out,
+                              cuda_stream, select_slices, candidate_bound);
       });
 }
 

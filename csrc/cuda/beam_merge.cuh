@@ -19,20 +19,14 @@ namespace igdbeam::cuda {
 template <typename T>
 __global__ void __launch_bounds__(kSelectThreads)
     BeamMergeKernel(TrieView trie, const T* __restrict__ logits, SelectArgs a, BeamStepOutput out) {
-  IGD_DYNAMIC_SHARED(unsigned char, smem);
-  __shared__ int s_fill;
-  __shared__ unsigned long long s_threshold;
-  const TopKShared top{reinterpret_cast<unsigned long long*>(smem), a.capacity, &s_fill,
-                       &s_threshold};
-  const RowBeams row = CarveRowBeams(smem, a.capacity, static_cast<int>(a.beams));
   const int64_t b = blockIdx.x;
-  const uint32_t total = LoadRowRanges(trie, a, b, row);
-  if (total <= SliceLength(total, a.slices)) return;  // written by BeamSliceKernel
+  const SelectBlock blk = StartSelectBlock(trie, a, b);
+  if (blk.total <= SliceLength(blk.total, a.slices)) return;  // written by BeamSliceKernel
   const int K = a.num_candidates;
   const unsigned long long* src = a.slice_keys + b * a.slices * K;
-  LoadRowShifts(trie, logits, a, b, row);
-  BlockTopK(top, K, static_cast<uint32_t>(a.slices * K), [&](uint32_t j) { return src[j]; });
-  WriteRowOutputs(trie, logits, a, b, row, top.keys, out);
+  LoadRowShifts(trie, logits, a, b, blk.row);
+  BlockTopK(blk.top, K, static_cast<uint32_t>(a.slices * K), [&](uint32_t j) { return src[j]; });
+  WriteRowOutputs(trie, logits, a, b, blk.row, blk.top.keys, out);
 }
 
 }  // namespace igdbeam::cuda

@@ -116,6 +116,29 @@ __device__ __forceinline__ uint32_t LoadRowRanges(const TrieView& trie, const Se
   return row.prefix[beams];
 }
 
+// A select block's view of its batch row: the top-K buffer and the beams' arrays carved from the
+// dynamic shared memory (SelectSharedBytes), and the row's candidate count.
+struct SelectBlock {
+  TopKShared top;
+  RowBeams row;
+  uint32_t total;
+};
+
+// Carves the block's shared memory for batch row b (the dynamic part sized by SelectSharedBytes,
+// plus BlockTopK's two scalars, __shared__ here: one per block of whichever kernel calls it) and
+// loads the row's ranges (LoadRowRanges). All threads call it; ends with a barrier.
+__device__ __forceinline__ SelectBlock StartSelectBlock(const TrieView& trie, const SelectArgs& a,
+                                                        int64_t b) {
+  IGD_DYNAMIC_SHARED(unsigned char, smem);
+  __shared__ int s_fill;
+  __shared__ unsigned long long s_threshold;
+  SelectBlock blk{{reinterpret_cast<unsigned long long*>(smem), a.capacity, &s_fill, &s_threshold},
+                  CarveRowBeams(smem, a.capacity, static_cast<int>(a.beams)),
+                  0};
+  blk.total = LoadRowRanges(trie, a, b, blk.row);
+  return blk;
+}
+
 // The shift of a beam's children's log-probabilities with renormalize: their logsumexp, or 0 when
 // that is infinite (every child -inf), as the CPU kernel leaves such a beam's logits unchanged.
 __device__ __forceinline__ float ChildShift(float child_lse) {

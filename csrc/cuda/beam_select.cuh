@@ -24,16 +24,16 @@
 
 namespace igdbeam::cuda {
 
-// The top-K of ordinals [begin, end) of row b into top.keys[0, K) (after LoadRowRanges).
+// The top-K of ordinals [begin, end) of row b into blk.top.keys[0, K).
 template <typename T>
 __device__ __forceinline__ void SelectOrdinals(const TrieView& trie, const T* logits,
-                                               const SelectArgs& a, int64_t b, const RowBeams& row,
-                                               const TopKShared& top, uint32_t begin,
+                                               const SelectArgs& a, int64_t b,
+                                               const SelectBlock& blk, uint32_t begin,
                                                uint32_t end) {
-  LoadRowShifts(trie, logits, a, b, row);
-  BlockTopK(top, a.num_candidates, end - begin, [&](uint32_t j) {
+  LoadRowShifts(trie, logits, a, b, blk.row);
+  BlockTopK(blk.top, a.num_candidates, end - begin, [&](uint32_t j) {
     const uint32_t i = begin + j;
-    const Candidate c = ScoreCandidate(trie, logits, a, b, row, i);
+    const Candidate c = ScoreCandidate(trie, logits, a, b, blk.row, i);
     return c.allowed ? MakeKey(c.score, i) : kPadKey;  // a filtered child is no candidate
   });
 }
@@ -42,36 +42,25 @@ template <typename T>
 __global__ void __launch_bounds__(kSelectThreads)
     BeamSelectKernel(TrieView trie, const T* __restrict__ logits, SelectArgs a,
                      BeamStepOutput out) {
-  IGD_DYNAMIC_SHARED(unsigned char, smem);
-  __shared__ int s_fill;
-  __shared__ unsigned long long s_threshold;
-  const TopKShared top{reinterpret_cast<unsigned long long*>(smem), a.capacity, &s_fill,
-                       &s_threshold};
-  const RowBeams row = CarveRowBeams(smem, a.capacity, static_cast<int>(a.beams));
   const int64_t b = blockIdx.x;
-  const uint32_t total = LoadRowRanges(trie, a, b, row);
-  SelectOrdinals(trie, logits, a, b, row, top, 0, total);
-  WriteRowOutputs(trie, logits, a, b, row, top.keys, out);
+  const SelectBlock blk = StartSelectBlock(trie, a, b);
+  SelectOrdinals(trie, logits, a, b, blk, 0, blk.total);
+  WriteRowOutputs(trie, logits, a, b, blk.row, blk.top.keys, out);
 }
 
 template <typename T>
 __global__ void __launch_bounds__(kSelectThreads)
     BeamSliceKernel(TrieView trie, const T* __restrict__ logits, SelectArgs a, BeamStepOutput out) {
-  IGD_DYNAMIC_SHARED(unsigned char, smem);
-  __shared__ int s_fill;
-  __shared__ unsigned long long s_threshold;
-  const TopKShared top{reinterpret_cast<unsigned long long*>(smem), a.capacity, &s_fill,
-                       &s_threshold};
-  const RowBeams row = CarveRowBeams(smem, a.capacity, static_cast<int>(a.beams));
   const int64_t b = blockIdx.x;
+  const SelectBlock blk = StartSelectBlock(trie, a, b);
   const int s = blockIdx.y;
   const int K = a.num_candidates;
-  const uint32_t total = LoadRowRanges(trie, a, b, row);
+  const uint32_t total = blk.total;
   const uint64_t len = SliceLength(total, a.slices);
   if (total <= len) {  // one slice holds the row: block 0 finishes it, the merge skips it
     if (s != 0) return;
-    SelectOrdinals(trie, logits, a, b, row, top, 0, total);
-    WriteRowOutputs(trie, logits, a, b, row, top.keys, out);
+    SelectOrdinals(trie, logits, a, b, blk, 0, total);
+    WriteRowOutputs(trie, logits, a, b, blk.row, blk.top.keys, out);
     return;
   }
   unsigned long long* dst = a.slice_keys + (b * a.slices + s) * K;
@@ -81,9 +70,8 @@ __global__ void __launch_bounds__(kSelectThreads)
     return;
   }
   const uint64_t end = begin + len < total ? begin + len : total;
-  SelectOrdinals(trie, logits, a, b, row, top, static_cast<uint32_t>(begin),
-                 static_cast<uint32_t>(end));
-  for (int t = threadIdx.x; t < K; t += blockDim.x) dst[t] = top.keys[t];
+  SelectOrdinals(trie, logits, a, b, blk, static_cast<uint32_t>(begin), static_cast<uint32_t>(end));
+  for (int t = threadIdx.x; t < K; t += blockDim.x) dst[t] = blk.top.keys[t];
 }
 
 }  // namespace igdbeam::cuda

@@ -179,12 +179,8 @@ Status BeamStep(const TrieView& trie, const void* logits, ScalarType dtype, int6
                      "num_candidates must lie in [1, 1024] on CUDA, got ", num_candidates);
   IGD_CUDA_CHECK_ARG(beams * vocab < 0xffffffffLL, "beams * vocab must stay below 2^32, got ",
                      beams, " * ", vocab);
-  IGD_CUDA_CHECK_ARG(params.temperature > 0.0f, "temperature must be positive, got ",
-                     params.temperature);
   IGD_CUDA_CHECK_ARG(select_slices >= 0 && select_slices <= 1024,
                      "select_slices must lie in [0, 1024] (0: automatic), got ", select_slices);
-  IGD_CUDA_CHECK_ARG(candidate_bound >= 0, "candidate_bound must be >= 0 (0: from the trie), got ",
-                     candidate_bound);
   IGD_RETURN_IF_ERROR(CheckFloatType(dtype));
   if (batch == 0) return OkStatus();
   cudaStream_t s = AsStream(stream);

@@ -20,29 +20,61 @@ namespace {
 
 constexpr int kThreads = 256;
 
+// Calls fn(t) for every t in [0, total), the grid's threads striding over the range.
+template <typename Fn>
+__device__ __forceinline__ void GridStride(int64_t total, Fn fn) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t t = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; t < total;
+       t += stride)
+    fn(t);
+}
+
+// log(sum_j exp(score(j))) over j in [lo, hi), where score(j) is -inf for a left-out term: -inf
+// when every term is, and exactly the one score when one term (or only one allowed) is left.
+template <typename Score>
+__device__ __forceinline__ float LogSumExp(int32_t lo, int32_t hi, Score score) {
+  float m = -INFINITY;
+  for (int32_t j = lo; j < hi; ++j) m = fmaxf(m, score(j));
+  if (m == -INFINITY || hi - lo <= 1) return m;
+  float total_exp = 0.0f;
+  for (int32_t j = lo; j < hi; ++j) total_exp += expf(score(j) - m);
+  return m + logf(total_exp);
+}
+
+// Calls fn(r, v, lo, hi) for every (row r < rows, inner node v of level d) with its children
+// [lo, hi); leaves are skipped (the leaf kernels write them).
+template <typename Fn>
+__device__ __forceinline__ void ForEachInnerNode(const TrieView& trie, const int32_t* level_start,
+                                                 int32_t d, int64_t rows, Fn fn) {
+  const int64_t first = level_start[d];
+  const int64_t size = level_start[d + 1] - first;
+  GridStride(rows * size, [&](int64_t t) {
+    const int64_t r = t / size;
+    const int64_t v = first + (t - r * size);
+    const int32_t lo = __ldg(trie.child_offsets + v);
+    const int32_t hi = __ldg(trie.child_offsets + v + 1);
+    if (lo != hi) fn(r, v, lo, hi);
+  });
+}
+
 __global__ void __launch_bounds__(kThreads)
     LevelStartsKernel(TrieView trie, int32_t max_depth, int32_t* __restrict__ level_start) {
   const int64_t n = trie.num_nodes;
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t v = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; v < n;
-       v += stride) {
+  GridStride(n, [&](int64_t v) {
     const int32_t d = __ldg(trie.depth + v);
     const int32_t prev = v == 0 ? -1 : static_cast<int32_t>(__ldg(trie.depth + v - 1));
     for (int32_t e = prev + 1; e <= d && e <= max_depth + 1; ++e) level_start[e] = v;
     if (v == n - 1) {  // levels past the deepest node start (empty) at num_nodes
       for (int32_t e = d + 1; e <= max_depth + 1; ++e) level_start[e] = n;
     }
-  }
+  });
 }
 
 // Every (group of 64 rows, item): the item's mask bits, bit k for row 64 g + k.
 __global__ void __launch_bounds__(kThreads)
     ItemBitsKernel(int64_t rows, int64_t num_items, ItemInputs in, uint64_t* __restrict__ bits) {
   const int64_t groups = (rows + 63) / 64;
-  const int64_t total = groups * num_items;
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t t = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; t < total;
-       t += stride) {
+  GridStride(groups * num_items, [&](int64_t t) {
     const int64_t g = t / num_items;
     const int64_t i = t - g * num_items;
     const int64_t nr = rows - 64 * g < 64 ? rows - 64 * g : 64;
@@ -50,7 +82,7 @@ __global__ void __launch_bounds__(kThreads)
     for (int64_t k = 0; k < nr; ++k)
       word |= static_cast<uint64_t>(in.item_mask[(64 * g + k) * in.mask_row_stride + i] != 0) << k;
     bits[t] = word;
-  }
+  });
 }
 
 // Every (group, leaf): the OR of its items' bits (all of the group's rows without a mask).
@@ -58,10 +90,7 @@ __global__ void __launch_bounds__(kThreads)
     LeafMaskKernel(int64_t num_nodes, LeafView leaves, int64_t rows,
                    const uint64_t* __restrict__ item_bits, uint64_t* __restrict__ words) {
   const int64_t groups = (rows + 63) / 64;
-  const int64_t total = groups * leaves.num_leaves;
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t t = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; t < total;
-       t += stride) {
+  GridStride(groups * leaves.num_leaves, [&](int64_t t) {
     const int64_t g = t / leaves.num_leaves;
     const int64_t l = t - g * leaves.num_leaves;
     const int64_t nr = rows - 64 * g < 64 ? rows - 64 * g : 64;
@@ -74,102 +103,58 @@ __global__ void __launch_bounds__(kThreads)
         any |= row[__ldg(leaves.leaf_items + j)];
     }
     words[g * num_nodes + __ldg(leaves.leaf_nodes + l)] = any;
-  }
+  });
 }
 
 // Every (row, leaf): the log-sum-exp of the allowed items' scores.
 __global__ void __launch_bounds__(kThreads)
     LeafScoreKernel(int64_t num_nodes, LeafView leaves, int64_t rows, ItemInputs in,
                     float* __restrict__ node_score) {
-  const int64_t total = rows * leaves.num_leaves;
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t t = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; t < total;
-       t += stride) {
+  GridStride(rows * leaves.num_leaves, [&](int64_t t) {
     const int64_t r = t / leaves.num_leaves;
     const int64_t l = t - r * leaves.num_leaves;
     const uint8_t* item_mask = in.item_mask ? in.item_mask + r * in.mask_row_stride : nullptr;
     const float* item_score = in.item_scores + r * in.scores_row_stride;
     const int32_t lo = __ldg(leaves.leaf_item_offsets + l);
     const int32_t hi = __ldg(leaves.leaf_item_offsets + l + 1);
-    float m = -INFINITY;
-    for (int32_t j = lo; j < hi; ++j) {
+    node_score[r * num_nodes + __ldg(leaves.leaf_nodes + l)] = LogSumExp(lo, hi, [&](int32_t j) {
       const int32_t it = __ldg(leaves.leaf_items + j);
-      if (!item_mask || item_mask[it]) m = fmaxf(m, item_score[it]);
-    }
-    float s = m;
-    if (m != -INFINITY && hi - lo > 1) {
-      float total_exp = 0.0f;
-      for (int32_t j = lo; j < hi; ++j) {
-        const int32_t it = __ldg(leaves.leaf_items + j);
-        if (!item_mask || item_mask[it]) total_exp += expf(item_score[it] - m);
-      }
-      s = m + logf(total_exp);
-    }
-    node_score[r * num_nodes + __ldg(leaves.leaf_nodes + l)] = s;
-  }
+      return !item_mask || item_mask[it] ? item_score[it] : -INFINITY;
+    });
+  });
 }
 
 // Every (group, inner node) of level d: the OR of the children's words.
 __global__ void __launch_bounds__(kThreads)
     LevelMaskKernel(TrieView trie, const int32_t* __restrict__ level_start, int32_t d,
                     int64_t groups, uint64_t* __restrict__ words) {
-  const int64_t first = level_start[d];
-  const int64_t size = level_start[d + 1] - first;
-  const int64_t total = groups * size;
   const int64_t n = trie.num_nodes;
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t t = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; t < total;
-       t += stride) {
-    const int64_t g = t / size;
-    const int64_t v = first + (t - g * size);
-    const int32_t lo = __ldg(trie.child_offsets + v);
-    const int32_t hi = __ldg(trie.child_offsets + v + 1);
-    if (lo == hi) continue;  // a leaf: written by LeafMaskKernel
+  ForEachInnerNode(trie, level_start, d, groups, [&](int64_t g, int64_t v, int32_t lo, int32_t hi) {
     const uint64_t* row = words + g * n;
     uint64_t any = 0;
     for (int32_t c = lo; c < hi; ++c) any |= row[c];
     words[g * n + v] = any;
-  }
+  });
 }
 
 // Every (row, inner node) of level d: the log-sum-exp of the children's scores.
 __global__ void __launch_bounds__(kThreads)
     LevelScoreKernel(TrieView trie, const int32_t* __restrict__ level_start, int32_t d,
                      int64_t rows, float* __restrict__ node_score) {
-  const int64_t first = level_start[d];
-  const int64_t size = level_start[d + 1] - first;
-  const int64_t total = rows * size;
   const int64_t n = trie.num_nodes;
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t t = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; t < total;
-       t += stride) {
-    const int64_t r = t / size;
-    const int64_t v = first + (t - r * size);
-    const int32_t lo = __ldg(trie.child_offsets + v);
-    const int32_t hi = __ldg(trie.child_offsets + v + 1);
-    if (lo == hi) continue;  // a leaf: written by LeafScoreKernel
+  ForEachInnerNode(trie, level_start, d, rows, [&](int64_t r, int64_t v, int32_t lo, int32_t hi) {
     const float* score = node_score + r * n;
-    float m = -INFINITY;
-    for (int32_t c = lo; c < hi; ++c) m = fmaxf(m, score[c]);
-    float s = m;
-    if (m != -INFINITY && hi - lo > 1) {
-      float total_exp = 0.0f;
-      for (int32_t c = lo; c < hi; ++c) total_exp += expf(score[c] - m);
-      s = m + logf(total_exp);
-    }
-    node_score[r * n + v] = s;
-  }
+    node_score[r * n + v] = LogSumExp(lo, hi, [&](int32_t c) { return score[c]; });
+  });
 }
 
 // An empty catalog: nothing lies below any node.
 __global__ void __launch_bounds__(kThreads)
     FillEmptyKernel(int64_t mask_words, int64_t scores, NodeFilterOutput out) {
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-       i < mask_words || i < scores; i += stride) {
+  GridStride(mask_words > scores ? mask_words : scores, [&](int64_t i) {
     if (out.node_mask && i < mask_words) out.node_mask[i] = 0;
     if (out.node_score && i < scores) out.node_score[i] = -INFINITY;
-  }
+  });
 }
 
 // Blocks of a grid-stride launch over `total` items: enough to fill the device a few times.

@@ -173,12 +173,6 @@ Status ProcessorStep(const TrieView& trie, const int64_t* input_ids, int64_t row
                      int32_t* out_nodes, int32_t* row_status, void* stream) noexcept {
   IGD_CUDA_CHECK_ARG(rows >= 0 && seq_len >= 0 && vocab > 0, "bad shape: rows ", rows, ", seq_len ",
                      seq_len, ", vocab ", vocab);
-  IGD_CUDA_CHECK_ARG(prompt_len >= 0 && prompt_len <= seq_len, "prompt_len ", prompt_len,
-                     " must lie in [0, seq_len = ", seq_len, "]");
-  IGD_CUDA_CHECK_ARG(params.temperature > 0.0f, "temperature must be positive, got ",
-                     params.temperature);
-  IGD_CUDA_CHECK_ARG(params.eos_token_id < vocab, "eos_token_id ", params.eos_token_id,
-                     " is outside the vocabulary of ", vocab, " tokens");
   if (rows == 0) return OkStatus();
   ProcessorArgs a;
   a.input_ids = input_ids;

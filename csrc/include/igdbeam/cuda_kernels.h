@@ -5,11 +5,14 @@
 // decoding step can be captured in a CUDA graph.
 //
 // No exception ever leaves (or is thrown inside) the nvcc-compiled code: every function is
-// noexcept and returns a Status. Bad arguments that can be seen on the host give
-// kInvalidArgument; a failing CUDA call or launch gives kCudaError with the CUDA error string and
-// the file:line of the call. The bindings (host-compiled, csrc/bindings/common.h RunOp) return a
-// Status to Python unchanged, as None or the tuple (code, message), exactly like the CPU path's
-// caught exceptions; igdbeam.native.dispatch raises the typed Python error.
+// noexcept and returns a Status. The arguments both backends share are checked once, before
+// either runs, by the bindings (decode_checks.h: shapes, prompt length, temperature, eos id,
+// item filters); the functions here check only the CUDA backend's own limits (beams,
+// num_candidates, sizes that must fit 32 bits), giving kInvalidArgument. A failing CUDA call or
+// launch gives kCudaError with the CUDA error string and the file:line of the call. The bindings
+// (host-compiled, csrc/bindings/common.h RunOp) return a Status to Python unchanged, as None or the
+// tuple (code, message), exactly like the CPU path's caught exceptions; igdbeam.native.dispatch
+// raises the typed Python error.
 #pragma once
 
 #include <cstdint>

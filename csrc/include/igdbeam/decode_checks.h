@@ -1,6 +1,8 @@
 // Argument checks of the decode ops, shared by the CPU ops (cpu/processor_step.cc,
 // cpu/beam_step.cc) and the bindings, which run them before dispatching to either backend
 // (bindings/bind_decode.cc). Each throws InvalidArgument (errors.h) with the same message there.
+// The CUDA wrappers do not repeat them: they rely on the bindings having run them
+// (cuda_kernels.h) and check only the CUDA backend's own limits.
 #pragma once
 
 #include <cmath>
