@@ -1,5 +1,6 @@
 """The logits-processor step op (``_C.processor_step``) on every backend (CPU always, CUDA where
-built and present) against the float64 numpy reference; CUDA also against the CPU op."""
+built and present) against the float64 numpy reference; CUDA also against the CPU op's nodes
+and statuses."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ from cuda_testing import (
     DTYPES,
     NO_FILTER,
     NumpyTrie,
+    assert_within_reference_error,
     build,
     cuda_marks,
-    assert_within_reference_error,
     native_op,
     plain_torch_processor_step,
     ref_processor_step,
@@ -94,7 +95,12 @@ def _check(backend, trie, ids_np, plens, scores, params):
         )  # fmt: skip
         base_all.append(
             plain_torch_processor_step(
-                t, want_nodes, s, alpha=alpha, temperature=temperature, renormalize=renormalize,
+                t,
+                want_nodes,
+                s,
+                alpha=alpha,
+                temperature=temperature,
+                renormalize=renormalize,
                 eos_token_id=eos,
             )  # fmt: skip
         )

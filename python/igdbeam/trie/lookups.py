@@ -15,17 +15,21 @@ import torch
 from igdbeam.errors import InvalidIdError, as_id_array, as_index
 
 
+def _checked_id(value: int, what: str, count: int) -> int:
+    """``value`` as an int in ``[0, count)``, else InvalidIdError naming ``what``."""
+    value = as_index(value, what)
+    if not 0 <= value < count:
+        raise InvalidIdError(f"{what} {value} is out of range [0, {count})")
+    return value
+
+
 def checked_node(arrays: Mapping[str, torch.Tensor], node: int) -> int:
     """Return ``node`` as an int in ``[0, num_nodes)``.
 
     Raises:
         InvalidIdError: ``node`` is not an integer or lies outside the trie.
     """
-    node = as_index(node, "node id")
-    num_nodes = arrays["token"].shape[0]
-    if not 0 <= node < num_nodes:
-        raise InvalidIdError(f"node id {node} is out of range [0, {num_nodes})")
-    return node
+    return _checked_id(node, "node id", arrays["token"].shape[0])
 
 
 def checked_item(arrays: Mapping[str, torch.Tensor], item: int) -> int:
@@ -34,11 +38,7 @@ def checked_item(arrays: Mapping[str, torch.Tensor], item: int) -> int:
     Raises:
         InvalidIdError: ``item`` is not an integer or lies outside the catalog.
     """
-    item = as_index(item, "item id")
-    num_items = arrays["item_leaf"].shape[0]
-    if not 0 <= item < num_items:
-        raise InvalidIdError(f"item id {item} is out of range [0, {num_items})")
-    return item
+    return _checked_id(item, "item id", arrays["item_leaf"].shape[0])
 
 
 def children_of(arrays: Mapping[str, torch.Tensor], node: int) -> tuple[torch.Tensor, torch.Tensor]:
