@@ -170,6 +170,21 @@ Status GridBlocks(int64_t total, unsigned* out) noexcept {
   return OkStatus();
 }
 
+// Launches level_kernel(trie, level_start, d, rows, out) once per level from max_depth - 1 up to
+// the root, each level after the one below it (launches on one stream run in order).
+template <typename Out>
+Status LaunchLevelsUp(void (*level_kernel)(TrieView, const int32_t*, int32_t, int64_t, Out*),
+                      const TrieView& trie, const int32_t* level_start, int32_t max_depth,
+                      int64_t rows, Out* out, cudaStream_t s) noexcept {
+  unsigned grid = 1;
+  IGD_RETURN_IF_ERROR(GridBlocks(rows * trie.num_nodes, &grid));
+  for (int32_t d = max_depth - 1; d >= 0; --d) {
+    IGD_LAUNCH(level_kernel, grid, kThreads, 0, s)(trie, level_start, d, rows, out);
+    IGD_CUDA_CHECK_LAUNCH();
+  }
+  return OkStatus();
+}
+
 }  // namespace
 
 Status BuildNodeFilters(const TrieView& trie, const LeafView& leaves, int64_t rows,
@@ -225,23 +240,15 @@ Status BuildNodeFilters(const TrieView& trie, const LeafView& leaves, int64_t ro
       IGD_RETURN_IF_ERROR(GridBlocks(groups * leaves.num_leaves, &grid));
       IGD_LAUNCH(LeafMaskKernel, grid, kThreads, 0, s)(n, leaves, rows, item_bits, out.node_mask);
       IGD_CUDA_CHECK_LAUNCH();
-      IGD_RETURN_IF_ERROR(GridBlocks(groups * n, &grid));
-      for (int32_t d = max_depth - 1; d >= 0; --d) {
-        IGD_LAUNCH(LevelMaskKernel, grid, kThreads, 0, s)(trie, level_start, d, groups,
-                                                          out.node_mask);
-        IGD_CUDA_CHECK_LAUNCH();
-      }
+      IGD_RETURN_IF_ERROR(
+          LaunchLevelsUp(LevelMaskKernel, trie, level_start, max_depth, groups, out.node_mask, s));
     }
     if (out.node_score) {
       IGD_RETURN_IF_ERROR(GridBlocks(rows * leaves.num_leaves, &grid));
       IGD_LAUNCH(LeafScoreKernel, grid, kThreads, 0, s)(n, leaves, rows, in, out.node_score);
       IGD_CUDA_CHECK_LAUNCH();
-      IGD_RETURN_IF_ERROR(GridBlocks(rows * n, &grid));
-      for (int32_t d = max_depth - 1; d >= 0; --d) {
-        IGD_LAUNCH(LevelScoreKernel, grid, kThreads, 0, s)(trie, level_start, d, rows,
-                                                           out.node_score);
-        IGD_CUDA_CHECK_LAUNCH();
-      }
+      IGD_RETURN_IF_ERROR(
+          LaunchLevelsUp(LevelScoreKernel, trie, level_start, max_depth, rows, out.node_score, s));
     }
     return OkStatus();
   }();
