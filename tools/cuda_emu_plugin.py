@@ -23,10 +23,24 @@ torch.Tensor.cuda = lambda self, *a, **k: self.clone()  # type: ignore[method-as
 torch.cuda.synchronize = lambda *a, **k: None
 torch.cuda.is_available = lambda: True
 torch.cuda.current_stream = lambda *a, **k: types.SimpleNamespace(cuda_stream=0)
-# Side streams are the one emulated stream: work on it is done when the call returns.
-torch.cuda.Stream = lambda *a, **k: types.SimpleNamespace(  # type: ignore[misc]
-    cuda_stream=0, synchronize=lambda: None, wait_stream=lambda other: None
-)
+
+
+class _EmulatedStream:
+    """A side stream is the one emulated stream: work on it is done when the call returns."""
+
+    cuda_stream = 0
+
+    def __init__(self, *args, **kwargs) -> None:
+        pass
+
+    def synchronize(self) -> None:
+        pass
+
+    def wait_stream(self, other) -> None:
+        pass
+
+
+torch.cuda.Stream = _EmulatedStream  # type: ignore[misc, assignment]
 torch.cuda.stream = lambda *a, **k: contextlib.nullcontext()  # type: ignore[assignment]
 _tensor_to = torch.Tensor.to
 
