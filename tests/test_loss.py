@@ -257,8 +257,9 @@ def test_cft_loss_against_reference() -> None:
     bad[0, 2] = 13
     with pytest.raises(ValueError, match="completions of the real and the history-free"):
         cft_loss(logits, LABELS, cf_logits, bad, 0.5)
-    with pytest.raises(ValueError, match="alpha"):
-        cft_loss(logits, LABELS, cf_logits, cf_labels, -1.0)
+    for bad_alpha in (-1.0, float("nan"), float("inf"), True, "0.5", None):
+        with pytest.raises(ValueError, match="alpha must be a (finite )?number >= 0"):
+            cft_loss(logits, LABELS, cf_logits, cf_labels, bad_alpha)
 
 
 @settings(max_examples=25, deadline=None)

@@ -138,8 +138,13 @@ def test_popularity_weights_refuses_bad_num_items_and_smoothing() -> None:
     for bad in (5.0, True, "5"):
         with pytest.raises(InvalidIdError, match="num_items must be an integer"):
             popularity_weights([0], bad)
-    with pytest.raises(ValueError, match="smoothing must be a number"):
-        popularity_weights([0], 5, smoothing=True)
+    for bad in (True, "1", None):
+        with pytest.raises(ValueError, match="smoothing must be a number >= 0"):
+            popularity_weights([0], 5, smoothing=bad)
+    for bad in (-0.5, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="smoothing must be a finite number >= 0"):
+            popularity_weights([0], 5, smoothing=bad)
+    assert popularity_weights([0, 0], 2, smoothing=np.float32(0.5)).tolist() == [2.5, 0.5]
     # Integer ids of any integer type are counted exactly.
     ids = [np.int64(1), 1, np.uint8(3)]
     assert popularity_weights(ids, 4).tolist() == [0.0, 2.0, 0.0, 1.0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 import torch
@@ -18,6 +19,17 @@ def check_unit_interval(name: str, value: float) -> float:
         raise ValueError(f"{name} must be a number in [0, 1], got {value!r}") from None
     if not (math.isfinite(v) and 0.0 <= v <= 1.0):
         raise ValueError(f"{name} must lie in [0, 1], got {value!r}")
+    return v
+
+
+def check_non_negative(name: str, value: Any) -> float:
+    """Return ``value`` as float, or raise ValueError unless it is a finite real number >= 0
+    (a bool or a string is refused, never converted)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+    v = float(value)
+    if not (math.isfinite(v) and v >= 0.0):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     return v
 
 

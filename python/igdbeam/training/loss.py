@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as nnf
 
-from igdbeam.native.checks import check_tensor, check_unit_interval
+from igdbeam.native.checks import check_non_negative, check_tensor, check_unit_interval
 from igdbeam.ops.label_weights import (
     TokenWeights,
     check_labels,
@@ -199,6 +199,21 @@ def _check_inputs(
     return beta
 
 
+def _weighted_loss(
+    token_loss: torch.Tensor,
+    weight: torch.Tensor,
+    num_items_in_batch: int | float | torch.Tensor | None,
+    return_output: bool,
+    token_weights: TokenWeights | None = None,
+) -> torch.Tensor | tuple[torch.Tensor, IGDLossOutput]:
+    """The weighted mean of ``token_loss`` (:func:`weighted_token_mean`), with its
+    :class:`IGDLossOutput` when ``return_output``."""
+    loss, den = weighted_token_mean(token_loss, weight, num_items_in_batch)
+    if not return_output:
+        return loss
+    return loss, IGDLossOutput(loss.detach(), token_loss.detach(), weight, den, token_weights)
+
+
 def igd_loss(
     logits: torch.Tensor,
     labels: torch.Tensor,
@@ -249,10 +264,7 @@ def igd_loss(
         tw = shifted_token_weights(tw)
     target = shift_labels(labels, ignore_index) if shift else labels
     ce = token_cross_entropy(logits, target, ignore_index=ignore_index)
-    loss, den = weighted_token_mean(ce, tw.weight, num_items_in_batch)
-    if not return_output:
-        return loss
-    return loss, IGDLossOutput(loss.detach(), ce.detach(), tw.weight, den, tw)
+    return _weighted_loss(ce, tw.weight, num_items_in_batch, return_output, tw)
 
 
 def igd_loss_from_log_probs(
@@ -299,10 +311,7 @@ def igd_loss_from_log_probs(
         labels = labels[:, 1:]
     mask = labels != ignore_index
     nll = torch.where(mask, -log_probs.float(), torch.zeros((), device=log_probs.device))
-    loss, den = weighted_token_mean(nll, tw.weight, num_items_in_batch)
-    if not return_output:
-        return loss
-    return loss, IGDLossOutput(loss.detach(), nll.detach(), tw.weight, den, tw)
+    return _weighted_loss(nll, tw.weight, num_items_in_batch, return_output, tw)
 
 
 def pos_loss(
@@ -325,10 +334,7 @@ def pos_loss(
     target = shift_labels(labels, ignore_index) if shift else labels
     weight = positional_token_weights(target, beta, ignore_index=ignore_index)
     ce = token_cross_entropy(logits, target, ignore_index=ignore_index)
-    loss, den = weighted_token_mean(ce, weight, num_items_in_batch)
-    if not return_output:
-        return loss
-    return loss, IGDLossOutput(loss.detach(), ce.detach(), weight, den)
+    return _weighted_loss(ce, weight, num_items_in_batch, return_output)
 
 
 def cft_loss(
@@ -360,12 +366,7 @@ def cft_loss(
     Raises:
         ValueError: shape / device mismatch, or completions that differ between the two prompts.
     """
-    try:
-        alpha = float(alpha)
-    except (TypeError, ValueError):
-        raise ValueError(f"alpha must be a number >= 0, got {alpha!r}") from None
-    if not (math.isfinite(alpha) and alpha >= 0):
-        raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
+    alpha = check_non_negative("alpha", alpha)
     _check_logits_labels(logits, labels)
     _check_logits_labels(cf_logits, cf_labels, "cf_logits")
     _check_num_items(num_items_in_batch)

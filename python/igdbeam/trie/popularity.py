@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 
 import numpy as np
 import torch
 
 from igdbeam.errors import InvalidIdError, as_id_array, as_index
+from igdbeam.native.checks import check_non_negative
 
 
 def popularity_weights(
@@ -43,9 +43,5 @@ def popularity_weights(
         raise InvalidIdError(
             f"target item id {int(ids[pos])} (entry {pos}) is out of range [0, {num_items})"
         )
-    if isinstance(smoothing, bool | np.bool_) or not isinstance(smoothing, int | float | np.number):
-        raise ValueError(f"smoothing must be a number >= 0, got {smoothing!r}")
-    if not math.isfinite(smoothing) or smoothing < 0:
-        raise ValueError(f"smoothing must be finite and >= 0, got {smoothing}")
-    counts = np.bincount(ids, minlength=num_items).astype(np.float64)
-    return counts + smoothing
+    smoothing = check_non_negative("smoothing", smoothing)
+    return np.bincount(ids, minlength=num_items).astype(np.float64) + smoothing

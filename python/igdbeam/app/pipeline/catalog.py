@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from igdbeam.data.bigrec_csv import Dataset, Sample
+from igdbeam.native.checks import check_non_negative
 from igdbeam.training.prompts import trie_for_catalog
 
 
@@ -94,10 +95,7 @@ def item_weights(
         return None
     if smoothing is None:
         smoothing = 1.0 if catalog == "all" else 0.0
-    smoothing = float(smoothing)
-    if not np.isfinite(smoothing) or smoothing < 0:
-        raise ValueError(f"smoothing must be a finite number >= 0, got {smoothing!r}")
-    return popularity(dataset) + smoothing
+    return popularity(dataset) + check_non_negative("smoothing", smoothing)
 
 
 def catalog_items(dataset: Dataset, catalog: str = "all") -> np.ndarray:
