@@ -1,7 +1,8 @@
 """CUDA check of the fused beam step's split select: every slice count gives the same bits, and
 the time of each (CUDA events) against reading the logits once, for bench_cuda.py's cases.
 
-    python benchmarks/bench_select_slices.py      # needs a GPU and a CUDA build of igdbeam
+    python -m benchmarks.bench_select_slices   # from the repository root; needs a GPU and a
+                                                # CUDA build of igdbeam
 
 Slice count 0 is the step's own choice; a positive count is forced through the internal
 binding's ``select_slices`` argument (only the CUDA launch reads it).
@@ -11,33 +12,18 @@ from __future__ import annotations
 
 import torch
 
-try:  # collected by pytest as part of the benchmarks package
-    from benchmarks.bench_cuda import (
-        _C,
-        ALPHA,
-        BATCH,
-        BEAMS,
-        DTYPES,
-        NO_FILTER,
-        VOCAB,
-        Case,
-        cuda_time_ms,
-        make_trie,
-    )
-except ImportError:  # run as a script: python benchmarks/bench_select_slices.py
-    from bench_cuda import (
-        _C,
-        ALPHA,
-        BATCH,
-        BEAMS,
-        DTYPES,
-        NO_FILTER,
-        VOCAB,
-        Case,
-        cuda_time_ms,
-        make_trie,
-    )
-
+from benchmarks.bench_cuda import (
+    _C,
+    ALPHA,
+    BATCH,
+    BEAMS,
+    DTYPES,
+    NO_FILTER,
+    VOCAB,
+    Case,
+    cuda_time_ms,
+    make_trie,
+)
 from igdbeam.native.dispatch import DEVICE_CUDA, raise_for_status
 
 

@@ -55,7 +55,7 @@ python3 -c "import igdbeam; assert igdbeam.cuda_available(), 'no CUDA kernels or
 step tests 110 python3 -m pytest -m cuda -q -rfE --maxfail=25 -p no:cacheprovider \
   --rootdir="$PWD" -c "$PWD/pyproject.toml" "$PWD/tests" --junitxml="$OUT/tests.xml"
 step ratios 50 python3 benchmarks/bench_cuda.py --json "$OUT/bench_ratios.json"
-step slices 60 python3 benchmarks/bench_select_slices.py
+step slices 60 python3 -m benchmarks.bench_select_slices
 if [ "${GPU_CHECK_FULL:-0}" = 1 ]; then  # the slower extras: diagnostics, pytest-benchmark rounds
   step diag 60 bash tools/gpu_diag.sh
   step bench 70 python3 -m pytest -q -W default -p no:cacheprovider -c "$PWD/pyproject.toml" \

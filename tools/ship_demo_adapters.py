@@ -1,6 +1,9 @@
 """Copy the demo's two adapters out of an `igdbeam experiment` folder into the package.
 
-Usage: python tools/ship_demo_adapters.py benchmarks/quality/ml-100k-cpu
+Usage (from the repository root, so that the package imported is this checkout's):
+
+    PYTHONPATH=python python tools/ship_demo_adapters.py benchmarks/quality/ml-100k-cpu
+
 Writes python/igdbeam/adapters/ml-100k-smollm2-lora8/{plain,igd}/ (adapter_config.json with its
 base recorded as "smollm2", adapter_model.safetensors) and prints the SHA-256 pins to paste into
 python/igdbeam/demo_adapters.py.
@@ -13,13 +16,20 @@ import shutil
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
-from igdbeam.app.assets import sha256_file  # noqa: E402
-from igdbeam.app.demo_adapters import ADAPTER_FILES, DEMO_RUNS, SHIPPED_DIR  # noqa: E402
-from igdbeam.app.experiment import run_name  # noqa: E402
+from igdbeam.app.assets import sha256_file
+from igdbeam.app.demo_adapters import ADAPTER_FILES, DEMO_RUNS, SHIPPED_DIR
+from igdbeam.app.experiment import run_name
+
+SOURCE_PACKAGE = Path(__file__).resolve().parents[1] / "python" / "igdbeam"
 
 
 def main(experiment_dir: str, beta: float = 0.1) -> None:
+    """Copy the adapters of ``DEMO_RUNS`` into the source tree and print their SHA-256 pins."""
+    if not SHIPPED_DIR.resolve().is_relative_to(SOURCE_PACKAGE):
+        sys.exit(
+            f"igdbeam was imported from {SHIPPED_DIR.parents[2]}, not from this checkout: "
+            "run with PYTHONPATH=python from the repository root"
+        )
     pins = {}
     for name, (loss, seed) in DEMO_RUNS.items():
         src = Path(experiment_dir) / "models" / run_name(loss, seed, beta) / "model"
