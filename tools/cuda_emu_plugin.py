@@ -51,11 +51,13 @@ def _is_cuda(device) -> bool:
 
 def _tensor_to_cpu_for_cuda(self, *args, **kwargs):
     if args and _is_cuda(args[0]):
-        return self.clone() if len(args) == 1 else _tensor_to(self, *args[1:], **kwargs).clone()
-    if _is_cuda(kwargs.get("device")):
+        args = ("cpu", *args[1:])
+    elif _is_cuda(kwargs.get("device")):
         kwargs["device"] = "cpu"
-        return _tensor_to(self, **kwargs).clone()
-    return _tensor_to(self, *args, **kwargs)
+    else:
+        return _tensor_to(self, *args, **kwargs)
+    out = _tensor_to(self, *args, **kwargs)
+    return out.clone() if out is self else out  # a real transfer copies
 
 
 torch.Tensor.to = _tensor_to_cpu_for_cuda  # type: ignore[method-assign]
