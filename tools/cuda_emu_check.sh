@@ -4,9 +4,9 @@
 # real kernel sources on std::threads), then runs the CUDA tests against it with torch's CUDA
 # calls patched to stay on the CPU. A developer check of the kernels' indexing and barrier logic, not of speed
 # or of the real compiler. Deselected: tests that need real device memory or CUDA graphs, and tests
-# of the public API's device behaviour (results on the CUDA device, deferred NaN checks, a model
-# moved to the GPU), which cannot hold while the emulation keeps every tensor on the CPU; the
-# public ops then take the C++ path, so those tests exercise no CUDA kernel here anyway.
+# of the public API's device behaviour (results on the CUDA device, deferred NaN checks), which
+# cannot hold while the emulation keeps every tensor on the CPU; the public ops then take the C++
+# path, so those tests exercise no CUDA kernel here anyway.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=build/emu
