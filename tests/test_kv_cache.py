@@ -8,6 +8,7 @@ itself is checked in ``test_cascade_attention.py``.
 
 from __future__ import annotations
 
+import copy
 import functools
 
 import pytest
@@ -15,6 +16,7 @@ import torch
 from transformers import DynamicCache, GPT2Config, GPT2LMHeadModel
 
 import igdbeam
+from cuda_testing import assert_within_reference_error
 from factories.catalogs import synthetic_catalog
 from factories.ids import EOS
 from factories.models import left_pad, tiny_llama
@@ -28,6 +30,7 @@ from igdbeam.decoding.kv_cache import (
     resolve_kv_cache,
     shared_prefix_support,
 )
+from oracles.decode import brute_force_scores
 from oracles.trie import ReferenceTrie
 
 PROMPTS = [[5, 6, 7], [30, 31, 32, 33, 34, 35, 36], [40], [41, 42, 43, 44]]
@@ -165,6 +168,24 @@ def test_rows_dropping_out_mid_search(kind: str, early_stopping: bool) -> None:
     assert_same_hypotheses(ours_hypotheses(shared, trie), theirs)
 
 
+def assert_bf16_scores_by_rule(model, trie, shared, dynamic, alpha: float) -> None:
+    """The low-precision rule for a bf16 model's shared-prefix scores: their error against the
+    same model in float32 (teacher-forced scores of the returned items, summed in float64) is at
+    most 2x that of transformers' bf16 cache (``dynamic``), on the same items. Root mean square
+    errors: over a few beam scores the largest error alone swings (0.7-1.7x between seeds)."""
+    items = shared.item_ids.cpu()
+    assert torch.equal(items, dynamic.item_ids.cpu())
+    exact = copy.deepcopy(model).float().cpu()
+    paths = [tuple(trie.item_path(i)) for i in range(trie.num_items)]
+    oracle = torch.full(items.shape, float("-inf"), dtype=torch.float64)
+    for b, prompt in enumerate(PROMPTS):
+        scores = brute_force_scores(exact, prompt, ReferenceTrie(paths), alpha, 0.0)
+        for j, item in enumerate(items[b].tolist()):
+            if item >= 0:
+                oracle[b, j] = scores[paths[item]]
+    assert_within_reference_error(shared.scores, dynamic.scores, oracle, statistic="rms")
+
+
 @pytest.mark.parametrize("kind", ["llama", "qwen2"])
 def test_bf16_equals_dynamic_bf16(kind: str) -> None:
     """bf16 models: the shared prefix computes attention in float32, SDPA in bf16."""
@@ -173,9 +194,8 @@ def test_bf16_equals_dynamic_bf16(kind: str) -> None:
     ids, mask = left_pad(PROMPTS)
     shared = generate(model, ids, mask, trie=trie, num_beams=4, alpha=0.2)
     dynamic = generate(model, ids, mask, trie=trie, num_beams=4, alpha=0.2, kv_cache="dynamic")
-    assert torch.equal(shared.item_ids, dynamic.item_ids)
-    torch.testing.assert_close(shared.scores, dynamic.scores, rtol=0, atol=2e-2)
     assert shared.scores.dtype == torch.float32
+    assert_bf16_scores_by_rule(model, trie, shared, dynamic, alpha=0.2)
 
 
 def test_generate_many_shares_the_prompt_cache() -> None:
@@ -302,9 +322,11 @@ def test_cuda_shared_prefix_equals_dynamic(dtype: torch.dtype) -> None:
     shared = generate(model, ids, mask, kv_cache="shared_prefix", **kw)
     dynamic = generate(model, ids, mask, kv_cache="dynamic", **kw)
     assert shared.item_ids.is_cuda
-    assert torch.equal(shared.item_ids, dynamic.item_ids)
-    atol = 1e-4 if dtype == torch.float32 else 2e-2
-    torch.testing.assert_close(shared.scores, dynamic.scores, rtol=0, atol=atol)
+    if dtype == torch.float32:
+        assert torch.equal(shared.item_ids, dynamic.item_ids)
+        torch.testing.assert_close(shared.scores, dynamic.scores, rtol=0, atol=1e-4)
+    else:
+        assert_bf16_scores_by_rule(model, trie, shared, dynamic, alpha=0.2)
 
 
 @pytest.mark.assets
