@@ -11,37 +11,13 @@ import igdbeam
 from factories.catalogs import synthetic_catalog
 from factories.ids import EOS
 from igdbeam.ops.decode_steps import beam_step
+from oracles.decode import reference_beam_step
 from oracles.trie import ReferenceTrie
 
 
-def _reference(paths, trie, ref, logits, beam_scores, nodes, beams, C, alpha, temp, renorm):
-    """Every child of every active beam, scored in float64, sorted by (-score, beam, token)."""
-    # node id -> prefix (the native numbering is only used to name nodes)
-    prefix_of = {int(trie.walk([list(prefix)])[0]): prefix for prefix in ref.prefixes()}
-    batch = logits.shape[0] // beams
-    out = []
-    for b in range(batch):
-        cands = []
-        for k in range(beams):
-            r = b * beams + k
-            node = int(nodes[r])
-            if node < 0 or trie.is_leaf(node):
-                continue
-            prefix = prefix_of[node]
-            row = torch.log_softmax(logits[r].double() / temp, dim=-1)
-            kids = ref.children[prefix]
-            lp = {t: float(row[t]) for t in kids}
-            if renorm:
-                z = float(torch.logsumexp(row[kids], dim=0))
-                lp = {t: v - z for t, v in lp.items()}
-            for t in kids:
-                w = 1.0 - alpha * ref.normalized_info_gain(prefix, t)
-                child = int(trie.walk([list(prefix) + [t]])[0])
-                cands.append((float(beam_scores[r]) + w * lp[t], lp[t], k, t, child))
-        cands.sort(key=lambda c: (-c[0], c[2], c[3]))
-        cands = cands[:C] + [(-math.inf, -math.inf, -1, -1, -1)] * max(0, C - len(cands))
-        out.append(cands)
-    return out
+def _node_ids(trie, ref) -> dict[tuple[int, ...], int]:
+    """prefix -> native node id, for the reference to name nodes."""
+    return {prefix: int(trie.walk([list(prefix)])[0]) for prefix in ref.prefixes()}
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
@@ -75,19 +51,10 @@ def test_beam_step_matches_reference(dtype, alpha, temperature, renormalize) -> 
             temperature=temperature,
             renormalize=renormalize,
         )
-        expected = _reference(
-            paths,
-            trie,
-            ref,
-            logits.float(),
-            scores,
-            nodes,
-            beams,
-            C,
-            alpha,
-            temperature,
-            renormalize,
-        )
+        expected = reference_beam_step(
+            ref, _node_ids(trie, ref), logits.float(), scores, nodes, beams, C, alpha,
+            temperature=temperature, renormalize=renormalize,
+        )  # fmt: skip
         for b in range(batch):
             exp_scores = torch.tensor([c[0] for c in expected[b]], dtype=torch.float32)
             exp_logp = torch.tensor([c[1] for c in expected[b]], dtype=torch.float32)

@@ -21,46 +21,13 @@ from filter_testing import (
 )
 from igdbeam.ops.decode_steps import beam_step, processor_step
 from igdbeam.ops.node_filters import node_filters
+from oracles.decode import reference_beam_step
 from oracles.trie import ReferenceTrie
 
 NEG_INF = -math.inf
 
 
 # --------------------------------------------------------------------------- the decode steps
-def _ref_beam_step(
-    trie, ref, logits, beam_scores, nodes, beams, C, alpha, renorm, arrays, frows, weight
-):
-    """Every allowed child of every active beam, float64, sorted by (-score, beam, token)."""
-    prefix_of = {node_of(trie, p): p for p in ref.prefixes()}
-    out = []
-    for b in range(logits.shape[0] // beams):
-        node_arr = arrays[frows[b]]
-        cands = []
-        for k in range(beams):
-            r = b * beams + k
-            node = int(nodes[r])
-            if node < 0 or trie.is_leaf(node):
-                continue
-            prefix = prefix_of[node]
-            row = torch.log_softmax(logits[r].double(), dim=-1)
-            kids = [t for t in ref.children[prefix] if node_arr[prefix + (t,)][0]]
-            lp = {t: float(row[t]) for t in kids}
-            if renorm and kids:
-                z = float(torch.logsumexp(row[kids], dim=0))
-                lp = {t: v - z for t, v in lp.items()}
-            for t in kids:
-                step = (1.0 - alpha * ref.normalized_info_gain(prefix, t)) * lp[t]
-                s_child, s_node = node_arr[prefix + (t,)][1], node_arr[prefix][1]
-                if s_child is not None:
-                    step = NEG_INF if s_child == NEG_INF else step + weight * (s_child - s_node)
-                cands.append(
-                    (float(beam_scores[r]) + step, lp[t], k, t, node_of(trie, prefix + (t,)))
-                )
-        cands.sort(key=lambda c: (-c[0], c[2], c[3]))
-        out.append(cands[:C] + [(NEG_INF, NEG_INF, -1, -1, -1)] * max(0, C - len(cands)))
-    return out
-
-
 def _step_inputs(trie, paths, batch, beams, vocab, seed):
     g = torch.Generator().manual_seed(seed)
     logits = torch.randn(batch * beams, vocab, generator=g) * 3
@@ -105,9 +72,11 @@ def test_beam_step_with_filters_matches_reference(alpha, renormalize, weight) ->
         filters=f,
         filter_rows=torch.tensor(frows),
     )
-    want = _ref_beam_step(
-        trie, ref, logits, beam_scores, nodes, beams, C, alpha, renormalize, arrays, frows, weight
-    )
+    node_ids = {p: node_of(trie, p) for p in ref.prefixes()}
+    want = reference_beam_step(
+        ref, node_ids, logits, beam_scores, nodes, beams, C, alpha, renormalize=renormalize,
+        node_arrays=arrays, filter_rows=frows, score_weight=weight,
+    )  # fmt: skip
     for b in range(batch):
         assert got.beam[b].tolist() == [c[2] for c in want[b]]
         assert got.token[b].tolist() == [c[3] for c in want[b]]

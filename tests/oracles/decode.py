@@ -1,4 +1,5 @@
-"""Independent references for IGD decoding: a per-beam Python processor and a brute-force scorer.
+"""Independent references for IGD decoding: a per-beam Python processor, the fused beam step in
+float64, and a brute-force scorer.
 
 Nothing here uses igdbeam. The processor follows the public reference code's style (a Python
 loop over beams, a dict trie, ``prefix_allowed_tokens_fn``-like lookups); the scorer rates every
@@ -8,7 +9,7 @@ item path by teacher forcing, which is what a beam search with a large enough be
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from transformers import LogitsProcessor
@@ -69,6 +70,61 @@ def prefix_allowed_tokens_fn(
         return trie.children.get(prefix) or [eos_token_id]
 
     return allowed
+
+
+def reference_beam_step(
+    ref: ReferenceTrie,
+    node_ids: Mapping[tuple[int, ...], int],
+    logits: torch.Tensor,
+    beam_scores: torch.Tensor,
+    nodes: torch.Tensor,
+    beams: int,
+    num_candidates: int,
+    alpha: float,
+    *,
+    temperature: float = 1.0,
+    renormalize: bool = False,
+    node_arrays: Sequence[Mapping[tuple[int, ...], tuple[bool, float | None]]] | None = None,
+    filter_rows: Sequence[int] | None = None,
+    score_weight: float = 0.0,
+) -> list[list[tuple[float, float, int, int, int]]]:
+    """The fused beam step in float64: per batch row, every allowed child of every active beam as
+    ``(score, logp, beam, token, child node)``, sorted by (-score, beam, token), the best
+    ``num_candidates`` padded with ``(-inf, -inf, -1, -1, -1)``.
+
+    ``node_ids`` maps each prefix to the native node id (used only to name nodes). With item
+    filters, ``node_arrays[p]`` is request ``p``'s ``{prefix: (allowed, S)}`` and
+    ``filter_rows[b]`` the request of batch row ``b``: a child is kept when allowed, and its step
+    gains ``score_weight * (S(child) - S(node))`` (-inf when ``S(child)`` is -inf).
+    """
+    prefix_of = {node: prefix for prefix, node in node_ids.items()}
+    pad = (-math.inf, -math.inf, -1, -1, -1)
+    out = []
+    for b in range(logits.shape[0] // beams):
+        arrays = None if node_arrays is None else node_arrays[filter_rows[b]]
+        cands = []
+        for k in range(beams):
+            r = b * beams + k
+            prefix = prefix_of.get(int(nodes[r]))
+            if prefix is None or not ref.children.get(prefix):  # inactive, or a leaf
+                continue
+            row = torch.log_softmax(logits[r].double() / temperature, dim=-1)
+            kids = [t for t in ref.children[prefix] if arrays is None or arrays[prefix + (t,)][0]]
+            lp = {t: float(row[t]) for t in kids}
+            if renormalize and kids:
+                z = float(torch.logsumexp(row[kids], dim=0))
+                lp = {t: v - z for t, v in lp.items()}
+            for t in kids:
+                step = (1.0 - alpha * ref.normalized_info_gain(prefix, t)) * lp[t]
+                s_child = None if arrays is None else arrays[prefix + (t,)][1]
+                if s_child == -math.inf:
+                    step = -math.inf
+                elif s_child is not None:
+                    step += score_weight * (s_child - arrays[prefix][1])
+                cands.append((float(beam_scores[r]) + step, lp[t], k, t, node_ids[prefix + (t,)]))
+        cands.sort(key=lambda c: (-c[0], c[2], c[3]))
+        out.append(cands[:num_candidates] + [pad] * max(0, num_candidates - len(cands)))
+    return out
 
 
 @torch.no_grad()
