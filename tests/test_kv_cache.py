@@ -177,9 +177,10 @@ def assert_bf16_scores_by_rule(model, trie, shared, dynamic, alpha: float) -> No
     assert torch.equal(items, dynamic.item_ids.cpu())
     exact = copy.deepcopy(model).float().cpu()
     paths = [tuple(trie.item_path(i)) for i in range(trie.num_items)]
+    ref = ReferenceTrie(paths)
     oracle = torch.full(items.shape, float("-inf"), dtype=torch.float64)
     for b, prompt in enumerate(PROMPTS):
-        scores = brute_force_scores(exact, prompt, ReferenceTrie(paths), alpha, 0.0)
+        scores = brute_force_scores(exact, prompt, ref, alpha, 0.0)
         for j, item in enumerate(items[b].tolist()):
             if item >= 0:
                 oracle[b, j] = scores[paths[item]]

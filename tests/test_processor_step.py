@@ -105,7 +105,7 @@ def _check(backend, trie, ids_np, plens, scores, params):
             )  # fmt: skip
         )
         want_all.append(torch.from_numpy(want))
-        got = s.clone().to(backend)  # the op rewrites it in place
+        got = s.to(backend, copy=True)  # the op rewrites it in place
         nodes, status = _run_rows(native_op("processor_step", backend), dev.native_view(),
                                   ids.to(backend), plen, got, params, backend)  # fmt: skip
         _sync(backend)
