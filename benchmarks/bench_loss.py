@@ -9,6 +9,12 @@ timing in the ratio book (benchmarks/conftest.py), whose table ends the run.
 * ``train-step``: one SGD step (forward, loss, backward, update) of a small Llama with the model's
   own token-mean cross-entropy against the same step with ``igd_loss``; also timed alternately
   ("alt" row), which is robust to load drift on a shared machine.
+* ``trainer step``: one optimizer step of ``transformers.Trainer`` (2 accumulated micro-batches:
+  the step's denominator, then ``training_step`` per micro-batch, then SGD) with the model's own
+  cross-entropy against :class:`igdbeam.IGDTrainer` (one label-weights call per micro-batch, for
+  the denominator, reused by the loss), timed alternately. The IGD overhead of a step is then
+  taken from its two extra parts timed alone, the denominator and the loss (fwd + bwd on fixed
+  logits), over the plain step: ``trainer_overhead_step_pct`` (goal: under 1%).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from benchmarks.conftest import QUICK
 from factories.catalogs import synthetic_catalog
 from factories.models import tiny_llama
 from igdbeam import ItemTrie, igd_loss, label_token_weights
+from igdbeam.training.trainer import WEIGHTS_KEY
 
 IGNORE = -100
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -254,4 +261,147 @@ def test_zz_igd_overhead(ratios) -> None:
         igd_overhead_ms=extra * 1e3,
         plain_step_ms=step * 1e3,
         igd_overhead_step_pct=100 * extra / step,
+    )
+
+
+# ---------------------------------------------------------------- the Trainer's optimizer step
+def _trainers(trie, tmp_path_factory, beta: float):
+    """A stock Trainer (the model's own CE) and an IGDTrainer over identical models: micro-batches
+    of half the rows, 2 accumulation steps, SGD."""
+    import transformers
+
+    from factories.training import training_args
+    from igdbeam import IGDTrainer
+
+    out = tmp_path_factory.mktemp("trainer-step")
+    args = training_args(
+        out, per_device_train_batch_size=4, gradient_accumulation_steps=2, optim="sgd",
+        learning_rate=1e-4, max_grad_norm=0.0, lr_scheduler_type="constant",
+    )  # fmt: skip
+    stock = transformers.Trainer(model=_llama(trie.vocab_size), args=args)
+    igd = IGDTrainer(model=_llama(trie.vocab_size), args=args, trie=trie, beta=beta)
+    for trainer in (stock, igd):
+        trainer.create_optimizer_and_scheduler(num_training_steps=1000)
+        trainer.current_gradient_accumulation_steps = 2
+    return stock, igd
+
+
+def _micro_batches(input_ids, labels) -> list[dict[str, torch.Tensor]]:
+    half = labels.shape[0] // 2
+    return [
+        {"input_ids": input_ids[s], "attention_mask": torch.ones_like(input_ids[s]),
+         "labels": labels[s]}
+        for s in (slice(0, half), slice(half, None))
+    ]  # fmt: skip
+
+
+def _optimizer_step(trainer, batches):
+    """One optimizer step as Trainer's loop runs it; returns the step's summed loss."""
+
+    def step() -> float:
+        samples = [dict(b) for b in batches]  # fresh batch dicts, as the dataloader yields
+        n = trainer._get_num_items_in_batch(samples, trainer.args.device)
+        loss = sum(float(trainer.training_step(trainer.model, b, n)) for b in samples)
+        trainer.optimizer.step()
+        trainer.optimizer.zero_grad(set_to_none=True)
+        return loss
+
+    return step
+
+
+@pytest.fixture(scope="module")
+def trainer_case(step_case, tmp_path_factory):
+    trie, input_ids, labels = step_case
+    batches = _micro_batches(input_ids, labels)
+    # correctness first: at beta = 1 IGDTrainer's step is the model's own CE step
+    stock, igd_one = _trainers(trie, tmp_path_factory, beta=1.0)
+    for _ in range(2):
+        a, b = _optimizer_step(stock, batches)(), _optimizer_step(igd_one, batches)()
+        assert abs(a - b) <= 1e-5 * max(1.0, abs(a)), (a, b)
+    for p, q in zip(stock.model.parameters(), igd_one.model.parameters(), strict=True):
+        torch.testing.assert_close(p, q, atol=1e-6, rtol=1e-5)
+    stock, igd = _trainers(trie, tmp_path_factory, beta=0.1)
+    return trie, batches, stock, igd
+
+
+def test_trainer_step_interleaved(ratios, trainer_case) -> None:
+    """A Trainer optimizer step with the model's CE and with IGDTrainer, timed alternately."""
+    import statistics
+    import time
+
+    trie, batches, stock, igd = trainer_case
+    steps = {"plain_ce": _optimizer_step(stock, batches), "igdbeam": _optimizer_step(igd, batches)}
+    times: dict[str, list[float]] = {role: [] for role in steps}
+    for step in steps.values():  # warm-up
+        step()
+    for _ in range(5 if QUICK else 15):
+        for role, step in steps.items():
+            start = time.perf_counter()
+            step()
+            times[role].append(time.perf_counter() - start)
+    shape = tuple(batches[0]["labels"].shape)
+    for role, t in times.items():
+        ratios.record_seconds(f"trainer step 2 x {shape}", role, statistics.mean(t), min(t))
+
+
+def _best_of(fn, rounds: int) -> float:
+    import time
+
+    fn()
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def test_zz_trainer_overhead(ratios, trainer_case) -> None:
+    """IGDTrainer's extra work in one optimizer step, timed part by part (stable under load,
+    unlike the difference of two noisy step times), over the fastest plain Trainer step:
+    the step's denominator (IGD weights of both micro-batches against transformers' token count)
+    and the loss of each micro-batch (IGD loss on the reused weights against transformers'
+    causal-LM loss, forward + backward on fixed logits)."""
+    from transformers.loss.loss_utils import ForCausalLMLoss
+
+    trie, batches, stock, igd = trainer_case
+    group = f"trainer step 2 x {tuple(batches[0]['labels'].shape)}"
+    if group not in ratios.times:
+        pytest.skip("run test_trainer_step_interleaved first")
+    rounds = 10 if QUICK else 30
+    device = igd.args.device
+    den_igd = _best_of(
+        lambda: igd._get_num_items_in_batch([dict(b) for b in batches], device), rounds
+    )
+    den_hf = _best_of(
+        lambda: stock._get_num_items_in_batch([dict(b) for b in batches], device), rounds
+    )
+    g = torch.Generator().manual_seed(2)
+    labels = batches[0]["labels"]
+    logits = torch.randn(*labels.shape, trie.vocab_size, generator=g).requires_grad_()
+    n = stock._get_num_items_in_batch([dict(b) for b in batches], device)
+    samples = [dict(b) for b in batches]
+    n_igd = igd._get_num_items_in_batch(samples, device)
+    weights = samples[0][WEIGHTS_KEY]
+    func = igd.igd_loss_func
+
+    def igd_loss_step() -> None:
+        logits.grad = None
+        func({"logits": logits}, labels, n_igd, weights=weights).backward()
+
+    def hf_loss_step() -> None:
+        logits.grad = None
+        ForCausalLMLoss(logits, labels, logits.shape[-1], num_items_in_batch=n).backward()
+
+    loss_igd = _best_of(igd_loss_step, rounds)
+    loss_hf = _best_of(hf_loss_step, rounds)
+    extra = (den_igd - den_hf) + len(batches) * (loss_igd - loss_hf)
+    step = ratios.times[group]["plain_ce"].best
+    ratios.note(
+        group,
+        denominator_extra_ms=(den_igd - den_hf) * 1e3,
+        loss_extra_ms_per_micro_batch=(loss_igd - loss_hf) * 1e3,
+        trainer_overhead_ms=extra * 1e3,
+        plain_trainer_step_ms=step * 1e3,
+        trainer_overhead_step_pct=100 * extra / step,
     )

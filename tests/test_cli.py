@@ -94,7 +94,16 @@ def test_unknown_method_and_decoder(tiny_assets, tmp_path: Path, capsys) -> None
 def test_evaluate_and_recommend_tiny(tiny_assets, tmp_path: Path, capsys) -> None:
     data, model = tiny_assets
     out = tmp_path / "eval"
-    common = ["--data", str(data), "--model", str(model), "--decoder", DECODER, "--no-progress"]
+    common = [
+        "--data",
+        str(data),
+        "--model",
+        str(model),
+        "--decoder",
+        DECODER,
+        "--include-history",
+        "--no-progress",
+    ]
     code, stdout, err = run_cli(
         ["evaluate", *common, "--out", str(out), "--num-beams", "3", "--methods", "bigrec,d3"],
         capsys,
@@ -215,6 +224,7 @@ def test_accelerate_two_processes(tiny_assets, tmp_path: Path) -> None:
         str(model),
         "--decoder",
         DECODER,
+        "--include-history",
         "--out",
         str(out),
         "--num-beams",
@@ -243,6 +253,7 @@ def test_accelerate_two_processes(tiny_assets, tmp_path: Path) -> None:
                 str(model),
                 "--decoder",
                 DECODER,
+                "--include-history",
                 "--out",
                 str(single),
                 "--num-beams",

@@ -12,7 +12,7 @@ import pytest
 
 import igdbeam
 from factories.cli import DECODER, one_error_line, run_cli, snapshot_tree
-from igdbeam.app.io_utils import MARKER_NAME, write_marker
+from igdbeam.io import MARKER_NAME, write_marker
 
 HEADER = "user_id,history_item_title,item_title,history_item_id,item_id\n"
 
@@ -85,8 +85,8 @@ def test_malformed_data_every_command(tiny_assets, tmp_path: Path, kind: str, co
     extra = {
         "stats": [],
         "train": ["--max-steps", "1", "--no-progress"],
-        "recommend": ["--decoder", DECODER, "--no-progress"],
-        "evaluate": ["--decoder", DECODER, "--no-progress"],
+        "recommend": ["--decoder", DECODER, "--include-history", "--no-progress"],
+        "evaluate": ["--decoder", DECODER, "--include-history", "--no-progress"],
     }[command]
     argv = [command, "--data", str(bad), "--model", str(model), *out_args, *extra]
     line = one_error_line(*run_cli(argv, capsys)[::2])
@@ -235,7 +235,8 @@ def test_recommend_overwrite_and_atomic_pair(tiny_assets, tmp_path: Path, capsys
     out = tmp_path / "recs.csv"
     argv = [
         "recommend", "--data", str(data), "--model", str(model), "--decoder", DECODER,
-        "--out", str(out), "--num-beams", "2", "--num-users", "2", "--no-progress",
+        "--include-history", "--out", str(out), "--num-beams", "2", "--num-users", "2",
+        "--no-progress",
     ]  # fmt: skip
     assert run_cli(argv, capsys)[0] == 0
     first = snapshot_tree(tmp_path)

@@ -47,6 +47,7 @@ def tiny_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]
     monkeypatch.setattr(assets, "load_model_and_tokenizer", load)
     return {
         "root": tmp_path,
+        "data": data,
         "plain": _write_adapter(model_dir, tmp_path / "plain", 1),
         "igd": _write_adapter(model_dir, tmp_path / "igd", 2),
     }
@@ -64,8 +65,14 @@ def test_demo_trained_models_with_intervals(tiny_env, budget, rows, capsys) -> N
     assert "zero-IG tokens" in printed and "NDCG@10 - D3 baseline" in printed
     assert ("test rows decoded within the" in printed) == (rows < 6)
     assert summary["num_rows"] == rows
-    cells = {(r["loss"], r["decoding"]): r for r in summary["results"]}
+    cells = {(r["loss"], r["decoding"]): r for r in summary["results"] if r["kind"] == "model"}
     assert set(cells) == {("plain", "d3"), ("plain", "igd"), ("igd", "d3"), ("igd", "igd")}
+    baselines = {r["decoding"] for r in summary["results"] if r["kind"] == "baseline"}
+    assert {"most-popular", "most-popular-unseen"} <= baselines
+    # The header states the rows, users and history exclusion; the legend explains the columns.
+    md = (out / "results.md").read_text()
+    assert f"{rows} rows" in md or f"{rows} test rows" in md
+    assert "history **excluded**" in md and "**coverage**" in md and "**mean pop.**" in md
     assert "vs_baseline" not in cells[("plain", "d3")]
     # Every printed value is recomputed independently from recommendations.csv.
     with open(out / "recommendations.csv") as f:
@@ -86,7 +93,22 @@ def test_demo_trained_models_with_intervals(tiny_env, budget, rows, capsys) -> N
             d = rec["vs_baseline"]["NDCG@10"]
             base = cells[("plain", "d3")]["metrics"]["NDCG@10"]["value"]
             assert d["value"] == pytest.approx(m["value"] - base)
+    # History exclusion: no recommended item was rated by the row's user before the target.
+    from igdbeam.data import load_dataset
+    from igdbeam.data.user_history import prior_item_ids
+
+    ds = load_dataset(tiny_env["data"])
+    test = {r.user_id: r for r in ds.split("test")}
+    users = {r["user_id"] for r in recs}
+    prior = dict(zip(users, prior_item_ids(ds, [test[u] for u in users]), strict=True))
+    assert all(int(r["item_id"]) not in prior[r["user_id"]] for r in recs)
     on_disk = json.loads((out / "results.json").read_text())
     assert on_disk["num_rows"] == rows
-    for name in ("results.csv", "entropy_by_step.png", "zero_ig_by_step.png"):
+    for name in (
+        "results.csv",
+        "results.md",
+        "entropy_by_step.png",
+        "zero_ig_by_step.png",
+        "cells.png",
+    ):
         assert (out / name).is_file()

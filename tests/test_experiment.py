@@ -35,11 +35,16 @@ def test_experiment_runs_caches_and_resumes(tiny, monkeypatch) -> None:
 
     out = tiny["root"] / "run"
     summary = _experiment(tiny, out).run()
-    cells = {(r["loss"], r["decoding"]): r for r in summary["results"]}
+    cells = {(r["loss"], r["decoding"]): r for r in summary["results"] if r["kind"] == "model"}
+    baselines = {r["decoding"] for r in summary["results"] if r["kind"] == "baseline"}
+    assert {"most-popular", "most-popular-unseen"} <= baselines
     assert set(cells) == {(loss, d) for loss in ("plain", "igd") for d in ("bigrec", "d3", "igd")}
     assert "vs_baseline" not in cells[("plain", "d3")]
     for r in summary["results"]:
-        for m in r["metrics"].values():
+        for name, m in r["metrics"].items():
+            if name == "coverage":  # reported without an interval
+                assert m["low"] is None and m["high"] is None
+                continue
             assert m["low"] <= m["value"] + 1e-12 and m["value"] <= m["high"] + 1e-12
     for name in ("results.json", "results.md", "results.csv", "training_curves.png"):
         assert (out / name).is_file()
@@ -161,7 +166,7 @@ def test_report_only_covers_the_finished_runs(tiny) -> None:
     exp.train("plain", 0)
     exp.decode("plain", 0)
     summary = _experiment(tiny, out).report()  # igd is neither trained nor decoded
-    assert {(r["loss"], r["decoding"]) for r in summary["results"]} == {
+    assert {(r["loss"], r["decoding"]) for r in summary["results"] if r["kind"] == "model"} == {
         ("plain", d) for d in ("bigrec", "d3", "igd")
     }
     assert "| IGD (loss + decoding) | (not run) |" in (out / "results.md").read_text()
@@ -191,3 +196,88 @@ def test_folders_written_before_a_new_profile_field_still_resume(tiny) -> None:
     _experiment(tiny, out, replace(TINY, losses=("plain",))).setup()
     with pytest.raises(ValueError, match="exclude_history"):
         _experiment(tiny, out, replace(TINY, losses=("plain",), exclude_history=True)).setup()
+
+
+class _StopError(Exception):
+    """Stands for a session ending in the middle of a fine-tune."""
+
+
+def test_fine_tune_resumes_from_its_checkpoint(tiny, monkeypatch) -> None:
+    """A fine-tune stopped after its step-2 checkpoint resumes from it and ends with the same
+    weights and the same training log as a fine-tune that was never stopped."""
+    from safetensors.torch import load_file
+
+    from igdbeam.training.trainer import IGDTrainer
+
+    prof = replace(TINY, losses=("igd",), train_steps=4, checkpoint_steps=2, eval_steps=2)
+    whole = _experiment(tiny, tiny["root"] / "whole", prof)
+    whole.setup()
+    ref_dir = whole.train("igd", 0)
+    assert not list(ref_dir.glob("checkpoint-*")), "checkpoints are removed once training ends"
+
+    stopped = _experiment(tiny, tiny["root"] / "stopped", prof)
+    stopped.setup()
+    step = IGDTrainer.training_step
+
+    def stop_at_step_3(self, *args, **kwargs):
+        if self.state.global_step == 3:
+            raise _StopError
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(IGDTrainer, "training_step", stop_at_step_3)
+    with pytest.raises(_StopError):
+        stopped.train("igd", 0)
+    folder = stopped.model_dir("igd", 0)
+    assert [p.name for p in folder.glob("checkpoint-*")] == ["checkpoint-2"]
+    assert not (folder / "train_log.json").exists()
+
+    monkeypatch.setattr(IGDTrainer, "training_step", step)
+    resumed_dir = stopped.train("igd", 0)
+    log = json.loads((resumed_dir / "train_log.json").read_text())
+    ref_log = json.loads((ref_dir / "train_log.json").read_text())
+    assert log["resumed_from"] == "checkpoint-2" and ref_log["resumed_from"] is None
+
+    def losses(entries):
+        return [(e["step"], e["loss"]) for e in entries if "loss" in e and "step" in e]
+
+    assert len(losses(ref_log["log_history"])) >= 2
+    assert losses(log["log_history"]) == pytest.approx(losses(ref_log["log_history"]), rel=1e-5)
+    assert [e["step"] for e in log["log_history"] if "eval_loss" in e] == [0, 2, 4]
+    got = load_file(str(resumed_dir / "model" / "adapter_model.safetensors"))
+    ref = load_file(str(ref_dir / "model" / "adapter_model.safetensors"))
+    assert got.keys() == ref.keys()
+    for k in ref:
+        np.testing.assert_allclose(got[k].float().numpy(), ref[k].float().numpy(), atol=1e-6)
+
+
+def test_epochs_with_early_stopping(tiny) -> None:
+    """The authors' schedule: validation and a checkpoint at each epoch's end, the best epoch
+    kept; with patience 1 a learning rate that makes validation worse stops after one bad epoch."""
+    prof = replace(
+        TINY,
+        losses=("plain",),
+        train_steps=-1,
+        epochs=4.0,
+        early_stopping_patience=1,
+        learning_rate=5.0,  # diverges: validation loss rises after the first epoch
+        warmup_steps=0,
+    )
+    exp = _experiment(tiny, tiny["root"] / "early", prof)
+    exp.setup()
+    log = json.loads((exp.train("plain", 0) / "train_log.json").read_text())
+    evals = [e for e in log["log_history"] if "eval_loss" in e and e.get("step", 0) > 0]
+    epochs = [e["epoch"] for e in evals]
+    assert epochs == sorted(epochs) and all(float(x).is_integer() for x in epochs)
+    assert len(evals) < 4, "early stopping ended the run before its fourth epoch"
+    assert not list((tiny["root"] / "early" / "models" / "plain-s0").glob("checkpoint-*"))
+
+
+def test_profile_checks_of_the_schedule() -> None:
+    with pytest.raises(ValueError, match="early_stopping_patience"):
+        check_profile(replace(TINY, early_stopping_patience=2))  # needs train_steps=-1
+    with pytest.raises(ValueError, match="methods"):
+        check_profile(replace(TINY, methods=("beam",)))
+    with pytest.raises(ValueError, match="dtype"):
+        check_profile(replace(TINY, dtype="float16"))
+    check_profile(PROFILES["cpu-large"])
+    check_profile(PROFILES["gpu"])

@@ -48,16 +48,18 @@ def _long_tail_catalog() -> list[list[int]]:
 
 
 class _CountingModel:
-    """Wraps a model's forward and records the input shape of every call."""
+    """Records the input shape of every forward of a model (a forward pre-hook: the attention
+    view that shared-prefix decoding runs shares the model's hooks); ``remove()`` ends it."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         self.shapes: list[tuple[int, int]] = []
-        self._forward = model.forward
-        model.forward = self  # the model instance now calls through here
+        self._hook = model.register_forward_pre_hook(self._record, with_kwargs=True)
 
-    def __call__(self, *args, **kwargs):
+    def _record(self, module, args, kwargs) -> None:
         self.shapes.append(tuple(kwargs["input_ids"].shape))
-        return self._forward(*args, **kwargs)
+
+    def remove(self) -> None:
+        self._hook.remove()
 
 
 def test_generate_many_equals_one_generate_per_decoding() -> None:
@@ -141,7 +143,7 @@ def test_compaction_drops_empty_beam_slots() -> None:
     # Step 1 expands 4 prompts into 4 beams; from step 2 the chain is each prompt's only beam.
     assert [s[0] for s in calls.shapes[1:]] == [16, 4, 4, 4, 4, 4]
     assert sorted(result.item_ids[0].tolist()) == [0, 1, 2, 3]
-    model.forward = calls._forward
+    calls.remove()
     theirs = processor_path(model, ids, mask, trie, ReferenceTrie(paths), 4, 0.2, 0.0)
     assert_same_hypotheses(ours_hypotheses(result, trie), theirs)
 
@@ -162,7 +164,7 @@ def test_compaction_drops_stopped_prompts() -> None:
     expected = [3 * B] + ([with_chain] * 4 if with_chain else [])
     assert [s[0] for s in calls.shapes[1:]] == expected
     assert 0 < with_chain < B  # both kinds occur for this seed
-    model.forward = calls._forward
+    calls.remove()
     theirs = processor_path(
         model, ids, mask, trie, ReferenceTrie(paths), 3, 0.0, 0.0, early_stopping=True
     )

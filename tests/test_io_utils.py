@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import igdbeam
-from igdbeam.app.io_utils import (
+from igdbeam.io import (
     MARKER_NAME,
     OutputPathError,
     atomic_dir,

@@ -196,7 +196,8 @@ def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]
 
 
 def test_cli_recommend_exclude_history(tiny_assets, tmp_path, capsys) -> None:
-    """With 10 beams over a 10-item catalog every allowed item comes back, no history item."""
+    """With 10 beams over a 10-item catalog every allowed item comes back, no item the user
+    rated before the target (the whole prior history, not only the row's)."""
     import csv
 
     from igdbeam.data import load_dataset
@@ -220,8 +221,13 @@ def test_cli_recommend_exclude_history(tiny_assets, tmp_path, capsys) -> None:
     ]
     code, err = _cli(argv, capsys)
     assert code == 0, err
-    ds = load_dataset(data, splits=("test",))
-    history = {s.user_id: set(s.history_item_id) for s in ds.split("test")}
+    # Excluded: everything the user rated before the test row's target, over every split.
+    from igdbeam.data.user_history import prior_item_ids
+
+    ds = load_dataset(data)
+    test = ds.split("test")
+    history = {s.user_id: set(p) for s, p in zip(test, prior_item_ids(ds, test), strict=True)}
+    assert any(len(h) > len(s.history_item_id) for h, s in zip(history.values(), test))
     with out.open(newline="") as fh:
         rows = list(csv.DictReader(fh))
     per_user: dict[str, list[int]] = {}

@@ -9,7 +9,6 @@ itself is checked in ``test_cascade_attention.py``.
 from __future__ import annotations
 
 import copy
-import functools
 
 import pytest
 import torch
@@ -103,18 +102,16 @@ def test_reorder_cache_is_a_within_prompt_beam_reorder() -> None:
         shared.reorder_beams(torch.zeros(3, 1, dtype=torch.long))
 
 
-def _decode_calls(model) -> list[dict]:
-    """Record the keyword arguments of every forward of ``model``."""
+def _decode_calls(model) -> tuple[list[dict], torch.utils.hooks.RemovableHandle]:
+    """Record the keyword arguments of every forward of ``model`` (a forward pre-hook: it also
+    sees the forwards of the attention view that shared-prefix decoding runs, which shares the
+    model's hooks); returns the calls and the hook's handle."""
     calls: list[dict] = []
-    forward = model.forward
 
-    @functools.wraps(forward)  # generate inspects the forward's parameters
-    def spy(*args, **kwargs):
+    def spy(module, args, kwargs):
         calls.append(kwargs)
-        return forward(*args, **kwargs)
 
-    model.forward = spy
-    return calls
+    return calls, model.register_forward_pre_hook(spy, with_kwargs=True)
 
 
 @pytest.mark.parametrize("kind", ["llama", "qwen2", "mistral"])
@@ -127,14 +124,14 @@ def test_generate_equals_dynamic_and_processor_path(kind: str, alpha: float, lp:
     trie = igdbeam.ItemTrie.from_token_ids(paths, weights)
     ids, mask = left_pad(PROMPTS)
     kw = dict(trie=trie, num_beams=5, alpha=alpha, length_penalty=lp)
-    calls = _decode_calls(model)
+    calls, spy = _decode_calls(model)
     shared = generate(model, ids, mask, **kw)  # auto = shared_prefix for these families
     assert len(calls) > 1 and all(isinstance(c.get(KV_KWARG), SharedPrefixCache) for c in calls[1:])
     dynamic = generate(model, ids, mask, kv_cache="dynamic", **kw)
     assert torch.equal(shared.item_ids, dynamic.item_ids)
     assert torch.equal(shared.sequences, dynamic.sequences)
     torch.testing.assert_close(shared.scores, dynamic.scores, rtol=0, atol=1e-5)
-    model.forward = type(model).forward.__get__(model)
+    spy.remove()
     theirs = processor_path(model, ids, mask, trie, ReferenceTrie(paths, weights), 5, alpha, lp)
     assert_same_hypotheses(ours_hypotheses(shared, trie), theirs)
     assert model.config._attn_implementation == "sdpa"
@@ -155,11 +152,11 @@ def test_rows_dropping_out_mid_search(kind: str, early_stopping: bool) -> None:
     trie = igdbeam.ItemTrie.from_token_ids(paths)
     ids, mask = left_pad([[7, 8], [3], [50, 51, 52], [7, 8, 9, 10], [60, 61], [12, 13, 14]])
     kw = dict(trie=trie, num_beams=4, early_stopping=early_stopping)
-    calls = _decode_calls(model)
+    calls, spy = _decode_calls(model)
     shared = generate(model, ids, mask, **kw)
     rows = [c["input_ids"].shape[0] for c in calls[1:]]
     assert len(set(rows)) > 2 and rows[-1] < rows[0]  # the batch shrank during the search
-    model.forward = type(model).forward.__get__(model)
+    spy.remove()
     dynamic = generate(model, ids, mask, kv_cache="dynamic", **kw)
     assert torch.equal(shared.item_ids, dynamic.item_ids)
     torch.testing.assert_close(shared.scores, dynamic.scores, rtol=0, atol=1e-5)
@@ -263,10 +260,10 @@ def test_other_models_fall_back_to_dynamic() -> None:
     ids, mask = left_pad(PROMPTS[:2])
     assert "gpt2" in shared_prefix_support(model, 10)
     assert resolve_kv_cache(model, "auto", 10) == "dynamic"
-    calls = _decode_calls(model)
+    calls, spy = _decode_calls(model)
     auto = generate(model, ids, mask, trie=trie, num_beams=3)
     assert all(KV_KWARG not in c for c in calls)
-    model.forward = type(model).forward.__get__(model)
+    spy.remove()
     dynamic = generate(model, ids, mask, trie=trie, num_beams=3, kv_cache="dynamic")
     assert torch.equal(auto.item_ids, dynamic.item_ids)
     with pytest.raises(ValueError, match="not supported here: model type 'gpt2'"):

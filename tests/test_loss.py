@@ -258,7 +258,7 @@ def test_cft_loss_against_reference() -> None:
     with pytest.raises(ValueError, match="completions of the real and the history-free"):
         cft_loss(logits, LABELS, cf_logits, bad, 0.5)
     for bad_alpha in (-1.0, float("nan"), float("inf"), True, "0.5", None):
-        with pytest.raises(ValueError, match="alpha must be a (finite )?number >= 0"):
+        with pytest.raises(ValueError, match="cft_weight must be a (finite )?number >= 0"):
             cft_loss(logits, LABELS, cf_logits, cf_labels, bad_alpha)
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 
 import pytest
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from igdbeam import ItemTrie, tokenize_titles_in_context
+from igdbeam import InvalidIdError, ItemTrie, tokenize_titles_in_context
 
 TITLES = ["Toy Story (1995)", "Toy Soldiers (1991)", "GoldenEye (1995)", "Heat (1995)"]
 
@@ -92,3 +93,73 @@ def test_real_tokenizer_in_context() -> None:
         full = tokenizer(context + title + "\n", add_special_tokens=False)["input_ids"]
         assert trie.item_path(item) == full[len(ctx) :] + [tokenizer.eos_token_id]
     assert trie.num_leaves == 2 and trie.items_of_node(trie.array("item_leaf")[1].item()) == [1, 2]
+
+
+def test_a_string_catalog_and_blank_titles_are_refused(
+    bpe_tokenizer: PreTrainedTokenizerFast,
+) -> None:
+    # A plain string would be a catalog of one item per character: "H", "e", "a", "t".
+    with pytest.raises(TypeError, match=r"one str \('Heat'\); wrap a single title"):
+        ItemTrie.from_titles("Heat", bpe_tokenizer)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="one bytes"):
+        tokenize_titles_in_context(b"Heat", bpe_tokenizer)  # type: ignore[arg-type]
+    for blank in ("", " ", "\t\n"):
+        with pytest.raises(ValueError, match=rf"title 1 is {re.escape(repr(blank))}: an empty"):
+            ItemTrie.from_titles(["Heat (1995)", blank], bpe_tokenizer)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"eos": 2.5}, InvalidIdError, r"eos must be an integer, got 2\.5"),
+        ({"eos": float("nan")}, InvalidIdError, "eos must be an integer"),
+        ({"eos": -1}, InvalidIdError, "eos must be a token id >= 0"),
+        ({"batch_size": 2.0}, InvalidIdError, "batch_size must be an integer"),
+        ({"batch_size": 0}, ValueError, "batch_size must be positive"),
+        ({"progress": 1}, TypeError, "progress must be True, False or None"),
+        ({"context": 3}, TypeError, "context must be a string"),
+    ],
+)
+def test_strict_arguments(bpe_tokenizer, kwargs, error, match) -> None:
+    with pytest.raises(error, match=match):
+        tokenize_titles_in_context(TITLES, bpe_tokenizer, **kwargs)
+
+
+def test_boundary_hint_is_tried_with_the_tokenizer(bpe_tokenizer) -> None:
+    """The hint names a context end that this tokenizer keeps apart, and following it works."""
+    with pytest.raises(ValueError, match="not a prefix") as info:
+        tokenize_titles_in_context(TITLES, bpe_tokenizer, context="Response: ")
+    hint = str(info.value).split("merges across the boundary. ")[1]
+    assert hint.startswith("With this tokenizer, end the context with ")
+    suggested = hint.split("(context ")[1].split("): tried")[0]
+    context = eval(suggested)  # the repr of a string in the message
+    assert context.startswith("Response:") and context != "Response: "
+    paths = tokenize_titles_in_context(TITLES, bpe_tokenizer, context=context)
+    ctx = bpe_tokenizer(context, add_special_tokens=False)["input_ids"]
+    for title, path in zip(TITLES, paths, strict=True):
+        full = bpe_tokenizer(context + title + "\n", add_special_tokens=False)["input_ids"]
+        assert full[: len(ctx)] == ctx and path[:-1] == full[len(ctx) :]
+
+
+@pytest.mark.assets
+def test_boundary_hint_with_smollm2() -> None:
+    """SmolLM2's tokenizer merges a trailing space (and a blank line) into the title; the hint
+    says to end the context with a newline, and a context that ends so works for every title."""
+    from transformers import AutoTokenizer
+
+    from igdbeam.app.assets import smollm2_checkpoint
+
+    tok = AutoTokenizer.from_pretrained(str(smollm2_checkpoint()))
+    titles = ["Heat (1995)", "Toy Story (1995)", "'Til There Was You (1997)", ".com for Murder"]
+    for context in ("### Response: ", "### Response:\n\n"):
+        with pytest.raises(ValueError) as info:
+            ItemTrie.from_titles(titles, tok, context=context)
+        assert (
+            "With this tokenizer, end the context with '\\n' instead of its trailing whitespace"
+            in str(info.value)
+        )
+        assert "(context '### Response:\\n')" in str(info.value)
+    with pytest.raises(ValueError, match=r"end the context with '\\n' \(context"):
+        ItemTrie.from_titles(titles, tok, context="### Response:")  # '.com' merges with ':'
+    trie = ItemTrie.from_titles(titles, tok, context="### Response:\n")
+    assert trie.num_leaves == len(titles)

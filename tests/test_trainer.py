@@ -55,7 +55,7 @@ def test_igd_trainer_loss_goes_down(tmp_path, trie, loss: str) -> None:
         trie=trie,
         beta=0.1,
         loss=loss,
-        alpha=0.3,
+        cft_weight=0.3,
     )
     before = trainer.evaluate()
     trainer.train()

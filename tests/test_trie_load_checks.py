@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import struct
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -153,17 +154,21 @@ def test_bad_values_are_refused(tmp_path: Path, mutate: Callable, match: str, cr
             ItemTrie.load(path, mmap=mmap)
 
 
-def _rewrite_header(path: Path, edit: Callable[[dict], Any]) -> None:
+def _rewrite_header(path: Path, edit: Callable[[dict], Any], *, fix_crc: bool = True) -> None:
+    """Edit the JSON header of a version-2 file in place; ``fix_crc`` stores the edited
+    header's checksum (so the structural checks are reached), else the old one is kept."""
     data = path.read_bytes()
-    (n,) = struct.unpack("<Q", data[12:20])
-    header = json.loads(data[20 : 20 + n])
-    header_before = json.loads(data[20 : 20 + n])
+    (version, n, crc) = struct.unpack("<IQI", data[8:24])
+    assert version == 2
+    header = json.loads(data[24 : 24 + n])
+    header_before = json.loads(data[24 : 24 + n])
     new = edit(header)
     first_array = min(e["offset"] for e in header_before["arrays"].values())
     # An edit edits the header in place; one that returns a list replaces it (not an object).
-    new = json.dumps(new if isinstance(new, list) else header).encode()
-    assert 20 + len(new) <= first_array  # the header still ends before the first array
-    path.write_bytes(data[:12] + struct.pack("<Q", len(new)) + new + data[20 + len(new) :])
+    new = json.dumps(new if isinstance(new, list) else header, separators=(",", ":")).encode()
+    assert 24 + len(new) <= first_array  # the header still ends before the first array
+    crc = zlib.crc32(new) if fix_crc else crc
+    path.write_bytes(data[:12] + struct.pack("<QI", len(new), crc) + new + data[24 + len(new) :])
 
 
 HEADER_EDITS = [
@@ -197,13 +202,51 @@ def test_bad_headers_are_refused(tmp_path: Path, edit: Callable, match: str) -> 
         ItemTrie.load(path)
 
 
+META_EDITS = [
+    lambda h: h["meta"].update(vocab_size=h["meta"]["vocab_size"] + 100),
+    lambda h: h["meta"].update(entropy="conditional"),
+    lambda h: h["meta"].update(num_items=h["meta"]["num_items"] + 1),
+    lambda h: h["arrays"]["token"].update(crc32=h["arrays"]["token"]["crc32"] ^ 1),
+]
+
+
+@pytest.mark.parametrize("edit", META_EDITS)
+def test_header_metadata_is_checksummed(tmp_path: Path, edit: Callable) -> None:
+    """An edit of the metadata (the vocabulary size and entropy mode pass every structural
+    check) or of the array table is caught by the header's checksum."""
+    path = tmp_path / "t.igdtrie"
+    file_trie().save(path)
+    _rewrite_header(path, edit, fix_crc=False)
+    for mmap in (True, False):
+        with pytest.raises(TrieFormatError, match="the header fails its checksum"):
+            ItemTrie.load(path, mmap=mmap)
+
+
+def test_version_1_files_are_still_read(tmp_path: Path) -> None:
+    """The independent writer writes format version 1 (no header checksum): still loads, and
+    saving it again writes version 2."""
+    path = tmp_path / "v1.igdtrie"
+    arrays, meta = trie_parts(file_trie())
+    write_trie_file(path, arrays, meta)
+    assert struct.unpack("<I", path.read_bytes()[8:12]) == (1,)
+    trie = ItemTrie.load(path)
+    assert_same_trie(trie, file_trie())
+    trie.save(tmp_path / "v2.igdtrie")
+    assert struct.unpack("<I", (tmp_path / "v2.igdtrie").read_bytes()[8:12]) == (2,)
+    data = bytearray(path.read_bytes())
+    data[8:12] = struct.pack("<I", 3)
+    path.write_bytes(bytes(data))
+    with pytest.raises(TrieFormatError, match="format version 3; this igdbeam reads versions 1, 2"):
+        ItemTrie.load(path)
+
+
 def test_a_flipped_bit_in_any_array_fails_its_checksum(tmp_path: Path) -> None:
     trie = file_trie()
     path = tmp_path / "t.igdtrie"
     trie.save(path)
     data = path.read_bytes()
     (n,) = struct.unpack("<Q", data[12:20])
-    table = json.loads(data[20 : 20 + n])["arrays"]
+    table = json.loads(data[24 : 24 + n])["arrays"]  # format version 2: header from byte 24
     for name, entry in table.items():
         # A float bit that keeps the value valid (the lowest mantissa bit), so only the checksum
         # can tell.

@@ -11,12 +11,20 @@ see CPU tensors and take the C++ path.
 from __future__ import annotations
 
 import contextlib
+import sys
 import types
 
-import torch
+# An editable install (scikit-build-core) puts a finder for igdbeam ahead of sys.path, which would
+# load the source tree with the installed _C; drop it so that build/emu (first on PYTHONPATH)
+# supplies igdbeam with its emulated-CUDA _C.
+sys.meta_path[:] = [
+    f for f in sys.meta_path if not type(f).__module__.startswith("_editable_skbc_igdbeam")
+]
 
-import igdbeam
-from igdbeam.native import library as _native
+import torch  # noqa: E402
+
+import igdbeam  # noqa: E402
+from igdbeam.native import library as _native  # noqa: E402
 
 assert _native._C.has_cuda(), "build/emu must hold the emulated CUDA build"
 torch.Tensor.cuda = lambda self, *a, **k: self.clone()  # type: ignore[method-assign]

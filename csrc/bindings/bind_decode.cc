@@ -18,7 +18,6 @@ DecodeCall CheckDecodeCall(const TrieView& trie, int dtype_code, float alpha, fl
                            std::uintptr_t node_score, float score_weight,
                            std::uintptr_t filter_rows, int64_t filter_row_stride) {
   CheckTrie(trie);
-  CheckTemperature(temperature);
   const NodeFilter filter =
       MakeFilter(trie, node_mask, node_score, score_weight, filter_rows, filter_row_stride);
   return {DtypeFromCode(dtype_code),

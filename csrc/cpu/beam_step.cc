@@ -1,12 +1,12 @@
 // CPU fused beam step of igdbeam.decoding.generate: log-softmax normalisation, gather of each
 // beam's trie children, IG reweighting, per-batch-row top-C and node advance in one pass.
 #include <algorithm>
+#include <cassert>
 #include <cmath>
 #include <limits>
 #include <vector>
 
 #include "decode_common.h"
-#include "igdbeam/decode_checks.h"
 #include "igdbeam/errors.h"
 #include "igdbeam/kernels.h"
 #include "igdbeam/trie_lookup.h"
@@ -125,16 +125,17 @@ void BeamStep(const TrieView& trie, const void* logits, ScalarType dtype, int64_
               int64_t beams, int64_t vocab, int64_t logits_row_stride, const float* beam_scores,
               const int32_t* nodes, const DecodeParams& params, int64_t num_candidates,
               const BeamStepOutput& out) {
-  // Everything this op indexes with, checked once per call (O(batch * beams)); trie tokens are
-  // checked as the children are visited.
-  IGD_CHECK_ARG(trie.num_nodes >= 1, "the trie view has no nodes");
-  CheckBeamShape(batch, beams, vocab, logits_row_stride, num_candidates);
+  // The bindings checked the arguments once (shapes; Python the temperature); debug builds
+  // assert that contract. What the op reads from memory is checked here: the node ids (O(batch *
+  // beams)) and the trie tokens, as the children are visited.
+  assert(trie.num_nodes >= 1 && batch >= 0 && beams >= 1 && vocab >= 0 && num_candidates >= 1);
+  assert(logits_row_stride >= 0);
+  assert(params.temperature > 0.0f && std::isfinite(params.temperature));
   for (int64_t r = 0; r < batch * beams; ++r) {
     // Negative node ids mark inactive beams; ids past the trie are caller bugs.
     IGD_CHECK_ARG(nodes[r] < trie.num_nodes, "nodes[", r, "] = ", nodes[r],
                   " is not a node of the trie [0, ", trie.num_nodes, ")");
   }
-  CheckTemperature(params.temperature);
   switch (dtype) {
     case ScalarType::kFloat32:
       BeamStepTyped<ScalarType::kFloat32>(trie, logits, batch, beams, vocab, logits_row_stride,

@@ -9,12 +9,11 @@
 #include "igdbeam/item_filters.h"
 
 #include <algorithm>
+#include <cassert>
 #include <cmath>
 #include <limits>
 #include <thread>
 #include <vector>
-
-#include "igdbeam/errors.h"
 
 namespace igdbeam {
 
@@ -119,15 +118,10 @@ void ParallelFor(int64_t tasks, int64_t threads, Work work) {
 
 void BuildNodeFilters(const TrieView& trie, const LeafView& leaves, int64_t rows,
                       const ItemInputs& in, const NodeFilterOutput& out, int num_threads) {
-  IGD_CHECK_ARG(trie.num_nodes >= 1, "the trie view has no nodes");
-  IGD_CHECK_ARG(rows >= 0, "rows must be >= 0, got ", rows);
-  IGD_CHECK_ARG(leaves.num_leaves >= 0 && leaves.num_items >= 0,
-                "bad leaf view: ", leaves.num_leaves, " leaves, ", leaves.num_items, " items");
-  IGD_CHECK_ARG(in.mask_row_stride >= 0 && in.scores_row_stride >= 0,
-                "row strides must be >= 0, got ", in.mask_row_stride, " and ",
-                in.scores_row_stride);
-  IGD_CHECK_ARG(out.node_score == nullptr || in.item_scores != nullptr,
-                "node scores need item scores");
+  // The bindings checked the arguments once (bindings/bind_filters.cc); debug builds assert them.
+  assert(trie.num_nodes >= 1 && rows >= 0 && leaves.num_leaves >= 0 && leaves.num_items >= 0);
+  assert(in.mask_row_stride >= 0 && in.scores_row_stride >= 0 && num_threads >= 1);
+  assert(out.node_score == nullptr || in.item_scores != nullptr);
   if (rows == 0 || (out.node_mask == nullptr && out.node_score == nullptr)) return;
   const int64_t n = trie.num_nodes;
   if (leaves.num_leaves == 0) {  // an empty catalog: nothing lies below any node

@@ -1,12 +1,12 @@
 // CPU logits-processor step of IGD decoding (spec section 4): one call rewrites the scores of
 // every beam in place.
 #include <algorithm>
+#include <cassert>
 #include <cmath>
 #include <limits>
 #include <vector>
 
 #include "decode_common.h"
-#include "igdbeam/decode_checks.h"
 #include "igdbeam/errors.h"
 #include "igdbeam/kernels.h"
 #include "igdbeam/trie_lookup.h"
@@ -116,11 +116,12 @@ void ProcessorStep(const TrieView& trie, const int64_t* input_ids, int64_t rows,
                    int64_t ids_row_stride, int64_t prompt_len, void* scores, ScalarType dtype,
                    int64_t vocab, int64_t scores_row_stride, const DecodeParams& params,
                    int32_t* out_nodes, int32_t* row_status) {
-  // Everything this op indexes with, checked once per call; input ids are only compared with
-  // trie tokens (any value is safe), trie tokens are checked as the children are visited.
-  IGD_CHECK_ARG(trie.num_nodes >= 1, "the trie view has no nodes");
-  CheckProcessorShape(rows, seq_len, vocab, ids_row_stride, scores_row_stride, prompt_len);
-  CheckTemperature(params.temperature);
+  // The bindings checked the arguments once (shapes, prompt length; Python the temperature);
+  // debug builds assert that contract. Input ids are only compared with trie tokens (any value is
+  // safe); trie tokens are checked as the children are visited.
+  assert(trie.num_nodes >= 1 && rows >= 0 && seq_len >= 0 && vocab >= 0 && ids_row_stride >= 0);
+  assert(prompt_len >= 0 && prompt_len <= seq_len);
+  assert(params.temperature > 0.0f && std::isfinite(params.temperature));
   switch (dtype) {
     case ScalarType::kFloat32:
       ProcessorStepTyped<ScalarType::kFloat32>(trie, input_ids, rows, seq_len, ids_row_stride,

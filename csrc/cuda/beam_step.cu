@@ -7,6 +7,9 @@
 // select by BeamChildNormKernel. S is chosen on the host from static facts only (the trie's
 // maximum fan-out, the batch, the SM count), so the step never synchronises and can be captured
 // in a CUDA graph. Scratch comes from one cudaMallocAsync on the caller's stream.
+#include <atomic>
+#include <cassert>
+
 #include "beam_child_norm.cuh"
 #include "beam_merge.cuh"
 #include "beam_norm.cuh"
@@ -26,9 +29,12 @@ namespace {
 Status MultiprocessorCount(int* out) noexcept {
   int device = 0;
   IGD_CUDA_CHECK(cudaGetDevice(&device));
-  static int cached[64] = {0};
+  // Atomic: threads decoding at once may both fill an entry (the same value; setting the pool
+  // threshold twice is harmless), but never read a torn one.
+  static std::atomic<int> cached[64] = {};
   if (device < 0 || device >= 64) device = 0;
-  if (cached[device] == 0) {
+  int known = cached[device].load(std::memory_order_relaxed);
+  if (known == 0) {
     int count = 0;
     IGD_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
     cudaMemPool_t pool;
@@ -42,9 +48,10 @@ Status MultiprocessorCount(int* out) noexcept {
       }
     }
     (void)cudaGetLastError();  // a device without memory pools: cudaMallocAsync reports it
-    cached[device] = count > 0 ? count : 1;
+    known = count > 0 ? count : 1;
+    cached[device].store(known, std::memory_order_relaxed);
   }
-  *out = cached[device];
+  *out = known;
   return OkStatus();
 }
 
@@ -172,11 +179,14 @@ Status BeamStep(const TrieView& trie, const void* logits, ScalarType dtype, int6
                 const int32_t* nodes, const DecodeParams& params, int64_t num_candidates,
                 const BeamStepOutput& out, void* stream, int64_t select_slices,
                 int64_t candidate_bound) noexcept {
-  IGD_CUDA_CHECK_ARG(batch >= 0 && beams >= 1 && vocab >= 1, "bad shape: batch ", batch, ", beams ",
-                     beams, ", vocab ", vocab);
+  // The shapes and the temperature were checked once (bindings, Python); debug builds assert
+  // them. What follows are this backend's own limits.
+  assert(batch >= 0 && beams >= 1 && num_candidates >= 1 && candidate_bound >= 0);
+  assert(params.temperature > 0.0f);
+  IGD_CUDA_CHECK_ARG(vocab >= 1, "the CUDA beam step needs vocab >= 1, got ", vocab);
   IGD_CUDA_CHECK_ARG(beams <= 1024, "the CUDA beam step supports at most 1024 beams, got ", beams);
-  IGD_CUDA_CHECK_ARG(num_candidates >= 1 && num_candidates <= 1024,
-                     "num_candidates must lie in [1, 1024] on CUDA, got ", num_candidates);
+  IGD_CUDA_CHECK_ARG(num_candidates <= 1024, "num_candidates must lie in [1, 1024] on CUDA, got ",
+                     num_candidates);
   IGD_CUDA_CHECK_ARG(beams * vocab < 0xffffffffLL, "beams * vocab must stay below 2^32, got ",
                      beams, " * ", vocab);
   IGD_CUDA_CHECK_ARG(select_slices >= 0 && select_slices <= 1024,

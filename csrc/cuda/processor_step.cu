@@ -7,6 +7,8 @@
 // 16-byte stores, no barrier; a tile with children is staged in shared memory (own slots -inf,
 // barrier, children scattered from their old global values, barrier, 16-byte stores), so every
 // child is read before its tile is overwritten.
+#include <cassert>
+
 #include "cuda_check.cuh"
 #include "cuda_compat.cuh"
 #include "igdbeam/cuda_kernels.h"
@@ -171,8 +173,11 @@ Status ProcessorStep(const TrieView& trie, const int64_t* input_ids, int64_t row
                      int64_t ids_row_stride, int64_t prompt_len, void* scores, ScalarType dtype,
                      int64_t vocab, int64_t scores_row_stride, const DecodeParams& params,
                      int32_t* out_nodes, int32_t* row_status, void* stream) noexcept {
-  IGD_CUDA_CHECK_ARG(rows >= 0 && seq_len >= 0 && vocab > 0, "bad shape: rows ", rows, ", seq_len ",
-                     seq_len, ", vocab ", vocab);
+  // The shapes and the temperature were checked once (bindings, Python); debug builds assert
+  // them. An empty vocabulary is this backend's own limit.
+  assert(rows >= 0 && seq_len >= 0 && prompt_len >= 0 && prompt_len <= seq_len);
+  assert(params.temperature > 0.0f);
+  IGD_CUDA_CHECK_ARG(vocab > 0, "the CUDA processor step needs vocab >= 1, got ", vocab);
   if (rows == 0) return OkStatus();
   ProcessorArgs a;
   a.input_ids = input_ids;

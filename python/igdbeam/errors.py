@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 __all__ = [
+    "CudaUnavailableError",
     "IGDBeamError",
     "InvalidIdError",
     "LeftTrieError",
@@ -22,6 +23,7 @@ __all__ = [
     "NativeRuntimeError",
     "TrieFormatError",
     "VocabularyError",
+    "as_device",
     "as_id_array",
     "as_index",
 ]
@@ -65,6 +67,46 @@ class NativeRuntimeError(IGDBeamError, RuntimeError):
 class MissingCudaKernelsError(IGDBeamError, RuntimeError):
     """CUDA tensors reached an op of an igdbeam build without CUDA kernels (status code 3);
     reinstall with a CUDA compiler (``IGDBEAM_CUDA=ON pip install .``) or use CPU tensors."""
+
+
+class CudaUnavailableError(IGDBeamError, RuntimeError):
+    """A CUDA device was asked for where none can be used: torch sees no CUDA GPU (a CPU-only
+    torch build, no driver, ``CUDA_VISIBLE_DEVICES`` empty) or the device index does not
+    exist. The message says which, and how to run on the CPU instead."""
+
+
+def as_device(device: Any, name: str = "device") -> torch.device:
+    """Return ``device`` as a ``torch.device`` that this process can use.
+
+    Raises:
+        CudaUnavailableError: a CUDA device without a usable GPU, or an index past the GPUs.
+        ValueError: not a device (torch's own message, naming ``name``).
+    """
+    if isinstance(device, bool) or not isinstance(device, str | torch.device | int):
+        raise ValueError(f"{name} must be a device such as 'cpu' or 'cuda', got {device!r}")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"{name} {device!r} is not a device: {exc}") from None
+    if dev.type != "cuda":
+        return dev
+    if not torch.cuda.is_available():
+        why = (
+            "this torch is a CPU-only build"
+            if torch.version.cuda is None
+            else f"torch (CUDA {torch.version.cuda}) finds no usable GPU"
+        )
+        raise CudaUnavailableError(
+            f"{name} {str(dev)!r} asks for a CUDA GPU, but {why}; use 'cpu' instead (or install "
+            "a CUDA build of torch on a machine with an NVIDIA GPU)"
+        )
+    count = torch.cuda.device_count()
+    if dev.index is not None and dev.index >= count:
+        raise CudaUnavailableError(
+            f"{name} {str(dev)!r} does not exist: this process sees {count} CUDA GPU(s) "
+            f"(cuda:0 .. cuda:{count - 1})"
+        )
+    return dev
 
 
 # ---------------------------------------------------------------------------------- id checks

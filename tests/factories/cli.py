@@ -9,7 +9,10 @@ import pytest
 
 TESTS = Path(__file__).resolve().parents[1]
 ROOT = TESTS.parent
-DECODER = "hf_generate:hf_generate"  # the test double of igdbeam.generate (tests/hf_generate.py)
+# The test double of igdbeam.generate (tests/hf_generate.py). It has no item filters, so the
+# commands that use it pass --include-history (history exclusion is on by default for folders
+# written by ``igdbeam prepare``).
+DECODER = "hf_generate:hf_generate"
 
 
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

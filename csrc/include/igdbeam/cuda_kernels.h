@@ -6,13 +6,13 @@
 //
 // No exception ever leaves (or is thrown inside) the nvcc-compiled code: every function is
 // noexcept and returns a Status. The arguments both backends share are checked once, before
-// either runs, by the bindings (decode_checks.h: shapes, prompt length, temperature, eos id,
-// item filters); the functions here check only the CUDA backend's own limits (beams,
-// num_candidates, sizes that must fit 32 bits), giving kInvalidArgument. A failing CUDA call or
-// launch gives kCudaError with the CUDA error string and the file:line of the call. The bindings
-// (host-compiled, csrc/bindings/common.h RunOp) return a Status to Python unchanged, as None or the
-// tuple (code, message), exactly like the CPU path's caught exceptions; igdbeam.native.dispatch
-// raises the typed Python error.
+// either runs, by the bindings (decode_checks.h: shapes, prompt length, eos id, item filters;
+// the temperature and alpha are checked in Python); the functions here check only the CUDA
+// backend's own limits (beams, num_candidates, sizes that must fit 32 bits), giving
+// kInvalidArgument. A failing CUDA call or launch gives kCudaError with the CUDA error string and
+// the file:line of the call. The bindings (host-compiled, csrc/bindings/common.h RunOp) return a
+// Status to Python unchanged, as None or the tuple (code, message), exactly like the CPU path's
+// caught exceptions; igdbeam.native.dispatch raises the typed Python error.
 #pragma once
 
 #include <cstdint>

@@ -1,21 +1,15 @@
-// Argument checks of the decode ops, shared by the CPU ops (cpu/processor_step.cc,
-// cpu/beam_step.cc) and the bindings, which run them before dispatching to either backend
-// (bindings/bind_decode.cc). Each throws InvalidArgument (errors.h) with the same message there.
-// The CUDA wrappers do not repeat them: they rely on the bindings having run them
-// (cuda_kernels.h) and check only the CUDA backend's own limits.
+// Shape checks of the decode ops, run once by the bindings before dispatching to either backend
+// (bindings/bind_decode.cc); each throws InvalidArgument (errors.h). The CPU and CUDA ops do not
+// repeat them (debug builds assert them) and check only what they read from memory or their
+// backend's own limits. The temperature is checked once in Python
+// (igdbeam.ops.decode_steps.check_temperature).
 #pragma once
 
-#include <cmath>
 #include <cstdint>
 
 #include "igdbeam/errors.h"
 
 namespace igdbeam {
-
-inline void CheckTemperature(float temperature) {
-  IGD_CHECK_ARG(temperature > 0.0f && std::isfinite(temperature),
-                "temperature must be a positive finite number, got ", temperature);
-}
 
 // The shapes of ProcessorStep (kernels.h): the input ids, the score rows, the prompt length.
 inline void CheckProcessorShape(int64_t rows, int64_t seq_len, int64_t vocab,

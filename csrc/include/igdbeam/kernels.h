@@ -1,5 +1,11 @@
 // The hot ops, CPU backend. Every op has a CUDA twin with the same semantics in cuda_kernels.h;
 // the pure-Python oracles in tests/oracles/ judge both.
+//
+// Contract: the arguments are checked once, before these functions run: values (alpha in [0, 1],
+// temperature > 0 and finite, beta in [0, 1]) at the public Python entry points, and the shapes,
+// strides, dtype codes and policies by the bindings (csrc/bindings/README.md). The ops trust
+// that contract (debug builds assert it) and check only what they read from memory: node ids,
+// lengths and trie tokens.
 #pragma once
 
 #include <cstdint>

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from igdbeam.app.io_utils.fs import public_dir
+from igdbeam.io.fs import public_dir
 
 
 class AssetError(RuntimeError):
@@ -260,20 +260,26 @@ def _adapter_base(folder: Path) -> Path:
     return Path(base)
 
 
-def load_model_and_tokenizer(model: str = "smollm2", **kwargs: Any) -> tuple[Any, Any]:
+def load_model_and_tokenizer(
+    model: str = "smollm2", *, dtype: str | Any = "float32", **kwargs: Any
+) -> tuple[Any, Any]:
     """Load a causal LM and its tokenizer for recommendation.
 
     ``model`` is ``"smollm2"`` (the cached SmolLM2-135M-Instruct checkpoint, converted on first
     use), a local transformers checkpoint folder, or a LoRA adapter folder (with
     ``adapter_config.json``: its base is loaded and the adapter merged into it; see
     :func:`igdbeam.training.lora.load_model_with_adapter`). The tokenizer gets a pad token (EOS
-    when it has none) and left padding, as batched beam search needs. ``kwargs`` go to
-    ``AutoModelForCausalLM.from_pretrained``.
+    when it has none) and left padding, as batched beam search needs. ``dtype`` is ``"auto"``,
+    ``"float32"`` or ``"bfloat16"`` (:func:`igdbeam.precision.resolve_dtype`; ``auto`` is
+    bfloat16 where the CPU or GPU runs it natively): the weights are loaded (and an adapter
+    merged) in float32, then cast. ``kwargs`` go to ``AutoModelForCausalLM.from_pretrained``.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from igdbeam.precision import resolve_dtype
     from igdbeam.training.lora import is_adapter_folder, load_model_with_adapter
 
+    resolve_dtype(dtype)  # a bad value fails before anything is loaded
     path = smollm2_checkpoint() if model == "smollm2" else Path(model)
     if not Path(path).is_dir():
         raise AssetError(f"model folder {str(path)!r} does not exist (or pass 'smollm2')")
@@ -289,4 +295,8 @@ def load_model_and_tokenizer(model: str = "smollm2", **kwargs: Any) -> tuple[Any
     else:
         lm = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
     lm.eval()
+    device = next(lm.parameters()).device
+    target = resolve_dtype(dtype, device)
+    if lm.dtype != target:
+        lm.to(target)
     return lm, tok

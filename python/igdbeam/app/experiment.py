@@ -21,6 +21,7 @@ The profile is recorded in ``experiment.json``; resuming with other settings is 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, replace
@@ -39,7 +40,8 @@ from igdbeam.app.experiment_profiles import (
     run_name,
     seeds_of,
 )
-from igdbeam.app.io_utils import write_json
+from igdbeam.io import write_json
+from igdbeam.precision import resolve_dtype
 
 __all__ = [
     "LOSS_NAMES",
@@ -102,7 +104,8 @@ class Experiment:
         if path.exists():
             theirs = json.loads(path.read_text())
             # Fields added to the profile after a folder was written take their defaults.
-            defaults = asdict(ExperimentProfile("defaults"))
+            # (through JSON, so that a tuple default equals the list that was written)
+            defaults = json.loads(json.dumps(asdict(ExperimentProfile("defaults"))))
             for k, v in mine["profile"].items():
                 if k not in theirs["profile"] and v == defaults.get(k):
                     theirs["profile"][k] = v
@@ -150,7 +153,7 @@ class Experiment:
     def _load_base(self) -> tuple[Any, Any]:
         from igdbeam.app.assets import load_model_and_tokenizer
 
-        return load_model_and_tokenizer(self.model_spec)
+        return load_model_and_tokenizer(self.model_spec, dtype=self.profile.dtype)
 
     # ------------------------------------------------------------------ training
     def runs(self) -> list[tuple[str, int]]:
@@ -186,6 +189,8 @@ class Experiment:
             beta=p.beta,
             template=p.template,
             max_steps=p.train_steps,
+            epochs=p.epochs,
+            early_stopping_patience=p.early_stopping_patience,
             learning_rate=p.learning_rate,
             batch_size=p.batch_size,
             grad_accum=p.grad_accum,
@@ -196,11 +201,16 @@ class Experiment:
             eval_samples=self.eval_rows,
             eval_steps=p.eval_steps,
             warmup_steps=p.warmup_steps,
+            dtype=p.dtype,
+            checkpoint_steps=p.checkpoint_steps,
         )
         if lora is not None:
             _adapter_to_bf16(folder / "model")
         log = {k: v for k, v in metrics.items() if k != "model_dir"}
         write_json(folder / "train_log.json", {"loss": loss, "seed": seed, **log})
+        # The finished model is in model/; the resume checkpoints are no longer needed.
+        for ckpt in folder.glob("checkpoint-*"):
+            shutil.rmtree(ckpt, ignore_errors=True)
         return folder
 
     def load_trained(self, loss: str, seed: int) -> Any:
@@ -209,9 +219,14 @@ class Experiment:
 
         folder = self.model_dir(loss, seed) / "model"
         if is_adapter_folder(folder):
-            base, _ = self._load_base()
-            return load_model_with_adapter(folder, base=base)
-        return load_model_with_adapter(folder)
+            # Merged in float32, then cast to the profile's dtype.
+            from igdbeam.app.assets import load_model_and_tokenizer
+
+            base, _ = load_model_and_tokenizer(self.model_spec)
+            model = load_model_with_adapter(folder, base=base)
+        else:
+            model = load_model_with_adapter(folder)
+        return model.to(resolve_dtype(self.profile.dtype))
 
     # ------------------------------------------------------------------ decoding
     def decode(self, loss: str, seed: int, bar: Any = None) -> dict[str, np.ndarray]:
@@ -266,7 +281,7 @@ class Experiment:
     def _history(self, rows: Sequence[Any]) -> Any:
         from igdbeam.app.pipeline import history_exclusions
 
-        return history_exclusions(self._ds.catalog, rows)
+        return history_exclusions(self._ds.catalog, rows, self._ds)
 
     # ------------------------------------------------------------------ the whole grid
     def is_complete(self, loss: str, seed: int) -> bool:
@@ -305,7 +320,8 @@ class Experiment:
         self.setup()
         runs = self.runs()
         p = self.profile
-        steps = p.train_steps if p.train_steps > 0 else -(-len(self.train_rows) // p.batch_size)
+        per_epoch = -(-len(self.train_rows) // (p.batch_size * p.grad_accum))
+        steps = p.train_steps if p.train_steps > 0 else int(per_epoch * p.epochs)
         # Work units for the ETA: one per training row seen, one per decoded test row and
         # decoding; rough, but it moves at the pace of the slow parts.
         per_train = steps * p.batch_size * p.grad_accum

@@ -6,6 +6,9 @@ history columns hold Python list literals, as the reference code writes them (it
 ``eval``; we use :func:`ast.literal_eval`). The catalog is an item info file of ``title\\tid``
 lines. Catalog *positions* (0 .. N-1, the line order of the info file) are the item ids of the
 :class:`~igdbeam.ItemTrie`; the ids in the files may be any integers.
+
+Files are read as UTF-8 with an optional byte-order mark (``utf-8-sig``: Excel's "CSV UTF-8" and
+Windows editors write one), so the mark never sticks to the first title or column name.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from igdbeam.app.io_utils import atomic_dir
+import numpy as np
+
+from igdbeam.io import atomic_dir
 
 REQUIRED_COLUMNS = ("user_id", "history_item_title", "item_title", "history_item_id", "item_id")
 SPLITS = ("train", "valid", "test")
@@ -123,7 +128,7 @@ def read_item_info(path: str | os.PathLike[str]) -> Catalog:
     p = _check_file(path, "item info file")
     titles: list[str] = []
     ids: list[int] = []
-    with _reading(p), p.open(encoding="utf-8") as fh:
+    with _reading(p), p.open(encoding="utf-8-sig") as fh:
         for lineno, line in enumerate(fh, start=1):
             line = line.rstrip("\r\n")
             if not line.strip():
@@ -186,9 +191,11 @@ def read_samples(
         DataFormatError: missing file, missing columns (all named), unparsable lists, histories
             whose title and id lists differ in length, non-integer ids or empty histories.
     """
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise ValueError(f"limit must be None or an integer >= 0, got {limit!r}")
     p = _check_file(path, "split file")
     samples: list[Sample] = []
-    with _reading(p), p.open(encoding="utf-8", newline="") as fh:
+    with _reading(p), p.open(encoding="utf-8-sig", newline="") as fh:
         reader = csv.DictReader(fh)
         header = reader.fieldnames or []
         missing = [c for c in REQUIRED_COLUMNS if c not in header]
@@ -308,7 +315,7 @@ def read_target_ids(path: str | os.PathLike[str]) -> list[int]:
         DataFormatError: missing file or column, or a non-integer id.
     """
     p = _check_file(path, "split file")
-    with _reading(p), p.open(encoding="utf-8", newline="") as fh:
+    with _reading(p), p.open(encoding="utf-8-sig", newline="") as fh:
         reader = csv.reader(fh)
         header = next(reader, [])
         if "item_id" not in header:
@@ -329,6 +336,15 @@ def read_target_ids(path: str | os.PathLike[str]) -> list[int]:
                     "integer item id"
                 ) from None
         return ids
+
+
+def target_positions(dataset: Dataset, samples: Sequence[Sample]) -> np.ndarray:
+    """Catalog positions (trie item ids) of the samples' targets, as ``int64``.
+
+    Raises:
+        DataFormatError: a target id that is not in the catalog.
+    """
+    return np.asarray([dataset.catalog.position(s.item_id) for s in samples], dtype=np.int64)
 
 
 def _write_split(path: Path, samples: Iterable[Sample]) -> int:
@@ -375,7 +391,7 @@ def write_dataset(
     command: str = "prepare",
 ) -> Path:
     """Write ``info.txt`` and one CSV per split atomically: into a unique temp folder next to
-    ``directory``, fsynced, then renamed into place (:func:`igdbeam.app.io_utils.atomic_dir`).
+    ``directory``, fsynced, then renamed into place (:func:`igdbeam.io.atomic_dir`).
 
     The folder gets the igdbeam output marker of ``command``. Nothing is left half-written when
     an error occurs: the temp folder is removed, and an existing ``directory`` is replaced (with
@@ -383,7 +399,7 @@ def write_dataset(
     output of ``command``: a folder of the user's or a file is never replaced.
 
     Raises:
-        FileExistsError: (:class:`igdbeam.app.io_utils.OutputPathError`) the target exists and
+        FileExistsError: (:class:`igdbeam.io.OutputPathError`) the target exists and
             ``overwrite`` is False, or it is a file or a folder igdbeam did not write.
         DataFormatError: a sample with an empty history.
     """

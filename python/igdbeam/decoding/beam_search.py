@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from igdbeam.decoding.kv_cache import decode_forward
+from igdbeam.decoding.kv_cache import SharedPrefixCache, attention_view, decode_forward
 from igdbeam.ops.decode_steps import beam_step
 
 if TYPE_CHECKING:
@@ -130,6 +130,8 @@ def run_beam_search(
     """Run trie-constrained, IG-reweighted beam search from the prompt forward's state.
 
     ``start.model_kwargs`` (with its KV cache) is consumed: the cache is reordered in place.
+    Nothing else is written: the model, its config and the trie are only read, so searches may
+    run concurrently on one model.
     ``filters`` (one row per prompt, or one for all) are the per-request item filters / CF
     scores of :mod:`igdbeam.ops.node_filters`. Returns one :class:`FinishedItems` per finisher, in
     order.
@@ -155,6 +157,9 @@ def run_beam_search(
     beams_now = 1  # the first step expands each prompt's single row into K beams
     exact_len = float(trie.max_depth)
     root_fanout, inner_fanout = trie.fanout_bounds() if device.type == "cuda" else (0, 0)
+    # The shared-prefix cache's decode forwards run on a view of the model private to this
+    # search (the model and its config are never changed: concurrent searches are safe).
+    view = attention_view(model) if isinstance(kwargs[cache_key], SharedPrefixCache) else None
 
     for step in range(max_steps):
         cand = beam_step(
@@ -231,7 +236,7 @@ def run_beam_search(
         inputs = model.prepare_inputs_for_generation(
             tokens.reshape(-1, 1), next_sequence_length=1, **kwargs
         )
-        outputs = decode_forward(model, inputs, kwargs[cache_key])
+        outputs = decode_forward(model, inputs, kwargs[cache_key], view)
         kwargs = model._update_model_kwargs_for_generation(outputs, kwargs)
         logits = outputs.logits[:, -1, :]
     return fins

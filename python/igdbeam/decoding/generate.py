@@ -16,10 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from igdbeam.decoding.arguments import check_flag, check_id, check_int, check_real
 from igdbeam.decoding.beam_search import Finisher, run_beam_search
 from igdbeam.decoding.inputs import (
     Decoding,
     cache_field_name,
+    check_pad_token_id,
     check_prompts,
     default_pad_token_id,
     prefill,
@@ -81,27 +83,39 @@ def generate_many(
         the prompt forward that all of them share.
 
     Raises:
-        ValueError: as :func:`generate`, or an empty ``decodings``.
+        ValueError: as :func:`generate`, or an empty ``decodings`` (or not a list of them).
+
+    Threads: as :func:`generate`, any number of calls may run at once on one model.
     """
+    if isinstance(decodings, Decoding | Mapping | str) or not isinstance(decodings, Sequence):
+        raise ValueError(
+            "decodings must be a list of Decoding objects (or dicts of their fields), got "
+            f"{type(decodings).__name__}"
+        )
     settings = [(d if isinstance(d, Decoding) else Decoding(**d)).checked() for d in decodings]
     if not settings:
         raise ValueError("decodings is empty: give at least one Decoding")
-    K = int(num_beams)
-    if K < 1:
-        raise ValueError(f"num_beams must be >= 1, got {num_beams}")
-    R = K if num_return_sequences is None else int(num_return_sequences)
-    if not 1 <= R <= K:
-        raise ValueError(f"num_return_sequences must lie in [1, num_beams={K}], got {R}")
+    K = check_int("num_beams", num_beams, minimum=1)
+    R = K
+    if num_return_sequences is not None:
+        R = check_int("num_return_sequences", num_return_sequences, minimum=1)
+        if R > K:
+            raise ValueError(f"num_return_sequences must lie in [1, num_beams={K}], got {R}")
+    max_new = (
+        None if max_new_tokens is None else check_int("max_new_tokens", max_new_tokens, minimum=1)
+    )
+    pad = None if pad_token_id is None else check_id("pad_token_id", pad_token_id)
+    weight = check_real("item_score_weight", item_score_weight)
     check_prompts(model, input_ids, attention_mask, trie)
+    pad = check_pad_token_id(model, default_pad_token_id(model) if pad is None else pad)
     filters = node_filters(
         trie,
         item_mask,
         item_scores,
-        item_score_weight=item_score_weight,
+        item_score_weight=weight,
         num_rows=input_ids.shape[0],
     )
-    pad = default_pad_token_id(model) if pad_token_id is None else int(pad_token_id)
-    max_steps = trie.max_depth if max_new_tokens is None else min(trie.max_depth, max_new_tokens)
+    max_steps = trie.max_depth if max_new is None else min(trie.max_depth, max_new)
     cache_mode = resolve_kv_cache(model, kv_cache, input_ids.shape[1] + max_steps)
 
     # One search per (alpha, temperature, renormalize); its finishers are the decodings' rest.
@@ -201,21 +215,34 @@ def generate(
     a leaf (transformers would need one more EOS step, which changes the length penalty).
     To compare several settings on the same prompts, :func:`generate_many` shares the work.
 
+    **Threads.** Calls may run concurrently on one model (e.g. a server's worker threads): each
+    call returns exactly what it returns alone, and no call changes the model, its config or
+    the trie (each call keeps its own KV cache; the shared-prefix cache runs its attention
+    through a view of the model private to the call, see :mod:`igdbeam.decoding.kv_cache`).
+    PyTorch runs the calls' operators in parallel where it can; the Python parts take turns on
+    the GIL. Changing the model while calls run (training it, ``model.to(...)``,
+    ``set_attn_implementation``) is not safe, as with any PyTorch model.
+
     Args:
         model: a transformers causal LM that returns a KV cache (``model(..., use_cache=True)``
             gives ``outputs.cache``).
         input_ids: int64 ``[B, L]`` prompts, left-padded, on the model's device.
         attention_mask: ``[B, L]`` 1 for tokens, 0 for left padding; None: no padding.
         trie: the catalog, on the model's device.
-        num_beams: K.
-        num_return_sequences: R <= K hypotheses returned per prompt (default K).
-        alpha: debiasing strength in [0, 1].
-        length_penalty: finished scores are divided by ``generated_len ** length_penalty``.
+        num_beams: K, an integer >= 1.
+        num_return_sequences: R, an integer in [1, K]: hypotheses returned per prompt
+            (default K).
+        alpha: debiasing strength, a real number in [0, 1].
+        length_penalty: a finite real number; finished scores are divided by
+            ``generated_len ** length_penalty``.
         early_stopping: ``False`` (default, as transformers), ``"never"`` (exact) or ``True``.
-        renormalize: renormalise over each beam's children before weighting.
-        temperature: > 0, divides the logits before the log-softmax.
-        pad_token_id: pads ``sequences`` (default: the model's pad, else EOS, else 0).
-        max_new_tokens: optional cap on the generated length (default: the trie's depth).
+        renormalize: a bool: renormalise over each beam's children before weighting.
+        temperature: a finite real number > 0, divides the logits before the log-softmax.
+        pad_token_id: a token id of the model (an integer in ``[0, vocab)``): pads
+            ``sequences`` and feeds empty beam slots (default: the model's pad, else EOS,
+            else 0).
+        max_new_tokens: optional cap on the generated length, an integer >= 1 (default: the
+            trie's depth).
         item_mask: bool ``[B, num_items]`` (or ``[num_items]`` for all prompts), True = the item
             may be recommended (:func:`igdbeam.exclude_items` builds one from excluded ids).
             Beams never enter a branch without an allowed item; a prompt with none gets
@@ -224,7 +251,7 @@ def generate(
             step score of child ``c`` of node ``n`` gains ``item_score_weight * (S(c) - S(n))``
             with ``S`` the log-sum-exp of the (allowed) item scores below a node, so a finished
             item's score gains ``item_score_weight * log p_cf(item)``.
-        item_score_weight: the weight of ``item_scores`` (0: ignored).
+        item_score_weight: the weight of ``item_scores``, a finite real number (0: ignored).
         kv_cache: ``"auto"`` (default: ``"shared_prefix"`` where supported, else
             ``"dynamic"``), ``"shared_prefix"`` (each prompt's KV kept once, its beams attend
             to it with cascade attention; Llama, Qwen2 and Mistral models, see
@@ -235,10 +262,15 @@ def generate(
         A :class:`RecommendationOutput`.
 
     Raises:
-        ValueError: ``alpha`` outside [0, 1], bad ``num_beams`` / ``num_return_sequences``,
-            prompts or trie on another device than the model, right padding, a trie built for
-            another vocabulary, a model without a KV cache, NaN logits (checked on CPU), an
-            unknown ``kv_cache`` or ``kv_cache="shared_prefix"`` for a model it does not support.
+        ValueError: an argument of the wrong type or range, named in the message (every
+            integer argument must be an integer: ``num_beams=2.7``, ``True`` or NaN is refused,
+            never truncated; ``length_penalty`` and the other reals must be finite), prompts or
+            trie on another device than the model, right padding, a model without a KV cache,
+            NaN logits (checked on CPU), an unknown ``kv_cache`` or
+            ``kv_cache="shared_prefix"`` for a model it does not support.
+        InvalidIdError: ``pad_token_id`` not an integer or negative (a ValueError).
+        VocabularyError: a trie built for another vocabulary, or ``pad_token_id`` outside the
+            model's vocabulary (a ValueError).
     """
     decoding = Decoding(alpha, length_penalty, early_stopping, renormalize, temperature)
     return generate_many(
@@ -283,8 +315,12 @@ def custom_generate(
     del logits_processor, stopping_criteria
     if synced_gpus:
         raise ValueError("igdbeam.generate does not support synced_gpus")
-    K = int(getattr(generation_config, "num_beams", 1) or 1)
-    R = int(getattr(generation_config, "num_return_sequences", 1) or 1)
+    K = check_int("num_beams", getattr(generation_config, "num_beams", None) or 1, minimum=1)
+    R = check_int(
+        "num_return_sequences",
+        getattr(generation_config, "num_return_sequences", None) or 1,
+        minimum=1,
+    )
     expand = max(K, R)
     if input_ids.shape[0] % expand:
         raise ValueError(f"expected input_ids repeated {expand} times per prompt")
@@ -297,8 +333,8 @@ def custom_generate(
         num_beams=K,
         num_return_sequences=min(R, K),
         alpha=alpha,
-        length_penalty=float(getattr(generation_config, "length_penalty", 1.0)),
+        length_penalty=getattr(generation_config, "length_penalty", 1.0),
         early_stopping=getattr(generation_config, "early_stopping", False),
-        renormalize=renormalize,
+        renormalize=check_flag("renormalize", renormalize),
         pad_token_id=getattr(generation_config, "pad_token_id", None),
     )

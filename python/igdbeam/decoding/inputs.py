@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import copy
 import inspect
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
+from igdbeam.decoding.arguments import check_flag, check_real
 from igdbeam.decoding.beam_search import SearchInputs
 from igdbeam.decoding.kv_cache import shared_prefix_kwargs
-from igdbeam.native.checks import check_unit_interval
-from igdbeam.ops.decode_steps import check_temperature, check_vocab
+from igdbeam.errors import VocabularyError
+from igdbeam.ops.decode_steps import check_vocab
 
 if TYPE_CHECKING:
     from igdbeam.trie.item_trie import ItemTrie
@@ -37,10 +40,36 @@ def output_vocab(model: Any) -> int | None:
     return getattr(getattr(model, "config", None), "vocab_size", None)
 
 
-def _check_early_stopping(early_stopping: bool | str) -> bool | str:
-    if early_stopping in (True, False, "never"):
-        return early_stopping
+def input_vocab(model: Any) -> int | None:
+    """Rows of the model's input embedding (its config's ``vocab_size`` without one): the token
+    ids the model accepts."""
+    embed = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    weight = getattr(embed, "weight", None)
+    if isinstance(weight, torch.Tensor) and weight.dim() == 2:
+        return int(weight.shape[0])
+    return getattr(getattr(model, "config", None), "vocab_size", None)
+
+
+def _check_early_stopping(early_stopping: Any) -> bool | str:
+    """``True``, ``False`` or ``"never"``; a number (``1`` equals ``True``) is refused, as a
+    truthy value that is not ``True`` would silently select the heuristic."""
+    if isinstance(early_stopping, bool | np.bool_):
+        return bool(early_stopping)
+    if isinstance(early_stopping, str) and early_stopping == "never":
+        return "never"
     raise ValueError(f"early_stopping must be True, False or 'never', got {early_stopping!r}")
+
+
+def check_pad_token_id(model: Any, pad_token_id: int) -> int:
+    """Raise VocabularyError unless ``pad_token_id`` is a token the model accepts: it pads the
+    returned ``sequences`` and is the input of empty beam slots."""
+    vocab = input_vocab(model)
+    if vocab is not None and pad_token_id >= vocab:
+        raise VocabularyError(
+            f"pad_token_id {pad_token_id} is outside the model's vocabulary [0, {vocab}); "
+            "pass a token id of the model's tokenizer (e.g. tokenizer.pad_token_id)"
+        )
+    return pad_token_id
 
 
 def cache_field_name() -> str:
@@ -76,13 +105,20 @@ class Decoding:
         return (float(self.alpha), float(self.temperature), bool(self.renormalize))
 
     def checked(self) -> Decoding:
-        """Return a copy with validated, normalised values (ValueError on bad ones)."""
+        """Return a copy with validated, normalised values.
+
+        Raises:
+            ValueError: naming the field: ``alpha`` not a real number in [0, 1],
+                ``length_penalty`` not a finite real number, ``early_stopping`` not ``True``,
+                ``False`` or ``"never"``, ``renormalize`` not a bool, ``temperature`` not a
+                finite real number > 0 (bools and strings are refused, never converted).
+        """
         return Decoding(
-            alpha=check_unit_interval("alpha", self.alpha),
-            length_penalty=float(self.length_penalty),
+            alpha=check_real("alpha", self.alpha, low=0.0, high=1.0),
+            length_penalty=check_real("length_penalty", self.length_penalty),
             early_stopping=_check_early_stopping(self.early_stopping),
-            renormalize=bool(self.renormalize),
-            temperature=check_temperature(self.temperature),
+            renormalize=check_flag("renormalize", self.renormalize),
+            temperature=check_real("temperature", self.temperature, low=0.0, low_open=True),
         )
 
 
@@ -191,3 +227,15 @@ def search_start(start: SearchInputs, kv_cache: str, *, last: bool) -> SearchInp
         kwargs = shared_prefix_kwargs(start.model_kwargs, start.cache_key)
         return SearchInputs(start.logits, kwargs, start.cache_key)
     return start if last else _fork(start)
+
+
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad token rows into ``(input_ids, attention_mask)`` int64 tensors."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), int(pad_id), dtype=torch.int64)
+    mask = torch.zeros((len(rows), width), dtype=torch.int64)
+    for i, r in enumerate(rows):
+        if len(r):
+            ids[i, width - len(r) :] = torch.tensor(list(r), dtype=torch.int64)
+            mask[i, width - len(r) :] = 1
+    return ids, mask

@@ -17,13 +17,20 @@ a prompt's key heads attend to its prefix as one batch of queries, each beam att
 suffix, and the two partial results are merged exactly with their log-sum-exp (see
 :func:`cascade_attention`).
 
-The cache plugs into transformers' models through the attention-function registry: the decode
-forwards run with ``config._attn_implementation = "igdbeam_shared_prefix"`` and the cache passed
-as the ``igdbeam_kv`` keyword, which transformers hands to the attention function (see
-:func:`decode_forward`). Prompt forwards are untouched: they fill a ``DynamicCache`` that
-:meth:`SharedPrefixCache.from_dynamic` adopts without copying. Supported are the Llama family's
-attention layers (Llama and SmolLM2, Qwen2, Mistral; GQA included, sliding windows when the
-whole sequence fits in the window); :func:`resolve_kv_cache` picks the cache for a model.
+The cache plugs into transformers' models through the attention-function registry, per call:
+transformers 5.x picks a layer's attention function by the name in ``config._attn_implementation``
+and has no per-call override, so igdbeam never changes the model or its config. Instead each
+beam search runs its decode forwards through an *attention view* of the model
+(:func:`attention_view`): shallow copies of the modules on the path from the model to its
+attention layers, holding a copy of the config that names ``igdbeam_shared_prefix`` (registered
+once, at import). Parameters, buffers and every other module are the model's own; the view lives
+as long as the search. The cache reaches the attention function as the ``igdbeam_kv`` keyword
+(see :func:`decode_forward`). Prompt forwards are untouched: they fill a ``DynamicCache`` that
+:meth:`SharedPrefixCache.from_dynamic` adopts without copying. Concurrent searches on one model
+(threads) therefore never see each other's state. Supported are the Llama family's attention
+layers (Llama and SmolLM2, Qwen2, Mistral; GQA included, sliding windows when the whole sequence
+fits in the window) of models whose modules' ``forward`` is not replaced on the instance;
+:func:`resolve_kv_cache` picks the cache for a model.
 """
 
 from __future__ import annotations
@@ -204,6 +211,8 @@ class SharedPrefixCache(Cache):
         first = layers[0]
         self.num_prompts = int(first.prefix_keys.shape[0])
         self.beams = 1
+        # Layers served by the cascade attention in the current forward (see decode_forward).
+        self.attention_calls = 0
         self.prefix_bias: torch.Tensor | None = None
         if prompt_mask is not None and not bool(prompt_mask.all()):
             bias = torch.zeros(prompt_mask.shape, dtype=torch.float32, device=first.device)
@@ -297,6 +306,7 @@ def shared_prefix_attention(
         )
     # ``layer_idx`` is a plain int attribute of the Llama family's attention modules.
     layer = cache.shared_layers[cast(int, module.layer_idx)]
+    cache.attention_calls += 1
     scale = float(scaling) if scaling is not None else query.shape[-1] ** -0.5
     out = cascade_attention(
         query, layer.prefix_keys, layer.prefix_values, cache.prefix_bias, key, value, scale
@@ -307,21 +317,125 @@ def shared_prefix_attention(
 AttentionInterface.register(ATTENTION_NAME, shared_prefix_attention)
 
 
-def decode_forward(model: Any, inputs: dict[str, Any], cache: Any) -> Any:
+def _view_blocker(module: torch.nn.Module) -> str | None:
+    """Why calling a shallow copy of ``module`` would not run the copy's own forward, or None."""
+    if "forward" in module.__dict__:
+        return (
+            f"{type(module).__name__}.forward is replaced on the instance (a wrapper, "
+            "torch.compile, or a hook such as accelerate's device_map / offloading hooks)"
+        )
+    if module.__dict__.get("_compiled_call_impl") is not None:
+        return f"{type(module).__name__} is compiled (Module.compile)"
+    return None
+
+
+def _view_path(model: torch.nn.Module, config: Any) -> dict[int, torch.nn.Module]:
+    """The modules an attention view copies: every module whose ``config`` is ``config``, and
+    its ancestors up to ``model`` (by ``id``)."""
+    path: dict[int, torch.nn.Module] = {}
+
+    def visit(module: torch.nn.Module) -> bool:
+        needed = module.__dict__.get("config") is config
+        for child in module._modules.values():
+            if child is not None and visit(child):
+                needed = True
+        if needed:
+            path[id(module)] = module
+        return needed
+
+    visit(model)
+    return path
+
+
+def attention_view_blocker(model: Any) -> str | None:
+    """Why :func:`attention_view` cannot view ``model``, or None when it can."""
+    if not isinstance(model, torch.nn.Module):
+        return f"{type(model).__name__} is not a torch.nn.Module"
+    config = getattr(model, "config", None)
+    if config is None:
+        return f"{type(model).__name__} has no config"
+    for module in _view_path(model, config).values():
+        reason = _view_blocker(module)
+        if reason is not None:
+            return reason
+    return None
+
+
+def attention_view(model: Any) -> torch.nn.Module:
+    """A view of ``model`` whose attention layers run igdbeam's shared-prefix attention.
+
+    Transformers picks each layer's attention function by ``config._attn_implementation``. The
+    view copies (shallowly) every module that holds the model's config, and their ancestors,
+    giving them a copy of the config whose ``_attn_implementation`` is ``igdbeam_shared_prefix``;
+    every other module, every parameter and buffer is the model's own, shared. Neither the model
+    nor its config is changed, so a view is private to the search that made it and any number of
+    views (threads) may run on one model at once. The base model's mask code also reads the
+    copy: no mask function is registered under this name, so decode forwards build no mask (the
+    prompts' padding is the cache's bias).
+
+    Raises:
+        ValueError: the model cannot be viewed (:func:`attention_view_blocker` says why).
+    """
+    reason = attention_view_blocker(model)
+    if reason is not None:
+        raise ValueError(f"cannot decode with the shared-prefix cache: {reason}")
+    config = model.config
+    view_config = object.__new__(type(config))
+    view_config.__dict__.update(config.__dict__)
+    view_config.__dict__["_attn_implementation_internal"] = ATTENTION_NAME
+    if view_config._attn_implementation != ATTENTION_NAME:  # the property's storage moved
+        raise RuntimeError(
+            f"cannot select the {ATTENTION_NAME!r} attention on a copy of "
+            f"{type(config).__name__}; decode with kv_cache='dynamic'"
+        )
+    path = _view_path(model, config)
+    copies: dict[int, torch.nn.Module] = {}
+
+    def copy_of(module: torch.nn.Module) -> torch.nn.Module:
+        if id(module) not in path:
+            return module
+        if id(module) in copies:  # a module reached twice (shared) gets one copy
+            return copies[id(module)]
+        clone = object.__new__(type(module))
+        clone.__dict__.update(module.__dict__)
+        copies[id(module)] = clone
+        clone.__dict__["_modules"] = {
+            name: None if child is None else copy_of(child)
+            for name, child in module._modules.items()
+        }
+        if module.__dict__.get("config") is config:
+            clone.__dict__["config"] = view_config
+        return clone
+
+    return copy_of(model)
+
+
+def decode_forward(
+    model: Any, inputs: dict[str, Any], cache: Any, view: torch.nn.Module | None = None
+) -> Any:
     """Run one decoding forward; with a :class:`SharedPrefixCache` through cascade attention.
 
-    Sets the model's attention implementation to ``igdbeam_shared_prefix`` for this call only
-    (restored afterwards, also on errors) and passes the cache to the attention function.
+    With a shared-prefix cache the forward runs on ``view`` (an :func:`attention_view` of
+    ``model``; made here when None: a search makes it once and passes it to every step) with
+    the cache passed to the attention function. The model and its config are never changed.
+
+    Raises:
+        RuntimeError: the cascade attention did not serve every layer (the model's forward
+            bypassed the view), so the result would be wrong.
     """
     if not isinstance(cache, SharedPrefixCache):
         return model(**inputs, return_dict=True)
-    config = model.config
-    saved = config._attn_implementation
-    config._attn_implementation = ATTENTION_NAME
-    try:
-        return model(**inputs, return_dict=True, **{KV_KWARG: cache})
-    finally:
-        config._attn_implementation = saved
+    if view is None:
+        view = attention_view(model)
+    cache.attention_calls = 0
+    out = view(**inputs, return_dict=True, **{KV_KWARG: cache})
+    if cache.attention_calls != len(cache.layers):
+        raise RuntimeError(
+            f"the shared-prefix attention ran in {cache.attention_calls} of "
+            f"{len(cache.layers)} layers: {type(model).__name__}'s forward does not go through "
+            "igdbeam's attention view; decode it with kv_cache='dynamic'"
+        )
+    return out
 
 
 def shared_prefix_kwargs(model_kwargs: dict[str, Any], cache_key: str) -> dict[str, Any]:
@@ -368,7 +482,7 @@ def shared_prefix_support(model: Any, total_length: int) -> str | None:
     windowed = model_type == "mistral" or "sliding_attention" in layer_types
     if windowed and window is not None and total_length > int(window):
         return f"the sequence ({total_length} tokens) is longer than the sliding window ({window})"
-    return None
+    return attention_view_blocker(model)
 
 
 def resolve_kv_cache(model: Any, kv_cache: str, total_length: int) -> str:

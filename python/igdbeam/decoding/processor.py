@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import LogitsProcessor
 
-from igdbeam.native.checks import check_unit_interval
-from igdbeam.ops.decode_steps import check_temperature, processor_step
-from igdbeam.ops.node_filters import node_filters
+from igdbeam.decoding.arguments import check_flag, check_id, check_real
+from igdbeam.ops.decode_steps import processor_step
+from igdbeam.ops.node_filters import NodeFilters, node_filters
 
 if TYPE_CHECKING:
     from igdbeam.trie.item_trie import ItemTrie
+
+
+class _CallState(threading.local):
+    """What one thread's current ``generate`` call has shown the processor (per thread)."""
+
+    prompt: torch.Tensor | None = None
+    last_len: int = -1
+    last_nodes: torch.Tensor | None = None
+    last_row_status: torch.Tensor | None = None
 
 
 class IGDLogitsProcessor(LogitsProcessor):
@@ -41,8 +51,15 @@ class IGDLogitsProcessor(LogitsProcessor):
     prompt is the previous call's prompt plus one generated token, is avoided by calling
     :meth:`reset` or passing an explicit ``prompt_length`` (which skips detection). Detection
     compares the prompt columns once per step (a host sync on CUDA); an explicit
-    ``prompt_length`` avoids it. One instance must not be shared by concurrent ``generate``
-    calls.
+    ``prompt_length`` avoids it.
+
+    **Threads.** One instance may be shared by ``generate`` calls running at the same time in
+    different threads: the state of a call (the detected prompt, :attr:`last_nodes`,
+    :attr:`last_row_status`) is kept per thread, and the trie and item filters are only read
+    (their copies on another device are made once, under a lock). What it does not support is
+    two ``generate`` calls interleaved step by step in *one* thread (transformers' ``generate``
+    runs each call to its end, so this needs a hand-written loop); give each such call its own
+    instance or an explicit ``prompt_length``.
 
     Args:
         trie: the catalog; moved to the scores' device on first use.
@@ -64,6 +81,12 @@ class IGDLogitsProcessor(LogitsProcessor):
             log-sum-exp of the allowed item scores below a node.
         item_score_weight: the weight of ``item_scores``.
 
+    Raises:
+        ValueError: (in the constructor, naming the argument) ``alpha`` not a real number in
+            [0, 1], ``temperature`` not a finite real > 0, ``item_score_weight`` not finite,
+            ``renormalize`` / ``validate`` not a bool; ``eos_token_id`` or ``prompt_length``
+            not an integer >= 0 (InvalidIdError: a float, bool or NaN is never truncated).
+
     With ``P`` prompts, the ``rows`` of ``input_ids`` (``P * num_beams`` in beam search) map to
     prompt ``r // (rows // P)``; ``rows`` must be a multiple of ``P``.
     """
@@ -83,51 +106,93 @@ class IGDLogitsProcessor(LogitsProcessor):
         item_score_weight: float = 1.0,
     ) -> None:
         self.trie = trie
-        self.alpha = check_unit_interval("alpha", alpha)
-        self.renormalize = bool(renormalize)
-        self.temperature = check_temperature(temperature)
-        self.eos_token_id = eos_token_id
-        if prompt_length is not None and int(prompt_length) < 0:
-            raise ValueError(f"prompt_length must be >= 0, got {prompt_length}")
-        self.prompt_length = None if prompt_length is None else int(prompt_length)
-        self.validate = validate
-        self.last_nodes: torch.Tensor | None = None
-        self.last_row_status: torch.Tensor | None = None
-        self._prompt: torch.Tensor | None = None
-        self._last_len = -1
-        self.filters = node_filters(
-            trie, item_mask, item_scores, item_score_weight=item_score_weight
+        self.alpha = check_real("alpha", alpha, low=0.0, high=1.0)
+        self.renormalize = check_flag("renormalize", renormalize)
+        self.temperature = check_real("temperature", temperature, low=0.0, low_open=True)
+        self.eos_token_id = None if eos_token_id is None else check_id("eos_token_id", eos_token_id)
+        self.prompt_length = (
+            None if prompt_length is None else check_id("prompt_length", prompt_length)
         )
+        self.validate = None if validate is None else check_flag("validate", validate)
+        self.filters = node_filters(
+            trie,
+            item_mask,
+            item_scores,
+            item_score_weight=check_real("item_score_weight", item_score_weight),
+        )
+        self._state = _CallState()
+        self._lock = threading.Lock()
+        self._on_device: dict[torch.device, tuple[ItemTrie, NodeFilters | None]] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle / deepcopy support: the per-thread state and the lock are not copied."""
+        state = dict(self.__dict__)
+        for name in ("_state", "_lock", "_on_device"):
+            state.pop(name)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._state = _CallState()
+        self._lock = threading.Lock()
+        self._on_device = {}
+
+    @property
+    def last_nodes(self) -> torch.Tensor | None:
+        """int32 ``[rows]`` trie node of each row after this thread's last call (-1: off the
+        trie), or None before the first call."""
+        return self._state.last_nodes
+
+    @property
+    def last_row_status(self) -> torch.Tensor | None:
+        """int32 ``[rows]`` status of each row after this thread's last call (0 ok, 1 left the
+        trie, 2 NaN among the child scores), or None before the first call."""
+        return self._state.last_row_status
 
     def reset(self) -> None:
-        """Forget the remembered prompt: the next call starts a new ``generate`` call."""
-        self._prompt = None
-        self._last_len = -1
+        """Forget this thread's remembered prompt: its next call starts a new ``generate``
+        call."""
+        self._state.prompt = None
+        self._state.last_len = -1
 
     def _detect_prompt_length(self, input_ids: torch.Tensor) -> int:
+        state = self._state
         rows, cur_len = input_ids.shape
-        prompt = self._prompt
+        prompt = state.prompt
         if (
             prompt is not None
             and prompt.shape[0] == rows
-            and cur_len == self._last_len + 1
+            and cur_len == state.last_len + 1
             and prompt.device == input_ids.device
             and torch.equal(input_ids[:, : prompt.shape[1]], prompt)
         ):
-            self._last_len = cur_len
+            state.last_len = cur_len
             return int(prompt.shape[1])
-        self._prompt = input_ids.clone()
-        self._last_len = cur_len
+        state.prompt = input_ids.clone()
+        state.last_len = cur_len
         return cur_len
+
+    def _placed(self, device: torch.device) -> tuple[ItemTrie, NodeFilters | None]:
+        """The trie and filters on ``device`` (moved once per device, under the lock)."""
+        if self.trie.device == device and (self.filters is None or self.filters.device == device):
+            return self.trie, self.filters
+        placed = self._on_device.get(device)
+        if placed is None:
+            with self._lock:
+                placed = self._on_device.get(device)
+                if placed is None:
+                    filters = None if self.filters is None else self.filters.to(device)
+                    placed = (self.trie.to(device), filters)
+                    self._on_device[device] = placed
+        return placed
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         """Rewrite ``scores`` ``[rows, vocab]`` in place and return it."""
-        if self.trie.device != scores.device:
-            self.trie = self.trie.to(scores.device)
         if input_ids.device != scores.device:
             raise ValueError(
                 f"input_ids are on {input_ids.device} but the scores are on {scores.device}"
             )
+        trie, filters = self._placed(scores.device)
         if self.prompt_length is None:
             prompt_length = self._detect_prompt_length(input_ids)
         else:
@@ -137,8 +202,8 @@ class IGDLogitsProcessor(LogitsProcessor):
                     f"prompt_length={prompt_length} is longer than input_ids "
                     f"({input_ids.shape[1]} columns)"
                 )
-        self.last_nodes, self.last_row_status = processor_step(
-            self.trie,
+        nodes, status = processor_step(
+            trie,
             input_ids,
             scores,
             prompt_length=prompt_length,
@@ -147,23 +212,23 @@ class IGDLogitsProcessor(LogitsProcessor):
             renormalize=self.renormalize,
             eos_token_id=self.eos_token_id,
             validate=self.validate,
-            **self._filter_kwargs(scores.shape[0], scores.device),
+            **_filter_kwargs(filters, scores.shape[0], scores.device),
         )
+        self._state.last_nodes, self._state.last_row_status = nodes, status
         return scores
 
-    def _filter_kwargs(self, rows: int, device: torch.device) -> dict[str, Any]:
-        """``filters`` / ``filter_rows`` of :func:`processor_step` for ``rows`` score rows."""
-        if self.filters is None:
-            return {}
-        if self.filters.device != device:
-            self.filters = self.filters.to(device)
-        prompts = self.filters.num_rows
-        if prompts == 1 or prompts == rows:
-            return {"filters": self.filters}
-        if rows % prompts:
-            raise ValueError(
-                f"the item filters have {prompts} prompt rows but the scores have {rows} rows, "
-                "not a multiple"
-            )
-        filter_rows = torch.arange(rows, device=device) // (rows // prompts)
-        return {"filters": self.filters, "filter_rows": filter_rows}
+
+def _filter_kwargs(filters: NodeFilters | None, rows: int, device: torch.device) -> dict[str, Any]:
+    """``filters`` / ``filter_rows`` of :func:`processor_step` for ``rows`` score rows."""
+    if filters is None:
+        return {}
+    prompts = filters.num_rows
+    if prompts == 1 or prompts == rows:
+        return {"filters": filters}
+    if rows % prompts:
+        raise ValueError(
+            f"the item filters have {prompts} prompt rows but the scores have {rows} rows, "
+            "not a multiple"
+        )
+    filter_rows = torch.arange(rows, device=device) // (rows // prompts)
+    return {"filters": filters, "filter_rows": filter_rows}

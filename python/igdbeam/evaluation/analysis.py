@@ -180,3 +180,37 @@ def plot_zero_ig_by_step(report: Mapping[str, Any], path: str | os.PathLike[str]
     ax.set_title(f"Zero-IG tokens: {100 * report['zero_ig_token_share']:.1f}% of all item tokens")
     ax.grid(alpha=0.3, axis="y")
     return _save_figure(plt, fig, path)
+
+
+def plot_cell_intervals(
+    records: Sequence[Mapping[str, Any]],
+    path: str | os.PathLike[str],
+    *,
+    metrics: Sequence[str] = ("NDCG@10", "HR@10"),
+    title: str = "",
+) -> Path:
+    """Save each cell's value with its 95% interval (one panel per metric) as PNG.
+
+    ``records`` are :func:`igdbeam.evaluation.report.summarize` records (``label``, ``kind``,
+    ``metrics[m] = {value, low, high}``); baselines are drawn in grey. ``title`` should say n
+    (rows, users) and the interval method.
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(
+        1, len(metrics), figsize=(5.2 * len(metrics), 0.5 * len(records) + 1.6)
+    )
+    axes = np.atleast_1d(axes)
+    ys = np.arange(len(records))[::-1]
+    for ax, metric in zip(axes, metrics, strict=True):
+        for y, r in zip(ys, records, strict=True):
+            m = r["metrics"][metric]
+            color = "tab:gray" if r.get("kind") == "baseline" else "tab:blue"
+            err = [[m["value"] - m["low"]], [m["high"] - m["value"]]]
+            ax.errorbar(m["value"], y, xerr=err, fmt="o", color=color, capsize=3)
+        ax.set_yticks(ys)
+        ax.set_yticklabels([str(r["label"]) for r in records] if ax is axes[0] else [])
+        ax.set_xlabel(f"{metric} (95% interval)")
+        ax.grid(alpha=0.3, axis="x")
+    fig.suptitle(title or "Cells with 95% intervals")
+    fig.tight_layout()
+    return _save_figure(plt, fig, path)

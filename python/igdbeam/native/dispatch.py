@@ -5,7 +5,8 @@ Every op of ``igdbeam._C`` (``walk_paths``, ``label_weights``, ``processor_step`
 (:data:`DEVICE_CPU` or :data:`DEVICE_CUDA`) and ``stream`` (the CUDA stream handle, 0 on the
 CPU), and returns None or ``(code, message)`` instead of raising (``csrc/bindings/README.md``).
 :func:`run_op` supplies the two trailing arguments and turns a failed status into the typed error
-of :mod:`igdbeam.errors`.
+of :mod:`igdbeam.errors`. Its callers are the kernels of the registered ops
+(:mod:`igdbeam.native.torch_ops`), which order the arguments by :mod:`igdbeam.native.op_table`.
 """
 
 from __future__ import annotations

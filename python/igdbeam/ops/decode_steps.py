@@ -5,30 +5,30 @@
 * :func:`beam_step` — the fused step of :func:`igdbeam.generate`: log-softmax, gather of each
   beam's children, reweighting, per-row top-C and node advance.
 
-Both validate their inputs here, so that native code only ever sees pointers it can trust.
+Both check their arguments here (types, shapes, dtypes, devices, ranges) and then call the
+registered op (``torch.ops.igdbeam.processor_step`` / ``beam_step``, see
+:mod:`igdbeam.native.torch_ops`), whose kernel checks what needs the tensors' values (the trie's
+token range, filter rows, NaN scores) before native code sees a pointer. Both compile with
+``torch.compile(fullgraph=True)``.
 """
 
 from __future__ import annotations
 
 import math
-import weakref
 from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
 from igdbeam.errors import VocabularyError, as_index
 from igdbeam.native.checks import LOGIT_DTYPES, check_tensor, check_unit_interval
-from igdbeam.native.dispatch import run_op
-from igdbeam.ops.node_filters import NodeFilters, filter_args
+from igdbeam.native.torch_ops import BEAM_STEP, PROCESSOR_STEP, trie_operands
+from igdbeam.native.value_checks import check_token_range
+from igdbeam.ops.node_filters import NodeFilters, filter_operands
 
 if TYPE_CHECKING:
     from igdbeam.trie.item_trie import ItemTrie
 
 ROW_OK, ROW_LEFT_TRIE, ROW_NAN = 0, 1, 2
-
-# (smallest, largest) token id below the root of each trie, computed once (one device sync on
-# CUDA) and kept while the trie lives.
-_TOKEN_RANGE: weakref.WeakKeyDictionary[ItemTrie, tuple[int, int]] = weakref.WeakKeyDictionary()
 
 
 class BeamStepResult(NamedTuple):
@@ -63,31 +63,19 @@ def check_vocab(trie: ItemTrie, vocab: int) -> None:
     tokenizer; a negative token id below the root is never valid (the kernels index score rows
     with the trie's tokens). A trie built for a smaller vocabulary is accepted: models often pad
     their output layer beyond the tokenizer's size (e.g. Qwen2: 151,936 logits for 151,665
-    tokens).
+    tokens). The token range is read once per trie (one device sync on CUDA) and cached.
     """
+    _check_vocab_size(trie, vocab)
+    check_token_range(trie.token, vocab)
+
+
+def _check_vocab_size(trie: ItemTrie, vocab: int) -> None:
+    """The part of :func:`check_vocab` that reads no tensor (the op's kernel checks the trie's
+    token range)."""
     if trie.vocab_size is not None and trie.vocab_size > vocab:
         raise VocabularyError(
             f"the trie was built for a vocabulary of {trie.vocab_size} tokens but the scores have "
             f"{vocab} columns; build the trie with the model's own tokenizer"
-        )
-    token_range = _TOKEN_RANGE.get(trie)
-    if token_range is None:
-        if trie.num_nodes > 1:
-            lo, hi = torch.aminmax(trie.token[1:])
-            token_range = (int(lo), int(hi))
-        else:
-            token_range = (0, -1)
-        _TOKEN_RANGE[trie] = token_range
-    min_token, max_token = token_range
-    if min_token < 0:
-        raise VocabularyError(
-            f"the trie holds the negative token id {min_token}; it is corrupt (ItemTrie.load "
-            "and the ItemTrie.from_* constructors never produce one)"
-        )
-    if max_token >= vocab:
-        raise VocabularyError(
-            f"the trie holds token id {max_token} but the scores have only {vocab} columns; "
-            "the trie was built for another vocabulary"
         )
 
 
@@ -164,47 +152,28 @@ def processor_step(
     if not 0 <= prompt_length <= seq_len:
         raise ValueError(f"prompt_length {prompt_length} must lie in [0, {seq_len}]")
     vocab = scores.shape[1]
-    check_vocab(trie, vocab)
+    _check_vocab_size(trie, vocab)
     eos = _check_eos(eos_token_id, vocab)
     if input_ids.stride(-1) != 1:
         input_ids = input_ids.contiguous()
     work = scores if scores.stride(-1) == 1 else scores.contiguous()
-    nodes = torch.empty(rows, dtype=torch.int32, device=scores.device)
-    status = torch.empty(rows, dtype=torch.int32, device=scores.device)
-    if rows > 0:
-        extra, keep_alive = filter_args(filters, rows, filter_rows, scores.device)
-        run_op(
-            "processor_step",
-            trie.native_view(),
-            input_ids.data_ptr(),
-            rows,
-            seq_len,
-            input_ids.stride(0),
-            prompt_length,
-            work.data_ptr(),
-            LOGIT_DTYPES[work.dtype],
-            vocab,
-            work.stride(0),
-            alpha,
-            temperature,
-            bool(renormalize),
-            eos,
-            nodes.data_ptr(),
-            status.data_ptr(),
-            *extra,
-            device_of=work,
-        )
-        del keep_alive  # alive until the call returned (enqueued on CUDA: the stream keeps order)
-    if work is not scores:
-        scores.copy_(work)
     if validate is None:
         validate = scores.device.type != "cuda"
-    if validate and rows > 0 and bool((status == ROW_NAN).any()):
-        bad = int(torch.nonzero(status == ROW_NAN)[0, 0])
-        raise ValueError(
-            f"NaN scores among the allowed tokens of row {bad}; the model produced NaN logits "
-            "(check its dtype and inputs)"
-        )
+    nodes, status = PROCESSOR_STEP(
+        trie_operands(trie),
+        trie.max_fanout,
+        input_ids,
+        work,
+        prompt_length,
+        alpha,
+        temperature,
+        bool(renormalize),
+        eos,
+        *filter_operands(filters if rows else None, rows, filter_rows, scores.device),
+        bool(validate),
+    )
+    if work is not scores:
+        scores.copy_(work)
     return nodes, status
 
 
@@ -283,43 +252,24 @@ def beam_step(
             f"beam_scores ({beam_scores.shape[0]}) and nodes ({nodes.shape[0]}) need one entry "
             f"per logits row ({rows})"
         )
-    check_vocab(trie, vocab)
+    _check_vocab_size(trie, vocab)
     if logits.stride(-1) != 1:
         logits = logits.contiguous()
     beam_scores, nodes = beam_scores.contiguous(), nodes.contiguous()
-    batch = rows // beams
-    dev = logits.device
-    out = BeamStepResult(
-        torch.empty(batch, num_candidates, dtype=torch.float32, device=dev),
-        torch.empty(batch, num_candidates, dtype=torch.float32, device=dev),
-        torch.empty(batch, num_candidates, dtype=torch.int32, device=dev),
-        torch.empty(batch, num_candidates, dtype=torch.int64, device=dev),
-        torch.empty(batch, num_candidates, dtype=torch.int32, device=dev),
-    )
-    if batch == 0:
-        return out
     bound = 0 if max_candidates_per_row is None else max(1, int(max_candidates_per_row))
-    extra, keep_alive = filter_args(filters, batch, filter_rows, dev)
-    run_op(
-        "beam_step",
-        trie.native_view(),
-        logits.data_ptr(),
-        LOGIT_DTYPES[logits.dtype],
-        batch,
+    score, logp, beam, token, node = BEAM_STEP(
+        trie_operands(trie),
+        trie.max_fanout,
+        logits,
+        beam_scores,
+        nodes,
         beams,
-        vocab,
-        logits.stride(0),
-        beam_scores.data_ptr(),
-        nodes.data_ptr(),
         alpha,
         temperature,
         bool(renormalize),
         num_candidates,
-        *(t.data_ptr() for t in out),
-        *extra,
+        *filter_operands(filters if rows else None, rows // beams, filter_rows, logits.device),
         0,  # select_slices: automatic
         bound,
-        device_of=logits,
     )
-    del keep_alive
-    return out
+    return BeamStepResult(score, logp, beam, token, node)

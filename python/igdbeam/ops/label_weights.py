@@ -4,7 +4,9 @@
 ``ignore_index``, in order) from the trie root with the native op (C++ for CPU tensors, CUDA for
 GPU tensors, one call per batch, no host synchronisation per row) and returns each token's
 information gain, its zero-IG flag and its weight: ``beta`` for a zero-IG token, 1 for the others
-and 0 off the completion. ``positional_token_weights`` builds the "Pos" baseline's weights.
+and 0 off the completion. The native op is registered as ``torch.ops.igdbeam.label_weights``
+(and the label check as ``igdbeam::check_labels``), so ``torch.compile(fullgraph=True)`` traces
+both without a graph break. ``positional_token_weights`` builds the "Pos" baseline's weights.
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from igdbeam.errors import LeftTrieError, VocabularyError, as_index
+from igdbeam.errors import as_index
 from igdbeam.native.checks import check_tensor, check_unit_interval, row_major
-from igdbeam.native.dispatch import run_op
+from igdbeam.native.torch_ops import CHECK_LABELS, LABEL_WEIGHTS, trie_operands
 
 if TYPE_CHECKING:
     from igdbeam.trie.item_trie import ItemTrie
@@ -83,61 +85,10 @@ def check_labels(
     """Raise VocabularyError unless every label is ``ignore_index`` or lies in ``[0, vocab_size)``.
 
     With ``vocab_size=None`` only negative labels other than ``ignore_index`` are rejected. One
-    reduction over the batch; on a GPU it synchronises once per call.
+    reduction over the batch; on a GPU it synchronises once per call. Runs as the registered op
+    ``igdbeam::check_labels``, so a compiled graph keeps the check (no graph break).
     """
-    if labels.numel() == 0:
-        return
-    # Fast path: one masked fill and one min/max reduction (a single sync on GPU).
-    lo, hi = torch.stack(torch.aminmax(labels.masked_fill(labels == ignore_index, 0))).tolist()
-    if lo >= 0 and (vocab_size is None or hi < vocab_size):
-        return
-    bad = (labels < 0) & (labels != ignore_index)
-    if vocab_size is not None:
-        bad |= labels >= vocab_size
-    if bool(bad.any()):
-        pos = torch.nonzero(bad)[0].tolist()
-        value = int(labels[tuple(pos)])
-        allowed = f"[0, {vocab_size})" if vocab_size is not None else "[0, vocab)"
-        raise VocabularyError(
-            f"{name}[{pos[0]}, {pos[1]}] = {value} is neither ignore_index ({ignore_index}) nor a "
-            f"token id in {allowed}; check the collator's label masking and the tokenizer/model "
-            "vocabulary"
-        )
-
-
-def _left_trie_message(
-    labels: torch.Tensor, trie: ItemTrie, rows: list[int], ignore_index: int
-) -> str:
-    """Describe the first offending token of the first rows that left the trie."""
-    details = []
-    for r in rows[:3]:
-        completion = [
-            (pos, tok) for pos, tok in enumerate(labels[r].tolist()) if tok != ignore_index
-        ]
-        tokens = [tok for _, tok in completion]
-        node = 0
-        off = trie.child_offsets.cpu()
-        tok_arr = trie.token.cpu()
-        where = "after the end of the completion"
-        for k, (pos, tok) in enumerate(completion):
-            lo, hi = int(off[node]), int(off[node + 1])
-            children = tok_arr[lo:hi]
-            hit = (children == tok).nonzero()
-            if hit.numel() == 0:
-                reason = "after a complete item path" if lo == hi else "not a child of the prefix"
-                where = f"position {pos} (completion token {k}): token {tok} is {reason}"
-                break
-            node = lo + int(hit[0])
-        details.append(
-            f"row {r}: {where}; completion {tokens[:12]}{' ...' if len(tokens) > 12 else ''}"
-        )
-    more = f" (and {len(rows) - 3} more)" if len(rows) > 3 else ""
-    return (
-        f"{len(rows)} row(s) {rows[:20]}{' ...' if len(rows) > 20 else ''} have a completion that "
-        f"is not an item path of the trie{more}: " + "; ".join(details) + ". Check that the trie "
-        "was built from the same tokenization as the completions (ItemTrie.from_titles with the "
-        "prompt's context), or pass off_trie='uniform' / 'ignore'"
-    )
+    CHECK_LABELS(labels, -1 if vocab_size is None else vocab_size, ignore_index, name)
 
 
 def label_token_weights(
@@ -191,45 +142,17 @@ def label_token_weights(
     if isinstance(labels, torch.Tensor) and labels.dtype == torch.int32:
         labels = labels.to(torch.int64)
     check_tensor("labels", labels, ndim=2, dtypes=(torch.int64,), device=trie.device)
+    labels = row_major(labels)
     if validate:
         check_labels(
             labels, vocab_size if vocab_size is not None else trie.vocab_size, ignore_index
         )
-    labels = row_major(labels)
-    rows, cols = labels.shape
-    device = labels.device
-    info_gain = torch.empty(rows, cols, dtype=torch.float32, device=device)
-    zero_ig = torch.empty(rows, cols, dtype=torch.uint8, device=device)
-    weight = torch.empty(rows, cols, dtype=torch.float32, device=device)
-    row_status = torch.empty(rows, dtype=torch.int32, device=device)
-    if rows > 0 and cols > 0:
-        run_op(
-            "label_weights",
-            trie.native_view(),
-            labels.data_ptr(),
-            rows,
-            cols,
-            labels.stride(0),
-            ignore_index,
-            beta,
-            policy,
-            info_gain.data_ptr(),
-            zero_ig.data_ptr(),
-            weight.data_ptr(),
-            row_status.data_ptr(),
-            device_of=labels,
-        )
-    else:
-        info_gain.zero_()
-        zero_ig.zero_()
-        weight.zero_()
-        row_status.zero_()
-    out = TokenWeights(info_gain, zero_ig.view(torch.bool), weight, row_status)
-    if policy == OFF_TRIE_POLICIES["error"] and rows > 0:
-        left = out.left_trie_rows
-        if left:
-            raise LeftTrieError(_left_trie_message(labels.cpu(), trie.cpu(), left, ignore_index))
-    return out
+    # One native call (C++ or CUDA by the labels' device); with off_trie="error" the op raises
+    # LeftTrieError naming the rows.
+    info_gain, zero_ig, weight, row_status = LABEL_WEIGHTS(
+        trie_operands(trie), trie.max_fanout, labels, ignore_index, beta, policy
+    )
+    return TokenWeights(info_gain, zero_ig, weight, row_status)
 
 
 def positional_token_weights(

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from igdbeam.errors import InvalidIdError, as_id_array
-from igdbeam.native.dispatch import run_op
+from igdbeam.native.torch_ops import BUILD_NODE_FILTERS, trie_operands
 
 if TYPE_CHECKING:
     from igdbeam.trie.item_trie import ItemTrie
@@ -48,6 +48,11 @@ if TYPE_CHECKING:
 __all__ = ["NodeFilters", "exclude_items", "node_filters"]
 
 _FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+# The filter operands of a registered decode op (node_mask, node_score, score_weight,
+# filter_rows, filter_count) and those of an unfiltered step: no mask, no scores, no rows.
+FilterOperands = tuple[torch.Tensor | None, torch.Tensor | None, float, torch.Tensor | None, int]
+NO_FILTER: FilterOperands = (None, None, 0.0, None, 0)
 
 
 @dataclass(frozen=True)
@@ -93,15 +98,15 @@ class NodeFilters:
         )
         return NodeFilters(words, scores, self.score_weight, self.num_rows)
 
-    def native_args(
+    def op_operands(
         self, decoded_rows: int, rows: torch.Tensor | None, device: torch.device
-    ) -> tuple[tuple[int, int, float, int, int], torch.Tensor | None]:
-        """The filter arguments of the native decode steps for ``decoded_rows`` rows.
+    ) -> FilterOperands:
+        """The filter operands of the registered decode ops for ``decoded_rows`` rows.
 
         ``rows`` maps each decoded row to its prompt (int, ``[decoded_rows]``); None means the
         identity when there is one prompt per decoded row, or prompt 0 for every row when the
-        filters have a single row. Returns ``((node_mask, node_scores, weight, rows, stride),
-        rows_tensor)``; keep ``rows_tensor`` alive until the native call returns.
+        filters have a single row. Returns ``(node_mask, node_score, score_weight, filter_rows,
+        filter_count)``; the op's kernel checks that the rows lie in ``[0, filter_count)``.
 
         Raises:
             ValueError: the arrays are on another device, or ``rows`` does not fit.
@@ -124,22 +129,8 @@ class NodeFilters:
             if rows.dim() != 1 or rows.shape[0] != decoded_rows:
                 raise ValueError(f"filter rows must have shape [{decoded_rows}]")
             rows = rows.to(device=device, dtype=torch.int32).contiguous()
-            if (
-                device.type == "cpu"
-                and rows.numel()
-                and not (int(rows.min()) >= 0 and int(rows.max()) < P)
-            ):
-                raise ValueError(f"filter rows must lie in [0, {P})")
-        mask, scores = self.mask_words, self.node_scores
-        stride = (mask if mask is not None else scores).shape[1]  # type: ignore[union-attr]
-        args = (
-            0 if mask is None else mask.data_ptr(),
-            0 if scores is None else scores.data_ptr(),
-            float(self.score_weight) if scores is not None else 0.0,
-            0 if rows is None else rows.data_ptr(),
-            int(stride),
-        )
-        return args, rows
+        weight = float(self.score_weight) if self.node_scores is not None else 0.0
+        return self.mask_words, self.node_scores, weight, rows, P
 
 
 # ------------------------------------------------------------------------------------ inputs
@@ -250,39 +241,25 @@ def node_filters(
                 "row for all prompts"
             )
     P = 1 if counts == {1} else target
-    n = trie.num_nodes
-    groups = (P + 63) // 64
-    out_mask = (
-        torch.empty(groups, n, dtype=torch.int64, device=device) if mask is not None else None
-    )
-    out_scores = (
-        torch.empty(P, n, dtype=torch.float32, device=device) if scores is not None else None
-    )
-
-    def stride(t: torch.Tensor | None) -> int:
-        return 0 if t is None or t.shape[0] == 1 else int(t.stride(0))
-
     arrays = trie.arrays()
-    run_op(
-        "build_node_filters",
-        trie.native_view(),
-        arrays["leaf_nodes"].data_ptr(),
-        arrays["leaf_item_offsets"].data_ptr(),
-        arrays["leaf_items"].data_ptr(),
-        trie.num_leaves,
+    out_mask, out_scores = BUILD_NODE_FILTERS(
+        trie_operands(trie),
+        trie.max_fanout,
+        arrays["leaf_nodes"],
+        arrays["leaf_item_offsets"],
+        arrays["leaf_items"],
         num_items,
         P,
-        0 if mask is None else mask.data_ptr(),
-        stride(mask),
-        0 if scores is None else scores.data_ptr(),
-        stride(scores),
-        0 if out_mask is None else out_mask.data_ptr(),
-        0 if out_scores is None else out_scores.data_ptr(),
-        torch.get_num_threads() if device.type == "cpu" else 1,  # num_threads (CPU)
-        trie.max_depth,  # read by CUDA
-        device_of=arrays["token"],
+        mask,
+        scores,
+        trie.max_depth,
     )
-    return NodeFilters(out_mask, out_scores, weight, P)
+    return NodeFilters(
+        out_mask if mask is not None else None,
+        out_scores if scores is not None else None,
+        weight,
+        P,
+    )
 
 
 def exclude_items(
@@ -326,21 +303,15 @@ def exclude_items(
     return mask.to(device)
 
 
-# The filter arguments of an unfiltered decode step: no mask, no scores, no rows.
-NO_FILTER_ARGS: tuple[int, int, float, int, int] = (0, 0, 0.0, 0, 0)
-
-
-def filter_args(
+def filter_operands(
     filters: NodeFilters | None,
     decoded_rows: int,
     filter_rows: torch.Tensor | None,
     device: torch.device,
-) -> tuple[tuple[int, int, float, int, int], torch.Tensor | None]:
-    """The ``(node_mask, node_score, score_weight, filter_rows, filter_row_stride)`` arguments of
-    a native decode step, and the tensor to keep alive until the call returns.
-
-    :data:`NO_FILTER_ARGS` without filters, else :meth:`NodeFilters.native_args`.
-    """
+) -> FilterOperands:
+    """The ``(node_mask, node_score, score_weight, filter_rows, filter_count)`` operands of a
+    registered decode op: :data:`NO_FILTER` without filters, else
+    :meth:`NodeFilters.op_operands`."""
     if filters is None:
-        return NO_FILTER_ARGS, None
-    return filters.native_args(decoded_rows, filter_rows, device)
+        return NO_FILTER
+    return filters.op_operands(decoded_rows, filter_rows, device)

@@ -20,13 +20,14 @@ Normalisation (``num_items_in_batch``):
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as nnf
 
-from igdbeam.native.checks import check_non_negative, check_tensor, check_unit_interval
+from igdbeam.native.checks import check_non_negative, check_tensor
 from igdbeam.ops.label_weights import (
     TokenWeights,
     check_labels,
@@ -190,8 +191,8 @@ def _check_inputs(
     ignore_index: int,
     validate: bool,
 ) -> float:
-    """The checks shared by the logits losses; return ``beta`` as a float in ``[0, 1]``."""
-    beta = check_unit_interval("beta", beta)
+    """The checks shared by the logits losses; return ``beta`` unchanged: the weight function
+    the loss calls (:func:`label_token_weights` / :func:`positional_token_weights`) checks it."""
     _check_logits_labels(logits, labels)
     _check_num_items(num_items_in_batch)
     if validate:
@@ -292,7 +293,6 @@ def igd_loss_from_log_probs(
             :func:`igd_loss`.
         validate: check the labels against the trie's vocabulary (a host sync on GPU).
     """
-    beta = check_unit_interval("beta", beta)
     check_tensor("log_probs", log_probs, ndim=2, dtypes=LOGIT_FLOAT_DTYPES)
     check_tensor("labels", labels, ndim=2, dtypes=(torch.int64, torch.int32))
     B, T = log_probs.shape
@@ -337,21 +337,42 @@ def pos_loss(
     return _weighted_loss(ce, weight, num_items_in_batch, return_output)
 
 
+def resolve_cft_weight(cft_weight: float, alpha: float | None, where: str) -> float:
+    """``cft_weight``, or the deprecated ``alpha`` keyword of ``where`` (with a
+    DeprecationWarning): CFT's weight was called ``alpha``, the name of IGD's decoding strength.
+
+    Raises:
+        TypeError: both names given.
+    """
+    if alpha is None:
+        return cft_weight
+    if cft_weight != 1.0:
+        raise TypeError(f"{where}: give cft_weight only (alpha is its deprecated name)")
+    warnings.warn(
+        f"{where}(alpha=...) is deprecated: CFT's weight is now called cft_weight (alpha is "
+        "IGD's decoding strength)",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return alpha
+
+
 def cft_loss(
     logits: torch.Tensor,
     labels: torch.Tensor,
     cf_logits: torch.Tensor,
     cf_labels: torch.Tensor,
-    alpha: float = 1.0,
+    cft_weight: float = 1.0,
     *,
     ignore_index: int = -100,
     shift: bool = True,
     num_items_in_batch: int | float | torch.Tensor | None = None,
     validate: bool = True,
+    alpha: float | None = None,
 ) -> torch.Tensor:
     """The "CFT" (counterfactual fine-tuning) baseline.
 
-    ``L = CE(logits, y) + alpha * CE(logits - cf_logits, y)`` summed over the completion tokens
+    ``L = CE(logits, y) + cft_weight * CE(logits - cf_logits, y)`` summed over the completion tokens
     and divided by their count (or ``num_items_in_batch``). ``cf_logits`` come from the same
     model on a copy of the prompt with the history removed (built by
     :class:`igdbeam.training.collators.CFTCollator`); the completion is the same tokens at other
@@ -360,13 +381,15 @@ def cft_loss(
     Args:
         logits, labels: the real prompt's unshifted logits ``[B, L, V]`` and labels ``[B, L]``.
         cf_logits, cf_labels: the history-free prompt's ``[B, L', V]`` and ``[B, L']``.
-        alpha: weight of the counterfactual term, ``>= 0``.
+        cft_weight: weight of the counterfactual term, ``>= 0``.
         ignore_index, shift, num_items_in_batch, validate: as in :func:`igd_loss`.
+        alpha: deprecated name of ``cft_weight`` (warns).
 
     Raises:
-        ValueError: shape / device mismatch, or completions that differ between the two prompts.
+        ValueError: shape / device mismatch, a negative ``cft_weight``, or completions that
+            differ between the two prompts.
     """
-    alpha = check_non_negative("alpha", alpha)
+    weight = check_non_negative("cft_weight", resolve_cft_weight(cft_weight, alpha, "cft_loss"))
     _check_logits_labels(logits, labels)
     _check_logits_labels(cf_logits, cf_labels, "cf_logits")
     _check_num_items(num_items_in_batch)
@@ -395,5 +418,5 @@ def cft_loss(
     # Only the completion positions of both are gathered (a copy of those rows only).
     diff = logits.reshape(-1, V)[mask.reshape(-1)] - cf_logits.reshape(-1, V)[cf_mask.reshape(-1)]
     cf_ce = nnf.cross_entropy(diff, y.to(torch.int64), reduction="sum").float()
-    total = ce.sum() + alpha * cf_ce
+    total = ce.sum() + weight * cf_ce
     return total / _denominator(mask.sum().to(torch.float32), num_items_in_batch)

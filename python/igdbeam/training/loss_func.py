@@ -8,16 +8,25 @@ so gradients do not grow with gradient accumulation (when ``compute_loss_func`` 
 Trainer does not divide by the accumulation steps). Under data parallelism it gives the loss of
 the whole global batch when ``average_tokens_across_devices=True`` (the default of recent
 transformers: the Trainer gathers the token count and multiplies the loss by the process count).
+
+Every loss mode is one weighted token mean: the weights of a micro-batch
+(:class:`MicroBatchWeights`, one native label-weights call for IGD) are computed once, and the
+trainers hand the ones they already computed for the step's denominator to the loss instead of
+walking the trie a second time.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
+import torch.nn.functional as nnf
 
-from igdbeam.native.checks import check_unit_interval
+from igdbeam.native.checks import check_tensor, check_unit_interval
 from igdbeam.ops.label_weights import (
     OFF_TRIE_POLICIES,
     TokenWeights,
@@ -27,9 +36,7 @@ from igdbeam.ops.label_weights import (
 )
 from igdbeam.training.loss import (
     cft_loss,
-    igd_loss,
-    igd_loss_from_log_probs,
-    pos_loss,
+    resolve_cft_weight,
     shift_labels,
     token_cross_entropy,
     weighted_token_mean,
@@ -39,9 +46,46 @@ from igdbeam.training.loss_metrics import IGSplitLossStats, LeftTrieRowCounter
 if TYPE_CHECKING:
     from igdbeam.trie.item_trie import ItemTrie
 
-__all__ = ["LOSS_KINDS", "IGDLossFunc", "make_compute_loss_func"]
+__all__ = ["LOSS_KINDS", "IGDLossFunc", "MicroBatchWeights", "make_compute_loss_func"]
 
 LOSS_KINDS = ("igd", "pos", "ce", "cft")
+
+
+@dataclass(frozen=True)
+class MicroBatchWeights:
+    """The token weights of one micro-batch (:meth:`IGDLossFunc.micro_batch_weights`).
+
+    Attributes:
+        weight: float32 ``[B, L - 1]``, the weight of each predicted token ``labels[:, 1:]`` of
+            the unshifted labels ``[B, L]`` (0 off the completion).
+        token_weights: for ``"igd"``, the :class:`~igdbeam.ops.label_weights.TokenWeights` of the
+            unshifted labels (information gain, zero-IG flags, rows that left the trie); None for
+            the baselines.
+    """
+
+    weight: torch.Tensor
+    token_weights: TokenWeights | None = None
+
+    def fits(self, labels: torch.Tensor) -> bool:
+        """Whether these weights have the shape of the weights of ``labels`` (unshifted)."""
+        return labels.dim() == 2 and tuple(self.weight.shape) == (
+            labels.shape[0],
+            max(labels.shape[1] - 1, 0),
+        )
+
+    def to(self, device: torch.device) -> MicroBatchWeights:
+        """These weights on ``device`` (the same object when they are there already)."""
+        if self.weight.device == device:
+            return self
+        tw = self.token_weights
+        if tw is not None:
+            tw = TokenWeights(
+                tw.info_gain.to(device),
+                tw.zero_ig.to(device),
+                tw.weight.to(device),
+                tw.row_status.to(device),
+            )
+        return MicroBatchWeights(self.weight.to(device), tw)
 
 
 class IGDLossFunc:
@@ -57,7 +101,7 @@ class IGDLossFunc:
         trie: the item trie (needed for ``"igd"`` and for the zero-IG / positive-IG statistics).
         beta: weight of zero-IG tokens (``"igd"``) or of the last token (``"pos"``).
         loss: ``"igd"``, ``"pos"``, ``"ce"`` (plain token-mean CE) or ``"cft"``.
-        alpha: weight of the counterfactual term (``"cft"`` only).
+        cft_weight: weight of the counterfactual term (``"cft"`` only), ``>= 0``.
         ignore_index: label value of non-completion positions.
         off_trie: policy for completions that leave the trie (see ``label_token_weights``).
         validate: check that labels lie in the vocabulary ``"always"``, only on the ``"first"``
@@ -67,6 +111,11 @@ class IGDLossFunc:
     Training with ``"igd"`` also counts, on the device and without synchronising, the rows whose
     completion left the trie; :meth:`pop_left_trie_rows` reads and resets the count (the trainers
     log it as ``igd_left_trie_rows``).
+
+    Every mode is the weighted token mean ``sum w CE / den`` with the weights of
+    :meth:`micro_batch_weights`; a caller that already has them (the trainers compute them once per
+    micro-batch for the step's denominator) passes them as ``weights=`` or sets
+    :attr:`pending_weights` for the next call, so the trie is walked once per micro-batch.
     """
 
     def __init__(
@@ -75,12 +124,14 @@ class IGDLossFunc:
         beta: float = 0.1,
         *,
         loss: str = "igd",
-        alpha: float = 1.0,
+        cft_weight: float = 1.0,
         ignore_index: int = -100,
         off_trie: str = "uniform",
         validate: str = "first",
+        alpha: float | None = None,
     ) -> None:
-        """Validate the options; see the class docstring."""
+        """Validate the options; see the class docstring (``alpha``: deprecated name of
+        ``cft_weight``, warns)."""
         if loss not in LOSS_KINDS:
             raise ValueError(f"loss must be one of {LOSS_KINDS}, got {loss!r}")
         if loss == "igd" and trie is None:
@@ -97,10 +148,12 @@ class IGDLossFunc:
         self.trie = trie
         self.beta = check_unit_interval("beta", beta)
         self.kind = loss
-        self.alpha = float(alpha)
+        # Checked once, by cft_loss (the function that uses it).
+        self.cft_weight = float(resolve_cft_weight(cft_weight, alpha, "IGDLossFunc"))
         self.ignore_index = int(ignore_index)
         self.off_trie = off_trie
         self.pending_cf_outputs: Any = None
+        self.pending_weights: MicroBatchWeights | None = None
         self._ig_split = IGSplitLossStats()
 
     # ------------------------------------------------------------------ helpers
@@ -111,30 +164,70 @@ class IGDLossFunc:
             self.trie = self.trie.to(device)
         return self.trie
 
-    def token_weights(self, labels: torch.Tensor) -> torch.Tensor:
-        """Weights ``[B, L - 1]`` of the predicted tokens ``labels[:, 1:]`` (unshifted labels).
+    def micro_batch_weights(self, labels: torch.Tensor) -> MicroBatchWeights:
+        """The token weights of one micro-batch of unshifted labels ``[B, L]`` (one trie walk).
 
-        IGD walks the unshifted labels, so a completion starting at position 0 is walked from
-        its first token; ``"pos"`` runs from 1 on the first predicted completion token; ``"ce"``
-        and ``"cft"`` weigh every completion token 1.
+        IGD walks the unshifted labels with the native op, so a completion starting at position
+        0 is walked from its first token; ``"pos"`` runs from 1 on the first predicted completion
+        token; ``"ce"`` and ``"cft"`` weigh every completion token 1.
         """
+        check_tensor("labels", labels, ndim=2, dtypes=(torch.int64, torch.int32))
         target = labels[:, 1:]
         if self.kind == "igd":
-            return label_token_weights(
+            tw = label_token_weights(
                 labels,
                 self.trie_on(labels.device),
                 self.beta,
                 ignore_index=self.ignore_index,
                 off_trie=self.off_trie,
                 validate=False,
-            ).weight[:, 1:]
+            )
+            return MicroBatchWeights(tw.weight[:, 1:], tw)
         if self.kind == "pos":
-            return positional_token_weights(target, self.beta, ignore_index=self.ignore_index)
-        return (target != self.ignore_index).to(torch.float32)
+            return MicroBatchWeights(
+                positional_token_weights(target, self.beta, ignore_index=self.ignore_index)
+            )
+        return MicroBatchWeights((target != self.ignore_index).to(torch.float32))
+
+    def token_weights(self, labels: torch.Tensor) -> torch.Tensor:
+        """Weights ``[B, L - 1]`` of the predicted tokens ``labels[:, 1:]`` (unshifted labels)."""
+        return self.micro_batch_weights(labels).weight
 
     def step_denominator(self, labels: list[torch.Tensor]) -> torch.Tensor:
         """Sum of this loss's token weights over the micro-batches (unshifted labels) of a step."""
         return sum(self.token_weights(t).sum() for t in labels)  # type: ignore[return-value]
+
+    def _take_weights(
+        self, labels: torch.Tensor, weights: MicroBatchWeights | None
+    ) -> MicroBatchWeights:
+        """``weights`` (else :attr:`pending_weights`, which this clears) when they fit ``labels``,
+        on the labels' device; otherwise the weights computed now."""
+        pending, self.pending_weights = self.pending_weights, None
+        if weights is not None:
+            if not weights.fits(labels):
+                raise ValueError(
+                    f"weights of shape {tuple(weights.weight.shape)} do not belong to labels of "
+                    f"shape {tuple(labels.shape)} (expected [B, L - 1])"
+                )
+            return weights.to(labels.device)
+        if pending is not None and pending.fits(labels):
+            return pending.to(labels.device)
+        return self.micro_batch_weights(labels)
+
+    def _weighted_mean(
+        self,
+        token_loss: torch.Tensor,
+        weight: torch.Tensor,
+        weights: MicroBatchWeights,
+        labels: torch.Tensor,
+        num_items_in_batch: int | float | torch.Tensor | None,
+    ) -> torch.Tensor:
+        """``sum weight * token_loss / den`` (``token_loss[:, t]`` scores ``labels[:, t + 1]``),
+        feeding the left-trie count and the zero-IG / positive-IG statistics."""
+        loss, _ = weighted_token_mean(token_loss, weight, num_items_in_batch)
+        self._count_left(weights.token_weights)
+        self._collect(token_loss, labels)
+        return loss
 
     def _check_now(self) -> bool:
         """Whether this call validates the labels (see ``validate``)."""
@@ -173,10 +266,17 @@ class IGDLossFunc:
         outputs: Any,
         labels: torch.Tensor,
         num_items_in_batch: int | float | torch.Tensor | None = None,
+        *,
+        weights: MicroBatchWeights | None = None,
     ) -> torch.Tensor:
-        """Compute the loss from the model outputs (``outputs.logits``) and unshifted labels."""
+        """Compute the loss from the model outputs (``outputs.logits``) and unshifted labels.
+
+        ``weights``: this micro-batch's :meth:`micro_batch_weights` when the caller has them
+        (else :attr:`pending_weights` when set and of the right shape, else computed here).
+        """
         if labels is None:
             raise ValueError("the IGD loss needs labels; the batch has none")
+        check_num_items_in_batch(num_items_in_batch, values=self.validate != "never")
         logits = outputs["logits"] if isinstance(outputs, Mapping) else outputs.logits
         labels = labels.to(logits.device)
         target = shift_labels(labels, self.ignore_index)
@@ -186,6 +286,7 @@ class IGDLossFunc:
             "validate": self._check_now(),
         }
         if self.kind == "cft":
+            self.pending_weights = None
             cf = self.pending_cf_outputs
             self.pending_cf_outputs = None
             if cf is None:
@@ -195,70 +296,93 @@ class IGDLossFunc:
                 )
             cf_logits, cf_labels = cf
             loss = cft_loss(
-                logits, labels, cf_logits, cf_labels.to(logits.device), self.alpha, **common
+                logits, labels, cf_logits, cf_labels.to(logits.device), self.cft_weight, **common
             )
             if self._ig_split.active:
                 self._collect(
                     token_cross_entropy(logits, target, ignore_index=self.ignore_index), labels
                 )
             return loss
-        if self.kind == "igd":
-            loss, out = igd_loss(
-                logits,
-                labels,
-                self.trie_on(logits.device),
-                self.beta,
-                off_trie=self.off_trie,
-                return_output=True,
-                **common,
+        check_tensor("logits", logits, ndim=3)
+        if tuple(labels.shape) != tuple(logits.shape[:2]):
+            raise ValueError(
+                f"labels have shape {tuple(labels.shape)} but logits have shape "
+                f"{tuple(logits.shape)}; expected labels [batch, seq_len] = "
+                f"{tuple(logits.shape[:2])}"
             )
-            self._count_left(out.token_weights)
-        elif self.kind == "pos":
-            loss, out = pos_loss(logits, labels, self.beta, return_output=True, **common)
-        else:
-            if common["validate"]:
-                check_labels(labels, logits.shape[-1], self.ignore_index)
-            ce = token_cross_entropy(logits, target, ignore_index=self.ignore_index)
-            loss, _ = weighted_token_mean(
-                ce, (target != self.ignore_index).float(), num_items_in_batch
-            )
-            self._collect(ce, labels)
-            return loss
-        self._collect(out.token_loss, labels)
-        return loss
+        mbw = self._take_weights(labels, weights)
+        if common["validate"]:
+            check_labels(labels, logits.shape[-1], self.ignore_index)
+        ce = token_cross_entropy(logits, target, ignore_index=self.ignore_index)
+        # weight[:, t] belongs to labels[:, t + 1], i.e. to the logits at t (the last has none)
+        weight = nnf.pad(mbw.weight, (0, 1))
+        return self._weighted_mean(ce, weight, mbw, labels, num_items_in_batch)
 
     def loss_from_log_probs(
         self,
         log_probs: torch.Tensor,
         labels: torch.Tensor,
         num_items_in_batch: int | float | torch.Tensor | None = None,
+        *,
+        weights: MicroBatchWeights | None = None,
     ) -> torch.Tensor:
         """The loss from per-token log-probs ``[B, L - 1]`` of unshifted labels ``[B, L]``.
 
-        ``log_probs[:, t]`` is the log-probability of ``labels[:, t + 1]`` (TRL's fused LM head).
+        ``log_probs[:, t]`` is the log-probability of ``labels[:, t + 1]`` (TRL's fused LM head);
+        ``weights`` as in :meth:`__call__`.
         """
-        labels = labels.to(log_probs.device)
-        if self.kind == "igd":
-            loss, out = igd_loss_from_log_probs(
-                log_probs,
-                labels,
-                self.trie_on(log_probs.device),
-                self.beta,
-                ignore_index=self.ignore_index,
-                num_items_in_batch=num_items_in_batch,
-                off_trie=self.off_trie,
-                validate=self._check_now(),
-                return_output=True,
-            )
-            self._count_left(out.token_weights)
-            self._collect(out.token_loss, labels)
-            return loss
         if self.kind == "cft":
             raise ValueError("loss='cft' needs full logits; use IGDTrainer")
+        check_num_items_in_batch(num_items_in_batch, values=self.validate != "never")
+        check_tensor("log_probs", log_probs, ndim=2)
+        labels = labels.to(log_probs.device)
+        if labels.dim() != 2 or tuple(log_probs.shape) != (labels.shape[0], labels.shape[1] - 1):
+            raise ValueError(
+                f"log_probs have shape {tuple(log_probs.shape)} but labels {tuple(labels.shape)}; "
+                "expected log_probs [B, L - 1] for labels [B, L]"
+            )
+        mbw = self._take_weights(labels, weights)
+        if self._check_now():
+            vocab = self.trie.vocab_size if self.trie is not None else None
+            check_labels(labels, vocab, self.ignore_index)
         nll = torch.where(labels[:, 1:] != self.ignore_index, -log_probs.float(), 0.0)
-        loss, _ = weighted_token_mean(nll, self.token_weights(labels), num_items_in_batch)
-        self._collect(nll, labels)
-        return loss
+        return self._weighted_mean(nll, mbw.weight, mbw, labels, num_items_in_batch)
+
+
+def check_num_items_in_batch(
+    value: int | float | torch.Tensor | None, *, values: bool = True
+) -> None:
+    """Check the Trainer's ``num_items_in_batch`` (the loss's denominator), whatever its type.
+
+    ``None``, a Python / numpy number, or a real tensor of one value (a 1-D tensor of copies
+    under DataParallel) that is finite and ``>= 0``. A bool, a string, a complex or bool tensor,
+    NaN, infinity or a negative count is refused (``weighted_token_mean`` would otherwise
+    replace it by 1 or divide by it silently). The values of a tensor on an accelerator are read
+    only when ``values`` is True (a host synchronisation); CPU tensors are always read.
+
+    Raises:
+        ValueError: a value that is not a finite count ``>= 0`` (names it).
+    """
+    if value is None:
+        return
+    if isinstance(value, torch.Tensor):
+        if value.dtype == torch.bool or value.is_complex() or value.dim() > 1 or value.numel() < 1:
+            raise ValueError(
+                "num_items_in_batch must be a finite count >= 0, got a "
+                f"{value.dtype} tensor of shape {tuple(value.shape)}"
+            )
+        if value.device.type != "cpu" and not values:
+            return
+        flat = value.detach().reshape(-1).double()
+        if not bool(torch.isfinite(flat).all()) or bool((flat < 0).any()):
+            raise ValueError(f"num_items_in_batch must be a finite count >= 0, got {flat.tolist()}")
+        return
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | float | np.number):
+        raise ValueError(f"num_items_in_batch must be a finite count >= 0, got {value!r}")
+    if isinstance(value, complex | np.complexfloating) or not math.isfinite(float(value)):
+        raise ValueError(f"num_items_in_batch must be a finite count >= 0, got {value!r}")
+    if value < 0:
+        raise ValueError(f"num_items_in_batch must be a finite count >= 0, got {value!r}")
 
 
 def make_compute_loss_func(

@@ -48,10 +48,11 @@ def _build_sft_class() -> type:
         its per-token log-probabilities without materialising the full logits, otherwise from the
         logits. ``fused_head``: ``None`` (default) uses the fused head when TRL added it and the
         LM head is not sharded in a way the installed TRL cannot gather (DeepSpeed ZeRO-3 without
-        TRL's gather context, or FSDP), ``False`` always uses the logits, ``True`` requires the
-        fused head. A ``peft.PeftModel`` (or ``peft_config=``) trains its adapter only; the
-        label weights and the loss are the same as for the full model. Evaluation logs
-        ``eval_loss_zero_ig`` / ``eval_loss_pos_ig`` like IGDTrainer.
+        TRL's gather context, FSDP2 without TRL's DTensor gather, or FSDP1), ``False`` always
+        uses the logits, ``True`` requires the fused head. A ``peft.PeftModel`` (or
+        ``peft_config=``) trains its adapter only; the label weights and the loss are the same as
+        for the full model. Evaluation logs ``eval_loss_zero_ig`` / ``eval_loss_pos_ig`` like
+        IGDTrainer.
         """
 
         def __init__(
@@ -95,19 +96,20 @@ def _build_sft_class() -> type:
             mode = "train" if self.model.training else "eval"
             if inputs.get("labels") is None:
                 raise ValueError("IGDSFTTrainer needs 'labels' in every batch")
+            weights = self._pop_weights(inputs)  # computed once, for the step's denominator
             inputs["use_cache"] = False
             labels = inputs["labels"]
             fused = self.igd_fused_head
             if fused:
                 outputs = model(**inputs, fused_lm_head=True)
                 loss = self.igd_loss_func.loss_from_log_probs(
-                    outputs.log_probs, labels, num_items_in_batch
+                    outputs.log_probs, labels, num_items_in_batch, weights=weights
                 )
                 mask = outputs.label_mask
                 self._log_sft_metrics(mode, outputs, mask)
             else:
                 outputs = model(**{k: v for k, v in inputs.items() if k != "labels"})
-                loss = self.igd_loss_func(outputs, labels, num_items_in_batch)
+                loss = self.igd_loss_func(outputs, labels, num_items_in_batch, weights=weights)
             # The denominator covers every process (_get_num_items_in_batch): scale for DDP's mean.
             loss = loss * self._igd_loss_scale(num_items_in_batch, False)
             if return_outputs and fused:
@@ -139,8 +141,11 @@ def _fused_head_safe(accelerator: Any) -> bool:
     The fused head multiplies the hidden states by ``lm_head.weight`` directly, without calling
     the ``lm_head`` module. DeepSpeed ZeRO-3 shards that weight and gathers it only inside the
     module's forward hook; recent TRL gathers it around the fused kernel
-    (``maybe_gather_lm_head_ctx``), older TRL does not. FSDP shards it too; the full-logits path is
-    used there. DDP and ZeRO-1/2 keep whole weights.
+    (``maybe_gather_lm_head_ctx``), older TRL does not. Under FSDP2 accelerate shards the final
+    norm and the LM head as their own unit, whose forward the fused head never runs, so it sees a
+    sharded ``DTensor``; TRL 1.16's fused head gathers it (``DTensor.full_tensor``), so FSDP2 is
+    safe when the installed TRL does that. FSDP1 (flat parameters) falls back to the logits. DDP
+    and ZeRO-1/2 keep whole weights.
     """
     try:
         from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
@@ -155,7 +160,25 @@ def _fused_head_safe(accelerator: Any) -> bool:
             return False
         return True
     dist_type = str(getattr(accelerator, "distributed_type", ""))
-    return "FSDP" not in dist_type.upper()
+    if "FSDP" not in dist_type.upper():
+        return True
+    plugin = getattr(getattr(accelerator, "state", None), "fsdp_plugin", None)
+    return getattr(plugin, "fsdp_version", 1) == 2 and _fused_head_gathers_dtensor()
+
+
+def _fused_head_gathers_dtensor() -> bool:
+    """True when TRL's ``add_fused_lm_head`` gathers a DTensor (FSDP2-sharded) LM head itself."""
+    try:
+        from trl.trainer.utils import add_fused_lm_head
+    except ImportError:
+        return False
+    pending = [add_fused_lm_head.__code__]
+    while pending:  # the patched forward is a code object nested in add_fused_lm_head's
+        code = pending.pop()
+        if "full_tensor" in code.co_names:
+            return True
+        pending.extend(c for c in code.co_consts if hasattr(c, "co_names"))
+    return False
 
 
 def _has_fused_head(model: Any) -> bool:

@@ -7,24 +7,39 @@ step, whatever ``average_tokens_across_devices`` says), supports the CFT baselin
 evaluation the mean loss of zero-IG and of positive-IG tokens (the paper's "bias in SFT"
 analysis) as ``eval_loss_zero_ig`` / ``eval_loss_pos_ig``. The shared machinery lives in
 :class:`IGDTrainerMixin`, which :mod:`igdbeam.training.sft_trainer` reuses for TRL.
+
+How the Trainer scales the loss (transformers 5.x ``Trainer.training_step``): a loss that is not
+"scaled for gradient accumulation" is divided by the number of micro-batches, and under
+DeepSpeed the engine's own division is turned off (``scale_wrt_gas=False``), so the Trainer's
+rule is the only one on every engine (DDP, DeepSpeed ZeRO, FSDP). The IGD loss of a micro-batch
+is already a share of the whole step (its weighted sum over the step's global denominator), so
+the trainers set ``loss_is_scaled_for_ga = True`` and always pass that denominator; the
+per-process factor for the data-parallel gradient average is
+:meth:`IGDTrainerMixin._igd_loss_scale`. The token weights of each micro-batch are computed once,
+for the denominator, and travel with the batch (key :data:`WEIGHTS_KEY`) to ``compute_loss``.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 import torch
 import transformers
 
-from igdbeam.training.loss_func import IGDLossFunc
+from igdbeam.training.loss import resolve_cft_weight
+from igdbeam.training.loss_func import IGDLossFunc, MicroBatchWeights
 from igdbeam.training.loss_metrics import ig_split_metrics
 
 if TYPE_CHECKING:
     from igdbeam.trie.item_trie import ItemTrie
 
-__all__ = ["IGDTrainer", "IGDTrainerMixin"]
+__all__ = ["WEIGHTS_KEY", "IGDTrainer", "IGDTrainerMixin"]
 
 CF_KEYS = ("cf_input_ids", "cf_attention_mask", "cf_labels")
+# Batch key under which _get_num_items_in_batch leaves each micro-batch's token weights for
+# compute_loss (a MicroBatchWeights: not a tensor, so the Trainer neither moves nor casts it).
+WEIGHTS_KEY = "igd_micro_batch_weights"
 
 
 class IGDTrainerMixin:
@@ -34,13 +49,16 @@ class IGDTrainerMixin:
 
     igd_loss_func: IGDLossFunc
     igd_normalize: str
+    # The loss is divided by the step's denominator over every micro-batch and process (read
+    # by transformers' training_step: it must not divide by the accumulation steps again).
+    loss_is_scaled_for_ga: bool | None = True
 
     def _init_igd(
         self,
         trie: ItemTrie | None,
         beta: float,
         loss: str,
-        alpha: float,
+        cft_weight: float,
         off_trie: str,
         normalize: str,
         ignore_index: int,
@@ -52,7 +70,7 @@ class IGDTrainerMixin:
             trie,
             beta,
             loss=loss,
-            alpha=alpha,
+            cft_weight=cft_weight,
             ignore_index=ignore_index,
             off_trie=off_trie,
             validate=validate,
@@ -62,39 +80,54 @@ class IGDTrainerMixin:
     def _get_num_items_in_batch(self, batch_samples: list, device: torch.device) -> Any:
         """The step's denominator over *all* processes: the weight sum ``Omega`` of the step.
 
-        ``batch_samples`` are this process's micro-batches of one optimizer step. The Trainer's
-        count (``base``: completion tokens, over every process when
-        ``average_tokens_across_devices``) is rescaled to this loss's denominator summed over the
-        micro-batches of every process: the weight sum (``normalize="weights"``, ``"igd"`` /
-        ``"pos"``) or the token count. The per-process sums are always all-gathered (two scalars
-        per step), whatever ``average_tokens_across_devices`` says, and :meth:`_igd_loss_scale`
-        supplies the matching ``world_size`` factor, so that under data parallelism the averaged
-        gradient is the gradient of the loss of the whole global batch.
+        ``batch_samples`` are this process's micro-batches of one optimizer step. Each one's
+        token weights are computed here, once (one native label-weights call for IGD), and left
+        in the batch under :data:`WEIGHTS_KEY` for ``compute_loss``. The denominator is this
+        loss's weight sum (``normalize="weights"``, ``"igd"`` / ``"pos"``) or token count, summed
+        over the micro-batches of every process: the per-process sums are always all-gathered
+        (two scalars per step), whatever ``average_tokens_across_devices`` says, and
+        :meth:`_igd_loss_scale` supplies the matching ``world_size`` factor, so that under data
+        parallelism (DDP, DeepSpeed, FSDP) the averaged gradient is the gradient of the loss of
+        the whole global batch. When transformers counted tokens itself (``base``), that count is
+        rescaled, which keeps its TP / CP / SP and DataParallel adjustments.
         """
         base = super()._get_num_items_in_batch(batch_samples, device)  # type: ignore[misc]
-        if base is None:
-            return None
-        ignore = self.igd_loss_func.ignore_index
         try:
-            labels = [b["labels"].to(device) for b in batch_samples]
-        except (KeyError, TypeError, AttributeError):
+            labels = [b["labels"] for b in batch_samples]
+        except (KeyError, TypeError):
             return base
-        tokens = sum((t[:, 1:] != ignore).sum() for t in labels).to(device, torch.float64)
-        if self.igd_normalize == "weights" and self.igd_loss_func.kind in ("igd", "pos"):
-            den = self.igd_loss_func.step_denominator(labels).to(device, torch.float64)
-        else:
-            den = tokens
-        local = torch.stack([den, tokens])
+        if not labels or not all(isinstance(t, torch.Tensor) and t.dim() == 2 for t in labels):
+            return base
+        func = self.igd_loss_func
+        by_weight = self.igd_normalize == "weights" and func.kind in ("igd", "pos")
+        dens, tokens = [], []
+        for batch, t in zip(batch_samples, labels, strict=True):
+            t = t.to(device)
+            weights = func.micro_batch_weights(t)
+            # (an immutable batch keeps no weights: compute_loss then walks its labels again)
+            with contextlib.suppress(TypeError):
+                batch[WEIGHTS_KEY] = weights
+            tokens.append((t[:, 1:] != func.ignore_index).sum().to(torch.float64))
+            dens.append(weights.weight.sum(dtype=torch.float64) if by_weight else tokens[-1])
+        local = torch.stack([torch.stack(dens).sum(), torch.stack(tokens).sum()])
         total = local
         args = self.args  # type: ignore[attr-defined]
         if args.world_size > 1:
             total = self.accelerator.gather(local[None]).sum(0)  # type: ignore[attr-defined]
+        if base is None:  # transformers did not count (a model without loss kwargs)
+            return total[0].to(torch.float32)
         # `base` counts the tokens of every process when transformers averages across devices
         # (then divided by the TP / CP / SP sizes; one copy per GPU under DataParallel), else
         # this process's tokens: rescale whichever count it is to the global denominator.
         counted = total[1] if args.average_tokens_across_devices else local[1]
         scale = torch.where(counted > 0, total[0] / counted.clamp(min=1), counted.new_ones(()))
         return (base * scale).to(torch.float32)
+
+    @staticmethod
+    def _pop_weights(inputs: dict[str, Any]) -> MicroBatchWeights | None:
+        """Remove and return the micro-batch weights that :meth:`_get_num_items_in_batch` left."""
+        weights = inputs.pop(WEIGHTS_KEY, None)
+        return weights if isinstance(weights, MicroBatchWeights) else None
 
     def _igd_loss_scale(self, num_items_in_batch: Any, transformers_scaled: bool) -> int:
         """Factor that makes DDP's gradient average the gradient of the global-batch loss.
@@ -145,7 +178,8 @@ class IGDTrainer(IGDTrainerMixin, transformers.Trainer):
         beta: weight of zero-IG tokens (``"igd"``) or of the last token (``"pos"``).
         loss: ``"igd"`` (default), ``"pos"``, ``"ce"`` or ``"cft"`` (needs
             :class:`igdbeam.CFTCollator` and ``remove_unused_columns=False``).
-        alpha: weight of the counterfactual term of ``"cft"``.
+        cft_weight: weight of the counterfactual term of ``"cft"``, ``>= 0`` (``alpha``, its old
+            name, still works and warns: ``alpha`` is IGD's decoding strength).
         off_trie: policy for completions that leave the trie.
         normalize: ``"weights"`` (default): divide by the weight sum of the whole optimizer
             step (all micro-batches of all processes), so the accumulated loss is exactly the
@@ -168,17 +202,19 @@ class IGDTrainer(IGDTrainerMixin, transformers.Trainer):
         trie: ItemTrie | None = None,
         beta: float = 0.1,
         loss: str = "igd",
-        alpha: float = 1.0,
+        cft_weight: float = 1.0,
         off_trie: str = "uniform",
         normalize: str = "weights",
         ignore_index: int = -100,
         validate: str = "first",
+        alpha: float | None = None,
         **kwargs: Any,
     ) -> None:
         """Build the trainer; see the class docstring."""
         if kwargs.get("compute_loss_func") is not None:
             raise ValueError("IGDTrainer sets compute_loss_func itself; pass loss=... instead")
-        self._init_igd(trie, beta, loss, alpha, off_trie, normalize, ignore_index, validate)
+        cft_weight = resolve_cft_weight(cft_weight, alpha, "IGDTrainer")
+        self._init_igd(trie, beta, loss, cft_weight, off_trie, normalize, ignore_index, validate)
         kwargs["compute_loss_func"] = self.igd_loss_func
         super().__init__(*args, **kwargs)
 
@@ -191,6 +227,7 @@ class IGDTrainer(IGDTrainerMixin, transformers.Trainer):
     ) -> Any:
         """The Trainer's compute_loss; for ``"cft"`` it first runs the history-free prompt."""
         cf_inputs = {k: inputs.pop(k) for k in CF_KEYS if k in inputs}
+        weights = self._pop_weights(inputs)
         if self.igd_loss_func.kind == "cft":
             if "cf_input_ids" not in cf_inputs or "cf_labels" not in cf_inputs:
                 raise ValueError(
@@ -203,9 +240,15 @@ class IGDTrainer(IGDTrainerMixin, transformers.Trainer):
                 use_cache=False,
             )
             self.igd_loss_func.pending_cf_outputs = (cf_out.logits, cf_inputs["cf_labels"])
-        result = super().compute_loss(
-            model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
-        )
+        # the loss function takes this micro-batch's weights on its next call (Trainer.compute_loss
+        # calls it with outputs, labels and num_items_in_batch only)
+        self.igd_loss_func.pending_weights = weights
+        try:
+            result = super().compute_loss(
+                model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+            )
+        finally:
+            self.igd_loss_func.pending_weights = None
         # transformers multiplies by the process count itself when averaging across devices
         scale = self._igd_loss_scale(
             num_items_in_batch, bool(self.args.average_tokens_across_devices)

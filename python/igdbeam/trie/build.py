@@ -9,6 +9,7 @@ prefix paths, weight signs and finiteness) and computes the layout of
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -46,8 +47,9 @@ def build_from_csr(
     Raises:
         InvalidIdError: a float / bool / non-numeric offset or token, or a negative token id.
         VocabularyError: a token id ``>= vocab_size``.
-        ValueError: a bad entropy mode, vocabulary size or weights; malformed offsets, an empty
-            path or a path that is a prefix of another (from the native builder).
+        ValueError: a bad entropy mode, vocabulary size, ``equal_ig_rtol`` (not a finite number
+            >= 0) or weights; malformed offsets, an empty path or a path that is a prefix of
+            another (from the native builder).
     """
     offsets = _as_int64(offsets, "offsets")
     tokens = _as_int64(tokens, "tokens")
@@ -58,7 +60,7 @@ def build_from_csr(
         if vocab_size <= 0:
             raise ValueError(f"vocab_size must be a positive integer, got {vocab_size}")
     num_items = offsets.shape[0] - 1
-    w = None if weights is None else _as_weights(weights, num_items)
+    w = None if weights is None else _overflow_safe(_as_weights(weights, num_items))
     _check_token_ranges(offsets, tokens, vocab_size)
     raw = _C.build_trie(
         offsets,
@@ -66,7 +68,7 @@ def build_from_csr(
         w,
         ENTROPY_MODES[entropy],
         -1 if vocab_size is None else vocab_size,
-        float(equal_ig_rtol),
+        _check_rtol(equal_ig_rtol),
     )
     meta = TrieMeta(
         entropy=entropy,
@@ -146,6 +148,45 @@ def _as_weights(weights: Weights, num_items: int) -> np.ndarray:
             f"weights must have one value per item ({num_items}), got shape {tuple(w.shape)}"
         )
     return w
+
+
+def _check_rtol(value: object) -> float:
+    """``equal_ig_rtol`` as a finite float >= 0 (a bool, string, NaN or inf is refused)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise ValueError(f"equal_ig_rtol must be a number >= 0, got {value!r}")
+    rtol = float(value)
+    if not math.isfinite(rtol) or rtol < 0:
+        raise ValueError(f"equal_ig_rtol must be a finite number >= 0, got {value!r}")
+    return rtol
+
+
+_RESCALE_ABOVE = 2.0**1000
+"""Weights whose sum exceeds this are scaled down by a power of two before the build."""
+
+
+def _overflow_safe(w: np.ndarray) -> np.ndarray:
+    """The weights scaled by an exact power of two when their sum could overflow float64.
+
+    ``p_r(i) = w_i / sum_j w_j`` does not depend on the scale, but the native build sums the
+    weights (the catalog's total and each duplicate title's leaf), and near ``1e308`` that sum
+    is ``inf``, which made every entropy and IG 0 and gave ``leaf_weight`` entries that no file
+    can hold. Multiplying by ``2**-e`` (``e`` the exponent of the largest weight) is exact, keeps
+    every ratio and brings the sum below the number of items. A positive weight too small to
+    survive the scaling (below ``2**-1074`` relative to the largest: its probability rounds to
+    0 in float64 anyway) becomes the smallest positive float, so it stays positive and the
+    zero-IG edges (decided from which weights are exactly 0) do not change. Weights that are
+    negative or not finite are returned as they are, for the native build to name the item.
+    """
+    if w.size == 0 or not bool(np.isfinite(w).all()) or bool((w < 0).any()):
+        return w
+    with np.errstate(over="ignore"):
+        total = float(np.sum(w))
+    if total <= _RESCALE_ABOVE:
+        return w
+    _, exponent = math.frexp(float(w.max()))
+    scaled = np.ldexp(w, -exponent)
+    scaled[(w > 0) & (scaled == 0)] = np.nextafter(0.0, 1.0)
+    return scaled
 
 
 def _item_of_token(offsets: np.ndarray, k: int) -> tuple[int, int]:

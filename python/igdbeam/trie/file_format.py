@@ -1,13 +1,21 @@
 """The versioned, memory-mappable on-disk format of a trie's arrays (:mod:`igdbeam.trie.layout`).
 
-Layout (little-endian):
+Layout (little-endian), format version 2:
     bytes 0..7    magic ``b"IGDTRIE\\0"``
-    bytes 8..11   uint32 format version (currently 1)
+    bytes 8..11   uint32 format version (2)
     bytes 12..19  uint64 length N of the JSON header
-    bytes 20..    N bytes of UTF-8 JSON: ``{"meta": {...}, "arrays": {name: {"dtype", "shape",
+    bytes 20..23  uint32 CRC-32 (zlib) of the N header bytes: the metadata (vocabulary size,
+                  entropy mode, depth, fan-out, item count) and the array table with each
+                  array's checksum, so every byte that the trie depends on is checksummed
+    bytes 24..    N bytes of UTF-8 JSON: ``{"meta": {...}, "arrays": {name: {"dtype", "shape",
                   "offset", "crc32"}}}``; offsets are absolute and 64-byte aligned, ``crc32`` (zlib)
-                  covers the array's bytes (files written before it was added have none)
+                  covers the array's bytes
     then          the raw arrays
+
+Version 1 files (written by igdbeam 0.1.0 before the header checksum) have no bytes 20..23 (the
+header starts at byte 20) and are still read: their arrays carry checksums (files written before
+those were added have none) and every value is validated, but their metadata is not
+checksummed. Save them again to upgrade them.
 
 Guarantees:
     * :func:`load_trie` validates the header and every array (dtype, length, ranges, the CSR /
@@ -16,7 +24,9 @@ Guarantees:
       file raises :class:`~igdbeam.errors.TrieFormatError` (a ValueError).
     * :func:`save_trie` writes a unique temporary file in the destination folder, flushes and
       fsyncs it and renames it into place: readers see the old file or the new one, whole, and
-      concurrent writers of one path leave exactly one writer's trie.
+      concurrent writers of one path leave exactly one writer's trie. It refuses a trie that
+      :func:`load_trie` would refuse, so a saved trie always loads. The temporary name carries
+      the writer's pid; a save removes the temporary files of earlier saves that were killed.
     * The memory-map contract: with ``mmap=True`` (the default) the arrays are pages of the file
       mapped copy-on-write. Replace a trie file by renaming a new file over it (as
       :func:`save_trie` does); never overwrite or truncate it in place while a process has it
@@ -27,19 +37,23 @@ Guarantees:
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import mmap as _mmap
 import os
+import stat
 import struct
 import tempfile
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any, NoReturn
 
 import numpy as np
 import torch
 
 from igdbeam.errors import TrieFormatError
+from igdbeam.io.fs import clean_leftovers, writer_prefix
 from igdbeam.trie.layout import (
     ALL_ARRAYS,
     ARRAY_DTYPES,
@@ -50,9 +64,12 @@ from igdbeam.trie.layout import (
 )
 
 MAGIC = b"IGDTRIE\0"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 _ALIGN = 64
-_PREFIX = struct.Struct("<8sIQ")
+_START = struct.Struct("<8sIQ")  # magic, version, header length: every version starts so
+_PREFIX = struct.Struct("<8sIQI")  # version 2: ... and the header's CRC-32
+_PREFIX_SIZES = {1: _START.size, 2: _PREFIX.size}
 
 
 def _aligned(n: int) -> int:
@@ -90,6 +107,12 @@ def save_trie(data: TrieData, path: str | os.PathLike[str]) -> None:
     the old file's pages.
     """
     arrays = {name: np.ascontiguousarray(data.arrays[name].cpu().numpy()) for name in ALL_ARRAYS}
+    try:  # a trie that saves must load: refuse to write what load would refuse
+        meta = validate_arrays(arrays, data.meta)
+    except TrieFormatError as exc:
+        raise TrieFormatError(
+            f"refusing to save an invalid trie to {os.fspath(path)}: {exc}"
+        ) from None
     crcs = {name: _crc32(arr) for name, arr in arrays.items()}
     table: dict[str, dict[str, Any]] = {}
     header = b""
@@ -104,16 +127,17 @@ def save_trie(data: TrieData, path: str | os.PathLike[str]) -> None:
                 "crc32": crcs[name],
             }
             offset = _aligned(offset + arr.nbytes)
-        new_header = json.dumps({"meta": data.meta, "arrays": table}, sort_keys=True).encode()
+        new_header = json.dumps({"meta": meta, "arrays": table}, sort_keys=True).encode()
         if len(new_header) == len(header):
             break
         header = new_header
     target = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(target))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".tmp", dir=folder)
+    clean_leftovers(target)  # temp files of an earlier save that was killed (SIGKILL)
+    fd, tmp = tempfile.mkstemp(prefix=writer_prefix(Path(target)), suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(_PREFIX.pack(MAGIC, VERSION, len(header)))
+            f.write(_PREFIX.pack(MAGIC, VERSION, len(header), zlib.crc32(header) & 0xFFFFFFFF))
             f.write(header)
             for name, arr in arrays.items():
                 f.seek(table[name]["offset"])
@@ -147,6 +171,48 @@ def _as_int(value: object, what: str) -> int:
     return value
 
 
+@contextlib.contextmanager
+def _open_regular(path: str | os.PathLike[str]) -> Iterator[io.BufferedReader]:
+    """Open ``path`` for reading only if it is a regular file, without ever blocking.
+
+    ``O_NONBLOCK`` makes opening a FIFO return at once (a plain open waits for a writer
+    forever); the type is then checked on the open descriptor, so a FIFO, a device such as
+    ``/dev/zero``, a socket or a folder is refused before a byte is read.
+
+    Raises:
+        TrieFormatError: ``path`` is not a regular file.
+        OSError: it cannot be opened (missing, permissions).
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except IsADirectoryError:
+        _fail(path, "it is a folder, not a regular file")
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = (
+                "a folder"
+                if stat.S_ISDIR(mode)
+                else "a FIFO (named pipe)"
+                if stat.S_ISFIFO(mode)
+                else "a device"
+                if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+                else "a socket"
+                if stat.S_ISSOCK(mode)
+                else "not a regular file"
+            )
+            _fail(path, f"it is {kind}, not a regular file")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        f = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with f:
+        yield f
+
+
 def load_trie(path: str | os.PathLike[str], *, mmap: bool = True) -> TrieData:
     """Read and validate a trie file written by :func:`save_trie`; return its arrays (CPU).
 
@@ -162,29 +228,44 @@ def load_trie(path: str | os.PathLike[str], *, mmap: bool = True) -> TrieData:
 
     Raises:
         TrieFormatError: the file is not a valid trie (a ValueError; see
-            :func:`validate_arrays` for what is checked).
+            :func:`validate_arrays` for what is checked), or not a regular file (a FIFO, a
+            device, a folder: refused at once, never read or waited on).
         OSError: the file cannot be opened or read.
     """
-    with open(path, "rb") as f:
+    with _open_regular(path) as f:
         size = os.fstat(f.fileno()).st_size
-        prefix = f.read(_PREFIX.size)
-        if len(prefix) < _PREFIX.size:
+        start = f.read(_START.size)
+        if len(start) < _START.size:
             _fail(path, "the file is too short")
-        magic, version, header_len = _PREFIX.unpack(prefix)
+        magic, version, header_len = _START.unpack(start)
         if magic != MAGIC:
             _fail(path, f"wrong magic bytes {magic!r} (expected {MAGIC!r})")
-        if version != VERSION:
-            _fail(path, f"format version {version}, this igdbeam reads version {VERSION}")
-        if header_len > size - _PREFIX.size:
+        if version not in READABLE_VERSIONS:
+            _fail(
+                path,
+                f"format version {version}; this igdbeam reads versions "
+                f"{', '.join(map(str, READABLE_VERSIONS))} (a newer igdbeam wrote it?)",
+            )
+        prefix_size = _PREFIX_SIZES[version]
+        header_crc: int | None = None
+        if version >= 2:
+            raw_crc = f.read(4)
+            if len(raw_crc) < 4:
+                _fail(path, "the file is too short")
+            (header_crc,) = struct.unpack("<I", raw_crc)
+        if header_len > size - prefix_size:
             _fail(path, "the header runs past the end of the file")
+        raw_header = f.read(header_len)
+        if header_crc is not None and zlib.crc32(raw_header) & 0xFFFFFFFF != header_crc:
+            _fail(path, "the header fails its checksum (the metadata or array table is corrupt)")
         try:
-            header = json.loads(f.read(header_len).decode())
+            header = json.loads(raw_header.decode())
             meta, table = header["meta"], header["arrays"]
         except (ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError) as exc:
             _fail(path, f"unreadable header ({type(exc).__name__}: {exc})")
         if not isinstance(meta, dict) or not isinstance(table, dict):
             _fail(path, "the header's 'meta' and 'arrays' must be JSON objects")
-        data_start = _PREFIX.size + header_len
+        data_start = prefix_size + header_len
         if mmap:
             buf: _mmap.mmap | bytearray = _mmap.mmap(f.fileno(), size, access=_mmap.ACCESS_COPY)
         else:

@@ -14,9 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from igdbeam.errors import InvalidIdError, as_id_array
+from igdbeam.errors import InvalidIdError, as_device, as_id_array
 from igdbeam.native.library import _C
-from igdbeam.ops.walk import walk_paths
 from igdbeam.trie.build import Weights, build_from_csr, build_from_paths
 from igdbeam.trie.file_format import load_trie, save_trie, validate_arrays
 from igdbeam.trie.layout import DEVICE_ARRAYS, NODE_ARRAYS, TrieData, TrieMeta
@@ -32,6 +31,7 @@ from igdbeam.trie.lookups import (
 )
 from igdbeam.trie.statistics import fanout_bounds, trie_stats
 from igdbeam.trie.titles import build_from_titles
+from igdbeam.trie.walk import walk_paths
 
 
 class ItemTrie:
@@ -262,8 +262,13 @@ class ItemTrie:
 
     # ------------------------------------------------------------------ devices
     def to(self, device: str | torch.device) -> ItemTrie:
-        """Return a trie whose kernel-facing arrays live on ``device`` (self when already there)."""
-        device = torch.device(device)
+        """Return a trie whose kernel-facing arrays live on ``device`` (self when already there).
+
+        Raises:
+            CudaUnavailableError: ``device`` is a CUDA device and no usable GPU is there (a
+                RuntimeError; the message says why and suggests ``"cpu"``).
+        """
+        device = as_device(device)
         if device == self.device:
             return self
         arrays = {

@@ -30,7 +30,9 @@ def trie_stats(arrays: Mapping[str, torch.Tensor], meta: TrieMeta) -> dict[str, 
         lo, hi = starts[d - 1], starts[d]
         zeros_on_path[lo:hi] += zeros_on_path[parent[lo:hi]]
     leaves = arrays["leaf_nodes"].cpu().numpy()
-    w = arrays["leaf_weight"].cpu().numpy()
+    w = arrays["leaf_weight"].cpu().numpy().astype(np.float64)
+    if w.size and w.max() > 0:
+        w = w / w.max()  # normalised first: products and sums of weights near 1e308 overflow
     leaf_len = depth[leaves].astype(np.float64)
     leaf_zero = zeros_on_path[leaves].astype(np.float64)
     num_nodes = int(arrays["token"].shape[0])

@@ -69,3 +69,11 @@ def non_negative_float(text: str) -> float:
 def finite_float(text: str) -> float:
     """argparse type: any finite number."""
     return _parse_number(text, float)
+
+
+def seed_list(text: str) -> tuple[int, ...]:
+    """argparse type: comma-separated integer seeds >= 0 (``"0,1,2"``)."""
+    items = [x.strip() for x in text.split(",") if x.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError(f"expected comma-separated seeds, got {text!r}")
+    return tuple(non_negative_int(x) for x in items)

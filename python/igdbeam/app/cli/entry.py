@@ -9,9 +9,11 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from igdbeam.app.cli import demo, experiment, prepare, recommend, stats, train
+from igdbeam.app.cli import demo, experiment, prepare, recommend, serve, stats, train
+from igdbeam.app.cli.optional_packages import missing_packages_message
 from igdbeam.app.cli.out_checks import CREATED_DIRS, remove_created_dirs
 from igdbeam.app.cli.parser import build_parser
+from igdbeam.app.cli.plots import PlotError
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "prepare": prepare.cmd_prepare,
@@ -21,6 +23,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "evaluate": recommend.cmd_evaluate,
     "demo": demo.cmd_demo,
     "experiment": experiment.cmd_experiment,
+    "serve": serve.cmd_serve,
 }
 
 
@@ -93,6 +96,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         _restore_signal_handlers(previous)
 
 
+def _is_cuda_unavailable(exc: BaseException) -> bool:
+    from igdbeam.errors import CudaUnavailableError
+
+    return isinstance(exc, CudaUnavailableError)
+
+
 def _main(argv: Sequence[str] | None) -> int:
     from igdbeam.app.assets import AssetError
 
@@ -108,11 +117,22 @@ def _main(argv: Sequence[str] | None) -> int:
         parser.error(f"--alpha must lie in [0, 1], got {args.alpha}")
     if getattr(args, "beta", None) is not None and not 0.0 <= args.beta <= 1.0:
         parser.error(f"--beta must lie in [0, 1], got {args.beta}")
+    # Optional packages (plots, LoRA, ...) before any work, so nothing is lost to a missing one.
+    missing = missing_packages_message(args)
+    if missing is not None:
+        parser.exit(2, f"igdbeam: error: {missing}\n")
     try:
         return COMMANDS[args.command](args)
-    except (AssetError, NotImplementedError, OSError, ValueError) as exc:
+    except PlotError as exc:
+        # The results are complete and in place; only a figure is missing.
+        print(f"igdbeam: error: {_one_line(exc)}", file=sys.stderr, flush=True)
+        return 1
+    except (AssetError, NotImplementedError, OSError, ValueError, RuntimeError) as exc:
         # ValueError covers DataFormatError and igdbeam.errors' input errors; OSError covers
-        # missing, existing and unwritable paths.
+        # missing, existing and unwritable paths; of the RuntimeErrors only a CUDA request
+        # without a GPU is the user's to fix (igdbeam.errors imports torch: only now).
+        if isinstance(exc, RuntimeError) and not _is_cuda_unavailable(exc):
+            raise
         remove_created_dirs()
         parser.exit(2, f"igdbeam: error: {_one_line(exc)}\n")
     return 2  # pragma: no cover - parser.exit raises

@@ -6,7 +6,13 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from igdbeam.app.cli.arg_types import non_negative_float, positive_int, unit_float
+from igdbeam.app.cli.arg_types import (
+    non_negative_float,
+    non_negative_int,
+    positive_int,
+    seed_list,
+    unit_float,
+)
 
 DESCRIPTION = """\
 Run the paper's comparison as one resumable command: fine-tune with each training loss
@@ -28,7 +34,9 @@ def add_parser(sub: Any, formatter: type[argparse.HelpFormatter]) -> None:
         description=DESCRIPTION,
         formatter_class=formatter,
     )
-    p.add_argument("--profile", choices=("cpu", "gpu", "tiny"), default="cpu", help="sizes")
+    p.add_argument(
+        "--profile", choices=("cpu", "cpu-large", "gpu", "tiny"), default="cpu", help="sizes"
+    )
     p.add_argument("--out", type=Path, required=True, help="output folder and cache")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--data", type=Path, help="a BIGRec-format folder (default: --dataset)")
@@ -37,7 +45,12 @@ def add_parser(sub: Any, formatter: type[argparse.HelpFormatter]) -> None:
     p.add_argument(
         "--losses", default=None, help="comma-separated subset of plain,pos,cft,igd (profile's)"
     )
-    p.add_argument("--seeds", default=None, help="comma-separated training seeds (profile's)")
+    p.add_argument(
+        "--seeds",
+        type=seed_list,
+        default=None,
+        help="comma-separated training seeds >= 0 (profile's)",
+    )
     p.add_argument("--beta", type=unit_float, default=None, help="IGD loss beta (profile: 0.1)")
     p.add_argument(
         "--alpha", type=unit_float, default=None, help="IGD decoding alpha (profile: 0.2)"
@@ -59,8 +72,17 @@ def add_parser(sub: Any, formatter: type[argparse.HelpFormatter]) -> None:
     )
     p.add_argument("--train-rows", type=positive_int, default=None, help="latest N training rows")
     p.add_argument("--test-rows", type=positive_int, default=None, help="test rows to decode")
-    p.add_argument("--lora-r", type=int, default=None, help="LoRA rank (0: full fine-tune)")
+    p.add_argument(
+        "--lora-r", type=non_negative_int, default=None, help="LoRA rank (0: full fine-tune)"
+    )
     p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
+    p.add_argument(
+        "--dtype",
+        choices=("auto", "float32", "bfloat16"),
+        default=None,
+        help="precision of training and decoding; auto: bfloat16 where the CPU/GPU runs it "
+        "natively (profile's when omitted; recorded resolved, so a resume keeps it)",
+    )
     p.add_argument(
         "--exclude-history",
         action="store_true",
@@ -105,9 +127,12 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         raise ValueError(f"--lora-r must be >= 0, got {args.lora_r}")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    from igdbeam.precision import dtype_name, resolve_dtype
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     fields = {
         "losses": _csv_list(args.losses, str),
-        "seeds": _csv_list(args.seeds, int),
+        "seeds": args.seeds,
         "beta": args.beta,
         "alpha": args.alpha,
         "catalog": args.catalog,
@@ -117,6 +142,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         "test_rows": args.test_rows,
         "lora_r": args.lora_r,
         "exclude_history": True if args.exclude_history else None,
+        "dtype": None if args.dtype is None else dtype_name(resolve_dtype(args.dtype, device)),
     }
     base = PROFILES[args.profile]
     profile = ExperimentProfile(

@@ -25,6 +25,31 @@ def dataset_dir(args: argparse.Namespace) -> Path:
     return prepare_movielens(args.dataset, progress=not getattr(args, "no_progress", False))
 
 
+def exclude_history(args: argparse.Namespace) -> bool:
+    """``--exclude-history`` / ``--include-history``, or the data's default: on for MovieLens
+    (``--dataset``, or a ``--data`` folder written by ``igdbeam prepare``), off otherwise."""
+    if args.exclude_history is not None:
+        return bool(args.exclude_history)
+    if getattr(args, "data", None) is None:
+        return True
+    from igdbeam.io import read_marker
+
+    marker = read_marker(args.data)
+    return marker is not None and marker.get("command") == "prepare"
+
+
+def all_splits(args: argparse.Namespace, ds: Any) -> Any:
+    """The dataset with every split file of ``--data`` / ``--dataset`` loaded (``ds`` itself when
+    it has them all): a user's whole prior history spans the splits."""
+    from igdbeam.data import load_dataset
+
+    folder = Path(ds.directory) if getattr(ds, "directory", None) else dataset_dir(args)
+    names = tuple(n for n in ("train", "valid", "test") if (folder / f"{n}.csv").is_file())
+    if set(names) <= set(ds.splits):
+        return ds
+    return load_dataset(folder, splits=names)
+
+
 def tokenizer(model: str) -> Any:
     """The left-padding tokenizer of ``--model`` (``smollm2`` or a checkpoint folder)."""
     from transformers import AutoTokenizer
@@ -41,9 +66,11 @@ def tokenizer(model: str) -> Any:
     return tok
 
 
-def setup(args: argparse.Namespace, splits: Sequence[str]) -> tuple[Any, Any, Any, Any]:
-    """Load the dataset (each of ``splits`` must have rows), the model and its tokenizer, and
-    build the trie: ``(dataset, model, tokenizer, trie)``."""
+def setup(
+    args: argparse.Namespace, splits: Sequence[str], *, dtype: str | None = None
+) -> tuple[Any, Any, Any, Any]:
+    """Load the dataset (each of ``splits`` must have rows), the model (in ``dtype``, default
+    ``--dtype``) and its tokenizer, and build the trie: ``(dataset, model, tokenizer, trie)``."""
     import torch
 
     from igdbeam.app.assets import load_model_and_tokenizer
@@ -57,7 +84,7 @@ def setup(args: argparse.Namespace, splits: Sequence[str]) -> tuple[Any, Any, An
     for name in splits:
         if not ds.split(name):
             raise DataFormatError(f"{data / (name + '.csv')}: the split has no rows")
-    model, tok = load_model_and_tokenizer(args.model)
+    model, tok = load_model_and_tokenizer(args.model, dtype=dtype or args.dtype)
     trie = build_trie(
         ds,
         tok,

@@ -58,7 +58,7 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
         "--entropy",
         choices=("global", "conditional"),
         default="global",
-        help="trie entropy mode (spec: global is the reference code's default)",
+        help="trie entropy mode ('global' is the reference code's)",
     )
     g.add_argument(
         "--catalog",
@@ -98,6 +98,13 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--max-prompt-tokens", type=positive_int, default=512, help="drop oldest items beyond"
+    )
+    g.add_argument(
+        "--dtype",
+        choices=("auto", "float32", "bfloat16"),
+        default="auto",
+        help="model precision; auto: bfloat16 where the CPU (AVX512-BF16 / AMX) or GPU runs it "
+        "natively, else float32",
     )
     g.add_argument("--no-progress", action="store_true", help="hide the tqdm progress bars")
 
@@ -150,11 +157,21 @@ def add_decode_args(p: argparse.ArgumentParser, *, many: bool) -> None:
 
 def add_filter_args(g: Any) -> None:
     """Item filters and collaborative scores (README "Item filters and collaborative scores")."""
-    g.add_argument(
+    history = g.add_mutually_exclusive_group()
+    history.add_argument(
         "--exclude-history",
+        dest="exclude_history",
         action="store_true",
+        default=None,
         help="never recommend an item of the row's own history (a per-row item filter: beams "
-        "never enter a title prefix whose items are all excluded)",
+        "never enter a title prefix whose items are all excluded); the default for MovieLens "
+        "(--dataset, or a folder written by 'igdbeam prepare'), where no user rates a movie twice",
+    )
+    history.add_argument(
+        "--include-history",
+        dest="exclude_history",
+        action="store_false",
+        help="allow items of the row's own history (the default for other --data folders)",
     )
     cf = g.add_mutually_exclusive_group()
     cf.add_argument(

@@ -13,21 +13,21 @@ CREATED_DIRS: list[Path] = []  # parent folders the output checks created (remov
 
 def check_out_dir(path: Path, command: str, overwrite: bool, option: str = "--out") -> None:
     """Before any work: may ``igdbeam <command>`` write the output folder ``path``?"""
-    from igdbeam.app.io_utils import check_output_dir
+    from igdbeam.io import check_output_dir
 
     CREATED_DIRS.extend(check_output_dir(path, command, overwrite=overwrite, option=option))
 
 
 def check_out_file(path: Path, overwrite: bool, option: str = "--out") -> None:
     """Before any work: may the output file ``path`` be written?"""
-    from igdbeam.app.io_utils import check_output_file
+    from igdbeam.io import check_output_file
 
     CREATED_DIRS.extend(check_output_file(path, overwrite=overwrite, option=option))
 
 
 def remove_created_dirs() -> None:
     """Remove the (still empty) parent folders the output checks created, and forget them."""
-    from igdbeam.app.io_utils import remove_empty_dirs
+    from igdbeam.io import remove_empty_dirs
 
     remove_empty_dirs(CREATED_DIRS)
     CREATED_DIRS.clear()

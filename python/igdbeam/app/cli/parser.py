@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from igdbeam.app.cli import demo, experiment, prepare, recommend, stats, train
+from igdbeam.app.cli import demo, experiment, prepare, recommend, serve, stats, train
+from igdbeam.app.cli.formatting import HelpFormatter, RawDescriptionHelpFormatter
 
 DESCRIPTION = """\
 Information-Gain Debiasing (IGD) for LLM recommenders.
@@ -23,14 +24,18 @@ Scale out with accelerate: 'accelerate launch --num_processes N -m igdbeam.app.c
 launcher; igdbeam then runs N CPU processes with the gloo backend)."""
 
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Show defaults and keep the description's line breaks."""
-
-
 def build_parser() -> argparse.ArgumentParser:
     """Return the ``igdbeam`` argument parser with all subcommands."""
+    from igdbeam._version import __version__
+
     parser = argparse.ArgumentParser(
-        prog="igdbeam", description=DESCRIPTION, epilog=EPILOG, formatter_class=_Formatter
+        prog="igdbeam",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"igdbeam {__version__}", help="print the version"
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     prepare.add_parser(sub)
@@ -38,5 +43,6 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_parser(sub)
     recommend.add_parsers(sub)
     demo.add_parser(sub)
-    experiment.add_parser(sub, argparse.ArgumentDefaultsHelpFormatter)
+    experiment.add_parser(sub, HelpFormatter)
+    serve.add_parser(sub)
     return parser

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from igdbeam.app.cli.arg_types import finite_float, positive_int
+from igdbeam.app.cli.formatting import HelpFormatter
 from igdbeam.app.cli.options import add_overwrite
 from igdbeam.app.cli.out_checks import check_out_dir
 
@@ -19,7 +20,7 @@ def add_parser(sub: Any) -> None:
         description="Build info.txt and train/valid/test.csv from the RecBole MovieLens files: "
         "each user's items sorted by time, one sample per position with up to --max-history "
         "previous items, all samples split 80/10/10 by the target's timestamp.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--dataset", choices=("ml-100k", "ml-1m"), default="ml-100k", help="source")
     p.add_argument("--out", type=Path, required=True, help="output folder (written atomically)")

@@ -9,8 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from igdbeam.app.cli import loading
+from igdbeam.app.cli.arg_types import positive_int
+from igdbeam.app.cli.formatting import HelpFormatter
 from igdbeam.app.cli.options import add_data_args, add_decode_args, add_model_args, add_overwrite
 from igdbeam.app.cli.out_checks import check_out_dir, check_out_file
+from igdbeam.app.cli.plots import PlotError, try_plot
 
 
 def add_parsers(sub: Any) -> None:
@@ -21,7 +24,7 @@ def add_parsers(sub: Any) -> None:
         description="Decode the top --num-beams items per row with trie-constrained beam search "
         "and write one CSV row per recommendation (user_id, rank, item_id, item_title, score, "
         "target_item_id, hit) plus a JSON file with the same stem.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     add_data_args(p)
     add_model_args(p)
@@ -39,14 +42,22 @@ def add_parsers(sub: Any) -> None:
         "evaluate",
         help="NDCG/HR@{1,3,5,10,20}, diversity and entropy plots for one or more decoders",
         description="Decode with each method, match recommendations to the ground truth "
-        "through trie leaves and write metrics.json, metrics.csv, recommendations.csv and "
+        "through trie leaves, compare every method with the most-popular baselines on the same "
+        "rows (95%% user-clustered bootstrap intervals, paired differences, minimum detectable "
+        "effects) and write metrics.json, metrics.csv, report.md, recommendations.csv and "
         "entropy_by_step.png to --out. Under 'accelerate launch' the rows are sharded across "
         "processes and the results gathered on the main process.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     add_data_args(p)
     add_model_args(p)
     add_decode_args(p, many=True)
+    p.add_argument(
+        "--bootstrap",
+        type=positive_int,
+        default=1000,
+        help="resamples of the 95%% intervals (users resampled: a user's rows move together)",
+    )
     p.add_argument("--out", type=Path, required=True, help="output folder")
     add_overwrite(p, "--out folder")
 
@@ -89,8 +100,8 @@ def _filter_kwargs(args: argparse.Namespace, ds: Any, rows: Sequence[Any]) -> di
     from igdbeam.app.pipeline import history_exclusions, popularity, popularity_log_scores
 
     out: dict[str, Any] = {}
-    if args.exclude_history:
-        out["exclude_item_ids"] = history_exclusions(ds.catalog, rows)
+    if loading.exclude_history(args):
+        out["exclude_item_ids"] = history_exclusions(ds.catalog, rows, loading.all_splits(args, ds))
     if args.popularity_prior is not None:
         out["item_scores"] = popularity_log_scores(popularity(ds))
         out["item_score_weight"] = args.popularity_prior
@@ -113,9 +124,9 @@ def _filter_kwargs(args: argparse.Namespace, ds: Any, rows: Sequence[Any]) -> di
 
 def cmd_recommend(args: argparse.Namespace) -> int:
     """Write recommendations for a split."""
-    from igdbeam.app.io_utils import atomic_open, dump_csv, dump_json
     from igdbeam.app.pipeline import METHODS, dist_state, recommend_sharded, recommendations_table
     from igdbeam.app.pipeline import select_test_users as pick
+    from igdbeam.io import atomic_open, dump_csv, dump_json
 
     out = Path(args.out)
     if out.suffix.lower() == ".json":
@@ -176,9 +187,9 @@ EVALUATE_COLUMNS = [  # (key, header, format) of the table `evaluate` prints
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate one or more decoders."""
     from igdbeam.app.demo import format_table
-    from igdbeam.app.io_utils import atomic_dir, write_csv, write_json
     from igdbeam.app.pipeline import (
         dist_state,
+        history_exclusions,
         popularity,
         recommend_many_sharded,
         recommendations_table,
@@ -187,6 +198,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from igdbeam.app.pipeline import select_test_users as pick
     from igdbeam.evaluation.analysis import entropy_curves, plot_entropy_curves
     from igdbeam.evaluation.metrics import evaluate_recommendations
+    from igdbeam.evaluation.report import evaluation_report
+    from igdbeam.io import atomic_dir, write_csv, write_json
 
     methods = _methods(args)
     check_out_dir(args.out, "evaluate", args.overwrite)
@@ -197,8 +210,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     pop = popularity(ds)
     state = dist_state()
     results, ranked, rec_rows = [], {}, []
+    filters = _filter_kwargs(args, ds, rows)
     decoded = recommend_many_sharded(
-        model, tok, trie, rows, methods, **_decode_kwargs(args), **_filter_kwargs(args, ds, rows)
+        model, tok, trie, rows, methods, **_decode_kwargs(args), **filters
     )
     for name, settings in methods.items():
         recs = decoded[name]
@@ -209,20 +223,49 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if state.is_main_process:
         out = Path(args.out)
         curves = entropy_curves(trie, targets, ranked)
+        # Every decoder next to the popularity baselines on the same rows, with user-clustered
+        # intervals and paired differences; "history" is what the user rated before each row.
+        full = loading.all_splits(args, ds)
+        excluded = loading.exclude_history(args)
+        report = evaluation_report(
+            ranked,
+            rows,
+            full,
+            trie,
+            exclude_history=excluded,
+            history=filters.get("exclude_item_ids") or history_exclusions(full.catalog, rows, full),
+            popularity=pop,
+            sasrec=False,
+            num_resamples=args.bootstrap,
+            seed=args.seed,
+            title=f"## igdbeam evaluate: {args.split} split",
+        )
         # Built in a temp folder next to --out and renamed into place when complete.
         with atomic_dir(out, command="evaluate", overwrite=args.overwrite, option="--out") as tmp:
             write_json(
                 tmp / "metrics.json",
                 {
                     "num_rows": len(rows),
+                    "num_users": len({r.user_id for r in rows}),
+                    "exclude_history": loading.exclude_history(args),
                     "num_processes": state.num_processes,
                     "results": results,
+                    "evaluation": report["evaluation"],
+                    "report": report["results"],
                     "entropy_by_step": curves,
                 },
             )
             write_csv(tmp / "metrics.csv", results)
+            with open(tmp / "report.md", "w", encoding="utf-8") as fh:
+                fh.write(report["markdown"])
             write_csv(tmp / "recommendations.csv", rec_rows)
-            plot_entropy_curves(curves, tmp / "entropy_by_step.png")
+            # After the results: a plot that fails is reported, the results are kept.
+            failures: list[str] = []
+            try_plot(failures, plot_entropy_curves, tmp / "entropy_by_step.png", curves)
         print(format_table(results, EVALUATE_COLUMNS))
+        print()
+        print(report["markdown"])
         print(f"{len(rows)} rows on {state.num_processes} process(es); results in {out}/")
+        if failures:
+            raise PlotError(f"the results are in {str(out)!r}", failures)
     return 0

@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from igdbeam.app.cli import loading
+from igdbeam.app.cli.formatting import HelpFormatter
 from igdbeam.app.cli.options import add_data_args, add_overwrite
 from igdbeam.app.cli.out_checks import check_out_file
+from igdbeam.app.cli.plots import PlotError, try_plot
 
 
 def add_parser(sub: Any) -> None:
@@ -19,7 +21,7 @@ def add_parser(sub: Any) -> None:
         description="Print split sizes, history lengths and the trie's statistics (the paper's "
         "Table 4 zero-IG token share); optionally save them as JSON and plot the zero-IG share "
         "by decoding step.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     add_data_args(p)
     p.add_argument("--model", default="smollm2", help="tokenizer source: 'smollm2' or a folder")
@@ -32,10 +34,10 @@ def cmd_stats(args: argparse.Namespace) -> int:
     """Print dataset and trie statistics."""
     import numpy as np
 
-    from igdbeam.app.io_utils import atomic_path, write_json
     from igdbeam.app.pipeline import build_trie
     from igdbeam.data import load_dataset
     from igdbeam.evaluation.analysis import plot_zero_ig_by_step, zero_ig_report
+    from igdbeam.io import write_json
 
     plot = Path(args.plot) / "zero_ig_by_step.png" if args.plot is not None else None
     if args.out is not None:
@@ -71,9 +73,13 @@ def cmd_stats(args: argparse.Namespace) -> int:
     print(
         "  zero-IG share by step: " + " ".join(f"{x:.2f}" for x in report["zero_ig_share_by_step"])
     )
-    if plot is not None:
-        with atomic_path(plot) as tmp:
-            plot_zero_ig_by_step(report, tmp)
     if args.out is not None:
         write_json(args.out, stats)
+    if plot is not None:
+        failures: list[str] = []
+        if not try_plot(failures, plot_zero_ig_by_step, plot, report):
+            done = "the statistics are printed above"
+            if args.out is not None:
+                done += f" and written to {str(args.out)!r}"
+            raise PlotError(done, failures)
     return 0

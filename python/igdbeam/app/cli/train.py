@@ -14,6 +14,7 @@ from igdbeam.app.cli.arg_types import (
     steps_int,
     unit_float,
 )
+from igdbeam.app.cli.formatting import HelpFormatter
 from igdbeam.app.cli.options import add_data_args, add_model_args, add_overwrite
 from igdbeam.app.cli.out_checks import check_out_dir
 
@@ -27,7 +28,7 @@ def add_parser(sub: Any) -> None:
         "target title's trie path; the loss is 'plain' cross-entropy, 'igd' (zero-IG tokens "
         "weighted by --beta), or the 'pos' / 'cft' baselines when the installed trainer offers "
         "them. Run under 'accelerate launch' for data-parallel training.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     add_data_args(p)
     add_model_args(p)
@@ -78,11 +79,13 @@ def _lora_config(args: argparse.Namespace) -> Any:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Fine-tune a model."""
-    from igdbeam.app.io_utils import write_json
     from igdbeam.app.pipeline import train_model
+    from igdbeam.io import write_json
 
     check_out_dir(args.output_dir, "train", args.overwrite, "--output-dir")
-    ds, model, tok, trie = loading.setup(args, ("train",))
+    # Loaded in float32; train_model applies --dtype (bf16 base + float32 LoRA adapters, or
+    # float32 master weights under bf16 autocast for a full fine-tune).
+    ds, model, tok, trie = loading.setup(args, ("train",), dtype="float32")
     rows = ds.split("train")
     if args.max_train_samples is not None:
         rows = rows[-args.max_train_samples :]
@@ -106,6 +109,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=not args.no_progress,
         lora=_lora_config(args),
+        dtype=args.dtype,
     )
     from igdbeam.app.pipeline import dist_state
 

@@ -6,14 +6,13 @@ training targets).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from igdbeam.data.bigrec_csv import Dataset, Sample
+from igdbeam.data.bigrec_csv import Dataset, target_positions
 from igdbeam.native.checks import check_non_negative
 from igdbeam.training.prompts import trie_for_catalog
 
@@ -47,11 +46,6 @@ def prepare_movielens(
         progress=progress,
     )
     return out
-
-
-def target_positions(dataset: Dataset, samples: Sequence[Sample]) -> np.ndarray:
-    """Catalog positions (trie item ids) of the samples' targets."""
-    return np.asarray([dataset.catalog.position(s.item_id) for s in samples], dtype=np.int64)
 
 
 def popularity(dataset: Dataset) -> np.ndarray:

@@ -6,12 +6,12 @@ import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import torch
-
 from igdbeam.data.bigrec_csv import Sample
+from igdbeam.decoding.inputs import left_pad
 from igdbeam.training.prompts import fit_prompt, get_template
 
 GenerateFn = Callable[..., Any]
+__all__ = ["GenerateFn", "encode_prompts", "left_pad", "resolve_decoder"]
 
 
 def encode_prompts(
@@ -34,18 +34,6 @@ def encode_prompts(
             hist = hist[-max_history_items:]
         out.append(fit_prompt(tokenizer, hist, t, max_prompt_tokens)[1])
     return out
-
-
-def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-pad token rows into ``(input_ids, attention_mask)`` int64 tensors."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), int(pad_id), dtype=torch.int64)
-    mask = torch.zeros((len(rows), width), dtype=torch.int64)
-    for i, r in enumerate(rows):
-        if len(r):
-            ids[i, width - len(r) :] = torch.tensor(list(r), dtype=torch.int64)
-            mask[i, width - len(r) :] = 1
-    return ids, mask
 
 
 def resolve_decoder(spec: str = "igdbeam:generate") -> GenerateFn:

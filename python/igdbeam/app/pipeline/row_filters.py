@@ -12,12 +12,25 @@ import torch
 from igdbeam.data.bigrec_csv import Sample
 
 
-def history_exclusions(catalog: Any, samples: Sequence[Sample]) -> list[list[int]]:
-    """Catalog positions (trie item ids) of each sample's history items, for
-    ``exclude_item_ids`` (``--exclude-history``); history ids missing from the catalog cannot be
-    recommended anyway and are skipped."""
+def history_exclusions(
+    catalog: Any, samples: Sequence[Sample], dataset: Any = None
+) -> list[list[int]]:
+    """Catalog positions (trie item ids) of the items each sample's user rated before its target,
+    for ``exclude_item_ids`` (``--exclude-history``).
+
+    With ``dataset`` (the loaded splits the samples come from) that is the user's whole prior
+    history (:func:`igdbeam.data.user_history.prior_item_ids`: every earlier row's target, not
+    only the newest items kept in the row); without it, the row's own history. Ids missing from
+    the catalog cannot be recommended anyway and are skipped.
+    """
     known = set(catalog.ids)
-    return [[catalog.position(i) for i in s.history_item_id if i in known] for s in samples]
+    if dataset is not None:
+        from igdbeam.data.user_history import prior_item_ids
+
+        ids = prior_item_ids(dataset, samples)
+    else:
+        ids = [list(s.history_item_id) for s in samples]
+    return [[catalog.position(i) for i in row if i in known] for row in ids]
 
 
 def popularity_log_scores(counts: np.ndarray) -> np.ndarray:

@@ -16,17 +16,17 @@ Modules: :mod:`.fs` (fsync, umask, removal), :mod:`.atomic_files` (files), :mod:
 work) and :mod:`.tables` (JSON and CSV).
 """
 
-from igdbeam.app.io_utils.atomic_dirs import atomic_dir, staged_dir
-from igdbeam.app.io_utils.atomic_files import atomic_open, atomic_path
-from igdbeam.app.io_utils.markers import MARKER_NAME, OutputPathError, read_marker, write_marker
-from igdbeam.app.io_utils.output_checks import (
+from igdbeam.io.atomic_dirs import atomic_dir, staged_dir
+from igdbeam.io.atomic_files import atomic_open, atomic_path
+from igdbeam.io.markers import MARKER_NAME, OutputPathError, read_marker, write_marker
+from igdbeam.io.output_checks import (
     check_output_dir,
     check_output_file,
     ensure_output_dir,
     ensure_writable_dir,
     remove_empty_dirs,
 )
-from igdbeam.app.io_utils.tables import dump_csv, dump_json, write_csv, write_json
+from igdbeam.io.tables import dump_csv, dump_json, write_csv, write_json
 
 __all__ = [
     "MARKER_NAME",

@@ -1,22 +1,44 @@
-"""The trie walk of token rows (C++ for CPU tensors, CUDA for GPU tensors, via ``run_op``)."""
+"""The trie walk of token rows (the registered op ``igdbeam::walk_paths``: C++ for CPU tensors,
+CUDA for GPU tensors).
+
+A trie query (the node each token path reaches) behind :meth:`ItemTrie.walk
+<igdbeam.trie.item_trie.ItemTrie.walk>`; it lives in ``trie/``, not ``ops/``, so that the trie
+floor imports nothing above it (the ops take an ``ItemTrie``). It reads only the trie's device and
+arrays, so it does not import ``item_trie``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 
 from igdbeam.errors import InvalidIdError, first_non_integer
 from igdbeam.native.checks import check_tensor, row_major
-from igdbeam.native.dispatch import run_op
+from igdbeam.native.torch_ops import WALK_PATHS, trie_operands
 
-if TYPE_CHECKING:
-    from igdbeam.trie.item_trie import ItemTrie
+
+class WalkableTrie(Protocol):
+    """What the walk reads from a trie (an :class:`~igdbeam.trie.item_trie.ItemTrie`)."""
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the kernel-facing arrays."""
+        ...
+
+    @property
+    def max_fanout(self) -> int:
+        """Largest number of children of one node."""
+        ...
+
+    def array(self, name: str) -> torch.Tensor:
+        """One of the trie's arrays by name."""
+        ...
 
 
 def walk_paths(
-    trie: ItemTrie,
+    trie: WalkableTrie,
     tokens: torch.Tensor | Sequence[Sequence[int]],
     lengths: torch.Tensor | None = None,
 ) -> torch.Tensor:
@@ -49,21 +71,5 @@ def walk_paths(
         check_tensor("lengths", lengths, ndim=1, dtypes=(torch.int64,), device=trie.device)
         if lengths.shape[0] != rows:
             raise ValueError(f"lengths has {lengths.shape[0]} entries for {rows} token rows")
-        lengths = lengths.contiguous()
-        if trie.device.type == "cpu" and bool(((lengths < 0) | (lengths > cols)).any()):
-            raise ValueError(f"lengths must lie in [0, {cols}]")
-    out = torch.empty(rows, dtype=torch.int32, device=trie.device)
-    if rows == 0:
-        return out
-    run_op(
-        "walk_paths",
-        trie.native_view(),
-        tokens.data_ptr(),
-        rows,
-        cols,
-        tokens.stride(0),
-        0 if lengths is None else lengths.data_ptr(),
-        out.data_ptr(),
-        device_of=tokens,
-    )
-    return out
+        lengths = lengths.contiguous()  # the C++ kernel checks 0 <= lengths <= cols
+    return WALK_PATHS(trie_operands(trie), trie.max_fanout, tokens, lengths)

@@ -9,14 +9,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from igdbeam.app.io_utils.fs import (
+from igdbeam.io.fs import (
+    clean_leftovers,
     fsync_dir,
     fsync_tree,
     public_dir,
     rmtree_fully,
     unique_sibling,
+    writer_prefix,
 )
-from igdbeam.app.io_utils.markers import OutputPathError, dir_verdict, read_marker, write_marker
+from igdbeam.io.markers import OutputPathError, dir_verdict, read_marker, write_marker
 
 
 def _swap_in(tmp: Path, target: Path) -> None:
@@ -83,9 +85,10 @@ def atomic_dir(
         elif target.exists() and not overwrite:
             raise OutputPathError(f"{option} {str(target)!r} already exists")
 
-    verdict()
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    clean_leftovers(target)  # a killed earlier run's temp folder, or its output moved aside
+    verdict()
+    tmp = Path(tempfile.mkdtemp(prefix=writer_prefix(target), dir=target.parent))
     try:
         public_dir(tmp)
         yield tmp
@@ -115,6 +118,8 @@ def staged_dir(
     new folder is deleted and the old one put back, so the previous output stays intact.
     """
     target = Path(target)
+    if target.parent.is_dir():
+        clean_leftovers(target)  # a killed earlier run: its unfinished folder, the old output
     dir_verdict(target, command, overwrite, option)
     target.parent.mkdir(parents=True, exist_ok=True)
     old = unique_sibling(target, "old")
@@ -122,8 +127,11 @@ def staged_dir(
         if target.exists():
             os.rename(target, old)
         target.mkdir()
-        write_marker(target, command)
+        # Marked unfinished (with this process as the writer) until the block succeeds: if
+        # this process is killed, the next run removes the folder and puts ``old`` back.
+        write_marker(target, command, unfinished=True)
         yield target
+        write_marker(target, command)
     except BaseException:
         if target.is_dir() and (
             not any(target.iterdir()) or (read_marker(target) or {}).get("command") == command

@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from contextlib import suppress
 from pathlib import Path
 
-from igdbeam.app.io_utils.markers import OutputPathError, dir_verdict, write_marker
+from igdbeam.io.fs import clean_leftovers
+from igdbeam.io.markers import OutputPathError, dir_verdict, write_marker
 
 
 def ensure_writable_dir(folder: str | os.PathLike[str]) -> list[Path]:
@@ -89,6 +90,7 @@ def check_output_dir(
         OSError: the parent folder cannot be created or written.
     """
     target = Path(path)
+    clean_leftovers(target)  # what a killed earlier run left does not count
     dir_verdict(target, command, overwrite, option)
     return ensure_writable_dir(target.absolute().parent)
 
@@ -105,6 +107,7 @@ def check_output_file(
         the folders created (see :func:`ensure_writable_dir`).
     """
     target = Path(path)
+    clean_leftovers(target)
     name = str(target)
     if target.is_dir():
         raise OutputPathError(f"{option} {name!r} is a folder; {option} names a file")

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from igdbeam.app.io_utils.atomic_files import atomic_open
+from igdbeam.io.atomic_files import atomic_open
 
 
 def _jsonable(value: Any) -> Any:

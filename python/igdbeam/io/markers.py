@@ -12,9 +12,17 @@ import os
 from pathlib import Path
 from typing import Any
 
-from igdbeam.app.io_utils.atomic_files import atomic_open
+from igdbeam.io.atomic_files import atomic_open
+from igdbeam.io.fs import MARKER_NAME, unfinished_by_dead_writer
 
-MARKER_NAME = ".igdbeam-output"
+__all__ = [
+    "MARKER_NAME",
+    "OutputPathError",
+    "dir_verdict",
+    "read_marker",
+    "unfinished_by_dead_writer",
+    "write_marker",
+]
 
 
 class OutputPathError(FileExistsError):
@@ -32,13 +40,23 @@ def read_marker(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
     return data if isinstance(data, dict) and isinstance(data.get("command"), str) else None
 
 
-def write_marker(folder: str | os.PathLike[str], command: str) -> Path:
-    """Mark ``folder`` as the output of ``igdbeam <command>`` (atomically)."""
-    from igdbeam import __version__
+def write_marker(folder: str | os.PathLike[str], command: str, *, unfinished: bool = False) -> Path:
+    """Mark ``folder`` as the output of ``igdbeam <command>`` (atomically).
+
+    ``unfinished=True`` also records this process as the writer of a folder that is being
+    filled in place (``"writer": "<pid>-<host hash>"``); writing the marker again without it
+    declares the folder complete. A run that finds an unfinished folder whose writer no longer
+    runs (killed) treats it as a leftover (:func:`igdbeam.io.fs.clean_leftovers`).
+    """
+    from igdbeam._version import __version__
+    from igdbeam.io.fs import writer_tag
 
     path = Path(folder) / MARKER_NAME
+    data: dict[str, Any] = {"command": command, "version": __version__}
+    if unfinished:
+        data["writer"] = writer_tag()
     with atomic_open(path, "w", encoding="utf-8") as fh:
-        json.dump({"command": command, "version": __version__}, fh)
+        json.dump(data, fh)
         fh.write("\n")
     return path
 

@@ -1,4 +1,9 @@
-"""Atomic file writes: a temp file next to the target, fsynced, then renamed into place."""
+"""Atomic file writes: a temp file next to the target, fsynced, then renamed into place.
+
+Temporary names carry the writer's pid (``.<name>.tmp-<pid>-<host>-*``): each write first
+removes what a killed earlier writer of the same target left
+(:func:`~igdbeam.io.fs.clean_leftovers`).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from igdbeam.app.io_utils.fs import current_umask, fsync_dir, fsync_file
+from igdbeam.io.fs import (
+    clean_leftovers,
+    current_umask,
+    fsync_dir,
+    fsync_file,
+    writer_prefix,
+)
 
 
 @contextmanager
@@ -18,7 +29,8 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w", **kwargs: Any) ->
     fsynced and renamed over ``path``, otherwise removed."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    clean_leftovers(target)
+    fd, tmp = tempfile.mkstemp(prefix=writer_prefix(target), suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, mode, **kwargs) as fh:
             yield fh
@@ -38,8 +50,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     (e.g. ``savefig``); on success it is fsynced and renamed over ``path``, otherwise removed."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
+    clean_leftovers(target)
     fd, tmp = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=f".tmp{target.suffix}", dir=target.parent
+        prefix=writer_prefix(target), suffix=f".tmp{target.suffix}", dir=target.parent
     )
     os.close(fd)
     try:
