@@ -287,6 +287,7 @@ def test_demo_plot_failure_keeps_the_results(tmp_path: Path, monkeypatch, capsys
     }
     monkeypatch.setattr(analysis, "plot_entropy_curves", _broken_plot)
     monkeypatch.setattr(analysis, "plot_zero_ig_by_step", _broken_plot)
+    monkeypatch.setattr(analysis, "plot_cell_intervals", _broken_plot)
     prof = DemoProfile("t", num_users=2, num_beams=2, batch_size=2, time_budget_s=None)
     out = tmp_path / "demo"
     summary = run_demo(
@@ -295,6 +296,7 @@ def test_demo_plot_failure_keeps_the_results(tmp_path: Path, monkeypatch, capsys
     assert [f.split(" ")[0] for f in summary["plot_errors"]] == [
         "zero_ig_by_step.png",
         "entropy_by_step.png",
+        "cells.png",
     ]
     assert "warning: zero_ig_by_step.png could not be drawn" in capsys.readouterr().out
     assert json.loads((out / "results.json").read_text())["num_rows"] == 2
