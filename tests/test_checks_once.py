@@ -135,3 +135,50 @@ def test_trainer_cft_weight_alias() -> None:
     assert params["alpha"].default is None
     with pytest.warns(DeprecationWarning, match="IGDTrainer"), pytest.raises(ValueError):
         IGDTrainer(alpha=0.3, loss="not-a-loss")  # the alias warns, then the bad loss raises
+
+
+def test_loss_func_checks_beta_once_per_instance(trie: ItemTrie, beta_checks: Counter[str]) -> None:
+    """IGDLossFunc checks beta when it is built; its micro-batch weights trust that check."""
+    from types import SimpleNamespace
+
+    func = IGDLossFunc(trie, 0.3, loss="igd")
+    assert beta_checks["beta"] == 1
+    out = SimpleNamespace(logits=_logits(8, (2, 8, V)))
+    first = func(out, LABELS)
+    second = func(out, LABELS)
+    assert beta_checks["beta"] == 1
+    assert torch.equal(first, second)
+    assert first.item() == pytest.approx(igd_loss(out.logits, LABELS, trie, 0.3).item(), rel=1e-6)
+
+
+def test_a_search_checks_alpha_and_temperature_once(trie: ItemTrie, monkeypatch) -> None:
+    """igdbeam.generate checks alpha and temperature at its entry, not again at every step."""
+    import igdbeam
+    import igdbeam.decoding.arguments as arguments
+    import igdbeam.decoding.inputs as inputs
+    import igdbeam.ops.decode_steps as decode_steps
+    from factories.models import tiny_llama
+
+    seen: Counter[str] = Counter()
+    for mod in (arguments, inputs):
+        real = mod.check_real
+
+        def counting(name: str, value: object, *a: object, _real=real, **k: object) -> float:
+            seen[name] += 1
+            return _real(name, value, *a, **k)
+
+        monkeypatch.setattr(mod, "check_real", counting)
+    for name in ("check_unit_interval", "check_temperature"):
+        real_check = getattr(decode_steps, name)
+
+        def counting_op(*a: object, _real=real_check, _name=name, **k: object) -> float:
+            seen[_name] += 1
+            return _real(*a, **k)
+
+        monkeypatch.setattr(decode_steps, name, counting_op)
+    model = tiny_llama(V)
+    ids = torch.tensor([[1, 5, 6, 7], [1, 8, 9, 3]])
+    out = igdbeam.generate(model, ids, torch.ones_like(ids), trie=trie, num_beams=3, alpha=0.2)
+    assert out.item_ids.shape == (2, 3)
+    assert seen["alpha"] == 1 and seen["temperature"] == 1
+    assert seen["check_unit_interval"] == 0 and seen["check_temperature"] == 0

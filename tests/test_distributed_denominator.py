@@ -21,19 +21,26 @@ pytest.importorskip("transformers")
 
 
 def _count_weight_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, ...]]:
-    """Record the label shape of every label_token_weights call of the training modules."""
+    """Record the label shape of every label-weights call of the training modules (the loss
+    functions call ``label_token_weights``; ``IGDLossFunc``, whose beta is checked when it is
+    built, calls ``checked_label_token_weights``)."""
     import igdbeam.training.loss as loss_mod
     import igdbeam.training.loss_func as loss_func_mod
-    from igdbeam.ops.label_weights import label_token_weights
+    from igdbeam.ops import label_weights
 
     calls: list[tuple[int, ...]] = []
 
-    def counting(labels: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-        calls.append(tuple(labels.shape))
-        return label_token_weights(labels, *args, **kwargs)
+    def counting(real: Any) -> Any:
+        def count(labels: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+            calls.append(tuple(labels.shape))
+            return real(labels, *args, **kwargs)
+
+        return count
 
     for module in (loss_mod, loss_func_mod):
-        monkeypatch.setattr(module, "label_token_weights", counting)
+        for name in ("label_token_weights", "checked_label_token_weights"):
+            if hasattr(module, name):
+                monkeypatch.setattr(module, name, counting(getattr(label_weights, name)))
     return calls
 
 

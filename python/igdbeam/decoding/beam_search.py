@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from igdbeam.decoding.kv_cache import SharedPrefixCache, attention_view, decode_forward
-from igdbeam.ops.decode_steps import beam_step
+from igdbeam.ops.decode_steps import checked_beam_step
 
 if TYPE_CHECKING:
     from igdbeam.ops.node_filters import NodeFilters
@@ -162,7 +162,7 @@ def run_beam_search(
     view = attention_view(model) if isinstance(kwargs[cache_key], SharedPrefixCache) else None
 
     for step in range(max_steps):
-        cand = beam_step(
+        cand = checked_beam_step(
             trie,
             logits,
             run_scores,

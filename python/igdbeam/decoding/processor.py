@@ -9,7 +9,7 @@ import torch
 from transformers import LogitsProcessor
 
 from igdbeam.decoding.arguments import check_flag, check_id, check_real
-from igdbeam.ops.decode_steps import processor_step
+from igdbeam.ops.decode_steps import checked_processor_step
 from igdbeam.ops.node_filters import NodeFilters, node_filters
 
 if TYPE_CHECKING:
@@ -202,7 +202,7 @@ class IGDLogitsProcessor(LogitsProcessor):
                     f"prompt_length={prompt_length} is longer than input_ids "
                     f"({input_ids.shape[1]} columns)"
                 )
-        nodes, status = processor_step(
+        nodes, status = checked_processor_step(
             trie,
             input_ids,
             scores,

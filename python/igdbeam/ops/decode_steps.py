@@ -141,8 +141,38 @@ def processor_step(
             NaN scores. (The two errors above are ValueError subclasses too.)
         MissingCudaKernelsError: CUDA tensors with a build that has no CUDA kernels.
     """
-    alpha = check_unit_interval("alpha", alpha)
-    temperature = check_temperature(temperature)
+    return checked_processor_step(
+        trie,
+        input_ids,
+        scores,
+        prompt_length=prompt_length,
+        alpha=check_unit_interval("alpha", alpha),
+        temperature=check_temperature(temperature),
+        renormalize=renormalize,
+        eos_token_id=eos_token_id,
+        validate=validate,
+        filters=filters,
+        filter_rows=filter_rows,
+    )
+
+
+def checked_processor_step(
+    trie: ItemTrie,
+    input_ids: torch.Tensor,
+    scores: torch.Tensor,
+    *,
+    prompt_length: int,
+    alpha: float,
+    temperature: float,
+    renormalize: bool = False,
+    eos_token_id: int | None = None,
+    validate: bool | None = None,
+    filters: NodeFilters | None = None,
+    filter_rows: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`processor_step` for a caller that already checked ``alpha`` (a float in [0, 1])
+    and ``temperature`` (a finite float > 0) once, at its own public entry
+    (``IGDLogitsProcessor``): the per-step tensors are still checked here."""
     check_tensor("input_ids", input_ids, ndim=2, dtypes=(torch.int64,), device=trie.device)
     check_tensor("scores", scores, ndim=2, dtypes=tuple(LOGIT_DTYPES), device=trie.device)
     rows, seq_len = input_ids.shape
@@ -236,8 +266,40 @@ def beam_step(
         ValueError: bad shapes, dtypes, devices, ``alpha`` or ``temperature``.
         MissingCudaKernelsError: CUDA tensors with a build that has no CUDA kernels.
     """
-    alpha = check_unit_interval("alpha", alpha)
-    temperature = check_temperature(temperature)
+    return checked_beam_step(
+        trie,
+        logits,
+        beam_scores,
+        nodes,
+        beams=beams,
+        num_candidates=num_candidates,
+        alpha=check_unit_interval("alpha", alpha),
+        temperature=check_temperature(temperature),
+        renormalize=renormalize,
+        max_candidates_per_row=max_candidates_per_row,
+        filters=filters,
+        filter_rows=filter_rows,
+    )
+
+
+def checked_beam_step(
+    trie: ItemTrie,
+    logits: torch.Tensor,
+    beam_scores: torch.Tensor,
+    nodes: torch.Tensor,
+    *,
+    beams: int,
+    num_candidates: int,
+    alpha: float,
+    temperature: float,
+    renormalize: bool = False,
+    max_candidates_per_row: int | None = None,
+    filters: NodeFilters | None = None,
+    filter_rows: torch.Tensor | None = None,
+) -> BeamStepResult:
+    """:func:`beam_step` for a search whose ``alpha`` (a float in [0, 1]) and ``temperature`` (a
+    finite float > 0) were checked once at its public entry (``igdbeam.generate``,
+    ``igdbeam.vllm.generate``): the tensors of each step are still checked here."""
     check_tensor("logits", logits, ndim=2, dtypes=tuple(LOGIT_DTYPES), device=trie.device)
     check_tensor("beam_scores", beam_scores, ndim=1, dtypes=(torch.float32,), device=trie.device)
     check_tensor("nodes", nodes, ndim=1, dtypes=(torch.int32,), device=trie.device)

@@ -134,7 +134,29 @@ def label_token_weights(
         ValueError: bad beta, policy, shape, dtype or device.
         MissingCudaKernelsError: CUDA labels with a build that has no CUDA kernels.
     """
-    beta = check_unit_interval("beta", beta)
+    return checked_label_token_weights(
+        labels,
+        trie,
+        check_unit_interval("beta", beta),
+        ignore_index=ignore_index,
+        off_trie=off_trie,
+        vocab_size=vocab_size,
+        validate=validate,
+    )
+
+
+def checked_label_token_weights(
+    labels: torch.Tensor,
+    trie: ItemTrie,
+    beta: float,
+    *,
+    ignore_index: int = -100,
+    off_trie: str = "uniform",
+    vocab_size: int | None = None,
+    validate: bool = True,
+) -> TokenWeights:
+    """:func:`label_token_weights` for a caller that checked ``beta`` (a float in [0, 1]) once at
+    its own public entry (``IGDLossFunc`` / ``IGDTrainer``); the labels are still checked."""
     policy = _policy_code(off_trie)
     ignore_index = as_index(ignore_index, "ignore_index")
     if vocab_size is not None:

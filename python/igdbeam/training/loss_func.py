@@ -31,7 +31,7 @@ from igdbeam.ops.label_weights import (
     OFF_TRIE_POLICIES,
     TokenWeights,
     check_labels,
-    label_token_weights,
+    checked_label_token_weights,
     positional_token_weights,
 )
 from igdbeam.training.loss import (
@@ -174,7 +174,7 @@ class IGDLossFunc:
         check_tensor("labels", labels, ndim=2, dtypes=(torch.int64, torch.int32))
         target = labels[:, 1:]
         if self.kind == "igd":
-            tw = label_token_weights(
+            tw = checked_label_token_weights(  # self.beta was checked in __init__
                 labels,
                 self.trie_on(labels.device),
                 self.beta,

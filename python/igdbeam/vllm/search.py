@@ -28,7 +28,7 @@ import torch
 from igdbeam.decoding.beam_search import FinishedItems, Finisher, _finish_step
 from igdbeam.decoding.inputs import Decoding
 from igdbeam.decoding.outputs import RecommendationOutput, paths_of_nodes
-from igdbeam.ops.decode_steps import beam_step
+from igdbeam.ops.decode_steps import checked_beam_step
 from igdbeam.ops.node_filters import node_filters
 
 if TYPE_CHECKING:
@@ -225,7 +225,7 @@ class TrieSearch:
         d = self.decoding
         logits = self.compact.logits(self.run_nodes.numpy(), child_logprobs)
         f = self.filters
-        cand = beam_step(
+        cand = checked_beam_step(
             self.compact.compact,
             logits,
             self.run_scores,
@@ -233,6 +233,7 @@ class TrieSearch:
             beams=self.beams_now,
             num_candidates=C,
             alpha=d.alpha,
+            temperature=1.0,  # the engine returns raw log-probs at temperature 1
             renormalize=d.renormalize,
             filters=f,
             filter_rows=self.active if f is not None and f.num_rows > 1 else None,
