@@ -53,7 +53,9 @@ def test_vllm_service_answers_equal_generate() -> None:
         transport = httpx.ASGITransport(app=app)
         try:
             async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-                bad = await client.post("/v1/recommend", content=json.dumps({"history": [0]}))
+                # ML-100k's info.txt ids run from 0 to 1681: 999999 names no item.
+                unknown = json.dumps({"history": [999999]})
+                bad = await client.post("/v1/recommend", content=unknown)
                 assert bad.status_code == 400 and bad.json()["error"]["field"] == "history[0]"
                 responses = await asyncio.gather(
                     *(client.post("/v1/recommend", content=json.dumps(b)) for b in bodies)
