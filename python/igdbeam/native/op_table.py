@@ -413,9 +413,14 @@ def replace_between(text: str, begin: str, end: str, body: str) -> str:
     return pattern.sub(lambda m: m.group(1) + body + m.group(3), text, count=1)
 
 
-def generated_files() -> dict[Path, tuple[str, str, str]]:
-    """The files that hold generated text: path -> (begin marker, end marker, text)."""
-    package = Path(__file__).resolve().parents[1]
+def generated_files(root: Path | None = None) -> dict[Path, tuple[str, str, str]]:
+    """The files that hold generated text: path -> (begin marker, end marker, text).
+
+    ``root`` is a source checkout (its ``python/igdbeam/_C.pyi`` and
+    ``csrc/bindings/README.md``); None: the stub next to this package, and the README when the
+    package is a source checkout's (an installed copy has no README).
+    """
+    package = Path(__file__).resolve().parents[1] if root is None else root / "python" / "igdbeam"
     files = {package / "_C.pyi": (STUB_BEGIN, STUB_END, render_stub_ops())}
     readme = package.parents[1] / "csrc" / "bindings" / "README.md"
     if readme.is_file():  # a source checkout
