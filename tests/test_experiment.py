@@ -281,3 +281,51 @@ def test_profile_checks_of_the_schedule() -> None:
         check_profile(replace(TINY, dtype="float16"))
     check_profile(PROFILES["cpu-large"])
     check_profile(PROFILES["gpu"])
+
+
+def test_baselines_only_caches_the_lists_the_report_reads(tiny, monkeypatch) -> None:
+    """``cache_baselines`` (``igdbeam experiment --baselines-only``) writes SASRec's lists where
+    the report looks for them: a later report reads them back and trains nothing."""
+    import sys
+    import types
+
+    from igdbeam.evaluation import sasrec
+
+    out = tiny["root"] / "baselines-only"
+    profile = replace(TINY, losses=("plain",), exclude_history=True)
+    seen: dict[str, object] = {}
+
+    def fake_recommend(model, histories, *, k, exclude, candidates):
+        # Stands in for RecTools: each row gets the first k candidates it may receive.
+        seen["exclude"], seen["candidates"] = exclude, np.asarray(candidates)
+        lists = np.full((len(histories), k), -1, dtype=np.int64)
+        for r, skip in enumerate(exclude):
+            keep = [int(c) for c in np.asarray(candidates) if int(c) not in set(skip)][:k]
+            lists[r, : len(keep)] = keep
+        return lists, 0
+
+    monkeypatch.setattr(sasrec, "rectools_available", lambda: True)
+    monkeypatch.setattr(sasrec, "fit_sasrec", lambda sequences, settings: object())
+    monkeypatch.setattr(sasrec, "recommend_sasrec", fake_recommend)
+    monkeypatch.setitem(sys.modules, "rectools", types.SimpleNamespace(__version__="fake"))
+    info = _experiment(tiny, out, profile).cache_baselines()
+    cache = Path(info["cache_file"])
+    assert cache.parent == out / "baselines" and cache.is_file() and not info["from_cache"]
+    exp = _experiment(tiny, out, profile)
+    exp.setup()
+    history = exp._history(exp.test_rows)
+    assert [list(h) for h in seen["exclude"]] == [list(h) for h in history]
+    lists = np.asarray(json.loads(cache.read_text())["item_ids"])
+    assert lists.shape == (len(exp.test_rows), 10)
+    for row, skip in zip(lists.tolist(), history, strict=True):
+        assert not set(row) & set(skip)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("SASRec was trained again")
+
+    monkeypatch.setattr(sasrec, "fit_sasrec", no_training)
+    exp.train("plain", 0)
+    exp.decode("plain", 0)
+    summary = _experiment(tiny, out, profile).report()
+    assert summary["evaluation"]["sasrec"]["from_cache"] is True
+    assert any(r["decoding"] == "sasrec" for r in summary["results"] if r["kind"] == "baseline")

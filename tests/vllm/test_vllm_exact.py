@@ -11,8 +11,10 @@ About 2-4 minutes for the CI set on 2 idle cores.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import os
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -78,6 +80,27 @@ def _reference(setup: Any, model: Any, alpha: float, exclude: bool, beams: int) 
     )
 
 
+def _record(name: str, agree: Any, ours: Any, ref: Any) -> None:
+    """With ``IGDBEAM_VLLM_RECORD=DIR``, write the variant's figures to ``DIR/<name>.json``
+    (``tools/vllm_exact_grid.sh`` collects them), before the assertions judge them."""
+    folder = os.environ.get("IGDBEAM_VLLM_RECORD")
+    if not folder:
+        return
+    slug = "".join(c if c.isalnum() or c in ".-" else "_" for c in name)
+    record = {
+        "variant": name,
+        "rows": agree.rows,
+        "same_rows": agree.same_rows,
+        "tie_rows": agree.tie_rows,
+        "unexplained_rows": agree.unexplained,
+        "max_score_diff": agree.max_score_diff,
+        "vllm_seconds": ours.seconds,
+        "generate_seconds": ref.seconds,
+    }
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    (Path(folder) / f"{slug}.json").write_text(json.dumps(record, indent=1) + "\n")
+
+
 def _check(name: str, ours: Any, ref: Any, rows: int) -> None:
     agree = compare(ours, ref)
     FIGURES.append(
@@ -86,6 +109,7 @@ def _check(name: str, ours: Any, ref: Any, rows: int) -> None:
         f"{ours.seconds:.1f} s"
     )
     print(FIGURES[-1])
+    _record(name, agree, ours, ref)
     assert agree.unexplained == [], FIGURES[-1]
     assert agree.same_rows >= math.ceil(rows * 62 / 64), FIGURES[-1]
     assert agree.max_score_diff < 1e-3, FIGURES[-1]

@@ -313,6 +313,34 @@ class Experiment:
         }
         return write_report(self, decoded, logs)
 
+    def cache_baselines(self) -> dict[str, Any]:
+        """Train SASRec for this experiment's test rows and cache its lists; no LLM work.
+
+        The lists land in ``out/baselines/`` exactly where :meth:`report` and :meth:`run` read
+        them (same training split, rows, candidates and history exclusion), so SASRec can be
+        trained once in an environment with RecTools (``pip install "igdbeam[baselines]"``,
+        which needs numpy<2) and the LLM grid run in another. Cached lists are read back, not
+        retrained. Returns the report header's facts about the lists (``note``, seconds,
+        settings, ``cache_file``).
+
+        Raises:
+            ImportError: RecTools is not installed.
+        """
+        from igdbeam.evaluation.report import sasrec_lists
+
+        self.setup()
+        rows = self.test_rows
+        _, info = sasrec_lists(
+            True,
+            self._ds.split("train"),
+            rows,
+            self._ds.catalog,
+            self.trie,
+            exclude=self._history(rows) if self.profile.exclude_history else None,
+            cache_dir=self.out / "baselines",
+        )
+        return info
+
     def run(self) -> dict[str, Any]:
         """Train and decode every cell of the grid (resuming), then write the report."""
         from tqdm.auto import tqdm

@@ -226,7 +226,7 @@ def evaluation_info(
     }
 
 
-def _sasrec_lists(
+def sasrec_lists(
     mode: bool | None,
     train: Sequence[Any],
     rows: Sequence[Any],
@@ -237,7 +237,11 @@ def _sasrec_lists(
     cache_dir: Path | None,
     settings: Any = None,
 ) -> tuple[np.ndarray | None, dict[str, Any]]:
-    """SASRec's lists for ``rows`` (or None) and what the header says about them."""
+    """SASRec's lists for ``rows`` (or None) and what the report's header says about them.
+
+    ``mode``: True trains (or reads the cache) and lets a missing RecTools raise ImportError;
+    None does the same but returns no lists when RecTools is missing; False returns none.
+    """
     from igdbeam.evaluation.sasrec import EXTRA_HINT, sasrec_recommendations
 
     if mode is False:
@@ -307,7 +311,7 @@ def evaluate_with_baselines(
     hist = history_positions(dataset.catalog, rows) if history is None else history
     if len(hist) != len(rows):
         raise ValueError(f"history has {len(hist)} rows for {len(rows)} rows")
-    sas, sas_info = _sasrec_lists(
+    sas, sas_info = sasrec_lists(
         sasrec,
         dataset.split("train") if sasrec is not False else [],
         rows,

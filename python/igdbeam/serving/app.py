@@ -2,8 +2,12 @@
 
 * ``POST /v1/recommend`` — body ``{"history": [ids or titles], "k": 10, "alpha": 0.2,
   "exclude_history": true, "item_mask": [allowed ids]}`` (only ``history`` is required) ->
-  ``{"items": [{"id", "title", "score"}, ...]}``, best first.
-* ``GET /health`` — ``{"status": "ok", "engine": ..., "items": ..., counters}``.
+  ``{"items": [{"id", "title", "score"}, ...]}``, best first, with a ``Server-Timing``
+  header: ``queue;dur=..``, ``decode;dur=..`` (milliseconds in the engine's queue and in the
+  decode), ``batch;desc=..`` (requests decoded together) and ``app;dur=..`` (the handler's time,
+  body parsing to answer).
+* ``GET /health`` — ``{"status": "ok", "engine": ..., "items": ..., counters}``; the counters
+  include p50 / p99 of the queue and decode milliseconds of the last 1,024 requests.
 
 Errors are JSON ``{"error": {"field": ..., "message": ...}}``: 400 for a bad body (the field is
 named), 404 / 405 for unknown routes and methods, 413 for a body over the limit, 503 when the
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
 from igdbeam.serving.requests import RequestError, parse_request
@@ -48,6 +53,18 @@ async def _read_body(request: Any, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def server_timing(timing: dict[str, float], started: float) -> str:
+    """The ``Server-Timing`` header of an answer: the engine's ``queue`` / ``decode`` seconds and
+    ``batch`` size from ``timing``, and the handler's time since ``started`` (``app``)."""
+    parts = [
+        f"{name};dur={1000.0 * timing[name]:.3f}" for name in ("queue", "decode") if name in timing
+    ]
+    if "batch" in timing:
+        parts.append(f'batch;desc="{int(timing["batch"])}"')
+    parts.append(f"app;dur={1000.0 * (time.perf_counter() - started):.3f}")
+    return ", ".join(parts)
+
+
 def create_app(
     engine: Any,
     *,
@@ -60,7 +77,8 @@ def create_app(
     """The Starlette application serving ``engine`` (a ``TransformersEngine`` or ``VLLMEngine``).
 
     Args:
-        engine: has ``catalog``, ``async recommend(request)``, ``describe()`` and ``close()``.
+        engine: has ``catalog``, ``async recommend(request, timing)``, ``describe()`` and
+            ``close()``.
         max_k: the largest ``k`` a request may ask for.
         default_k, default_alpha: the values of a request that omits them.
         max_body_bytes: larger bodies get 413.
@@ -74,6 +92,8 @@ def create_app(
     catalog = engine.catalog
 
     async def recommend(request: Any) -> Any:
+        t0 = time.perf_counter()
+        timing: dict[str, float] = {}
         try:
             raw = await _read_body(request, max_body_bytes)
             try:
@@ -87,13 +107,13 @@ def create_app(
                 default_k=default_k,
                 default_alpha=default_alpha,
             )
-            answer = await engine.recommend(parsed)
+            answer = await engine.recommend(parsed, timing)
         except RequestError as exc:
             return _error(exc.status, exc.field, exc.message)
         except Exception as exc:  # a failed decode answers 500; the server goes on
             logger.exception("request failed")
             return _error(500, "server", f"{type(exc).__name__}: {exc}")
-        return JSONResponse(answer)
+        return JSONResponse(answer, headers={"Server-Timing": server_timing(timing, t0)})
 
     async def health(request: Any) -> Any:
         del request

@@ -7,9 +7,12 @@
 * :class:`VLLMEngine` runs :func:`igdbeam.vllm.agenerate` per request on a vLLM ``AsyncLLM``;
   the engine's continuous batching puts concurrent requests' beams into the same forwards.
 
-Both answer ``await engine.recommend(request)`` with the JSON answer of
-:meth:`~igdbeam.serving.catalog.ServingCatalog.answer`. A failed decode fails only the requests
-it served.
+Both answer ``await engine.recommend(request, timing)`` with the JSON answer of
+:meth:`~igdbeam.serving.catalog.ServingCatalog.answer` and, when given a ``timing`` dict, fill
+it with the request's seconds in the queue (``queue``) and in its decode (``decode``) and the
+size of the batch it was decoded in (``batch``); the service sends them as a ``Server-Timing``
+header and ``GET /health`` reports their recent percentiles. A failed decode fails only the
+requests it served.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import asyncio
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
@@ -37,30 +41,55 @@ class OverloadedError(RequestError):
         super().__init__("request", f"the server is busy ({pending} requests pending)", 503)
 
 
+RECENT = 1024  # requests whose queue / decode times ``GET /health`` summarizes
+
+
+def _percentile_ms(values: Sequence[float], q: float) -> float | None:
+    """The ``q`` quantile (nearest rank) of seconds ``values``, in milliseconds (None: empty)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(1000.0 * ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3)
+
+
 @dataclass
 class EngineStats:
-    """Counters for ``GET /health``."""
+    """Counters and recent per-request times for ``GET /health``."""
 
     requests: int = 0
     batches: int = 0
     failed: int = 0
     largest_batch: int = 0
     decode_seconds: float = 0.0
+    recent_queue: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT))
+    recent_decode: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT))
+
+    def record(self, queue_s: float, decode_s: float) -> None:
+        """Remember one answered request's seconds in the queue and in its decode."""
+        self.recent_queue.append(queue_s)
+        self.recent_decode.append(decode_s)
 
     def as_dict(self) -> dict[str, Any]:
-        """The counters as JSON."""
+        """The counters, and p50 / p99 of the last :data:`RECENT` requests' times, as JSON."""
+        queue_s, decode_s = list(self.recent_queue), list(self.recent_decode)
         return {
             "requests": self.requests,
             "batches": self.batches,
             "failed": self.failed,
             "largest_batch": self.largest_batch,
             "decode_seconds": round(self.decode_seconds, 3),
+            "queue_ms_p50": _percentile_ms(queue_s, 0.50),
+            "queue_ms_p99": _percentile_ms(queue_s, 0.99),
+            "decode_ms_p50": _percentile_ms(decode_s, 0.50),
+            "decode_ms_p99": _percentile_ms(decode_s, 0.99),
         }
 
 
 @dataclass
 class _Job:
     request: RecommendRequest
+    timing: dict[str, float] | None = None
+    queued: float = field(default_factory=time.perf_counter)
     future: Future[dict[str, Any]] = field(default_factory=Future)
 
 
@@ -123,12 +152,14 @@ class TransformersEngine:
         self._thread = threading.Thread(target=self._work, name="igdbeam-decoder", daemon=True)
         self._thread.start()
 
-    async def recommend(self, request: RecommendRequest) -> dict[str, Any]:
-        """Queue the request and wait for its answer."""
+    async def recommend(
+        self, request: RecommendRequest, timing: dict[str, float] | None = None
+    ) -> dict[str, Any]:
+        """Queue the request and wait for its answer (``timing``: see the module docstring)."""
         pending = self._queue.qsize()
         if pending >= self.max_pending:
             raise OverloadedError(pending)
-        job = _Job(request)
+        job = _Job(request, timing)
         self._queue.put(job)
         return await asyncio.wrap_future(job.future)
 
@@ -180,11 +211,15 @@ class TransformersEngine:
             for job in jobs:
                 _resolve(job.future, exception=exc)
             return
+        decode_s = time.perf_counter() - t0
         self.stats.requests += len(jobs)
         self.stats.batches += 1
         self.stats.largest_batch = max(self.stats.largest_batch, len(jobs))
-        self.stats.decode_seconds += time.perf_counter() - t0
+        self.stats.decode_seconds += decode_s
         for job, answer in zip(jobs, answers, strict=True):
+            self.stats.record(t0 - job.queued, decode_s)
+            if job.timing is not None:
+                job.timing.update(queue=t0 - job.queued, decode=decode_s, batch=len(jobs))
             _resolve(job.future, answer)
 
     def decode(
@@ -265,8 +300,14 @@ class VLLMEngine:
         self._in_flight = 0
         self.pad_token_id = int(catalog.tokenizer.pad_token_id or 0)
 
-    async def recommend(self, request: RecommendRequest) -> dict[str, Any]:
-        """Decode one request (concurrent calls share the engine's batches)."""
+    async def recommend(
+        self, request: RecommendRequest, timing: dict[str, float] | None = None
+    ) -> dict[str, Any]:
+        """Decode one request (concurrent calls share the engine's batches).
+
+        ``timing`` gets ``queue`` 0 (the engine schedules every request at once), ``decode``
+        (the request's whole beam search, shared forwards included) and ``batch`` 1.
+        """
         from igdbeam.vllm import agenerate
 
         if self._in_flight >= self.max_pending:
@@ -291,8 +332,12 @@ class VLLMEngine:
             raise
         finally:
             self._in_flight -= 1
+        decode_s = time.perf_counter() - t0
         self.stats.requests += 1
-        self.stats.decode_seconds += time.perf_counter() - t0
+        self.stats.decode_seconds += decode_s
+        self.stats.record(0.0, decode_s)
+        if timing is not None:
+            timing.update(queue=0.0, decode=decode_s, batch=1)
         return self.catalog.answer(
             out.item_ids[0].tolist(), out.scores[0].float().tolist(), request.k
         )

@@ -86,14 +86,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     previous = _install_signal_handlers()
     CREATED_DIRS.clear()
+    status = 1
     try:
-        return _main(argv)
+        status = _main(argv)
+        return status
     except KeyboardInterrupt as exc:
         remove_created_dirs()
         print("igdbeam: interrupted", file=sys.stderr, flush=True)
-        return 128 + (exc.signum if isinstance(exc, Interrupted) else signal.SIGINT)
+        status = 128 + (exc.signum if isinstance(exc, Interrupted) else signal.SIGINT)
+        return status
     finally:
+        _close_process_group(wait_for_peers=status == 0)
         _restore_signal_handlers(previous)
+
+
+def _close_process_group(*, wait_for_peers: bool) -> None:
+    """End the ``torch.distributed`` group that ``accelerate launch`` runs opened.
+
+    A rank that leaves the interpreter with its gloo group still open can abort in the group's
+    destructor ("terminate called without an active exception") while another rank is still
+    writing the gathered results. After a successful command every rank waits for the others
+    (a barrier), then each destroys its group; after a failure a barrier could wait forever, so
+    the group is only destroyed. Commands that never imported ``torch.distributed`` skip this.
+    """
+    dist = sys.modules.get("torch.distributed")
+    if dist is None or not dist.is_available() or not dist.is_initialized():
+        return
+    try:
+        if wait_for_peers:
+            dist.barrier()
+    finally:
+        dist.destroy_process_group()
 
 
 def _is_cuda_unavailable(exc: BaseException) -> bool:

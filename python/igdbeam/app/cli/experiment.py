@@ -88,10 +88,18 @@ def add_parser(sub: Any, formatter: type[argparse.HelpFormatter]) -> None:
         action="store_true",
         help="never recommend an item of the row's own history (a per-row item filter)",
     )
-    p.add_argument(
+    only = p.add_mutually_exclusive_group()
+    only.add_argument(
         "--report-only",
         action="store_true",
         help="train and decode nothing: report the runs finished so far (a partial grid)",
+    )
+    only.add_argument(
+        "--baselines-only",
+        action="store_true",
+        help="train no LLM: train SASRec on the training split and cache its lists for the "
+        "test rows in OUT/baselines/, where the report reads them (needs "
+        "'igdbeam[baselines]', whose RecTools wants numpy<2: run it in its own environment)",
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
@@ -156,6 +164,11 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         model=args.model,
         progress=not args.no_progress,
     )
+    if args.baselines_only:
+        info = exp.cache_baselines()
+        print(f"SASRec: {info['note']}")
+        print(f"lists in {info['cache_file']}")
+        return 0
     exp.report() if args.report_only else exp.run()
     print((Path(args.out) / "results.md").read_text())
     print(f"results in {args.out}/ (results.json, results.csv, results.md, training_curves.png)")

@@ -21,9 +21,15 @@ PURPOSES: dict[str, str] = {
     "starlette": "the HTTP service",
     "uvicorn": "the HTTP service",
     "vllm": "the vLLM engine",
+    "rectools": "the SASRec baseline",
 }
 # package -> the igdbeam extra that installs it (default: pipeline).
-EXTRAS: dict[str, str] = {"starlette": "serve", "uvicorn": "serve", "vllm": "vllm"}
+EXTRAS: dict[str, str] = {
+    "starlette": "serve",
+    "uvicorn": "serve",
+    "vllm": "vllm",
+    "rectools": "baselines",
+}
 INSTALL_HINT = "pip install 'igdbeam[pipeline]'"
 
 
@@ -64,6 +70,8 @@ def needed_packages(args: argparse.Namespace) -> list[str]:
         needed = ["peft", "matplotlib"] + (["accelerate"] if args.retrain else [])
     elif command == "serve":
         needed = ["starlette", "uvicorn"] + (["vllm"] if args.engine == "vllm" else [])
+    elif command == "experiment" and args.baselines_only:
+        needed = ["rectools"]
     elif command == "experiment":
         needed = ["accelerate", "matplotlib"]
         if not args.report_only and _experiment_lora(args):
