@@ -165,12 +165,25 @@ class Experiment:
         return self.out / "models" / run_name(loss, seed, self.profile.beta)
 
     def train(self, loss: str, seed: int) -> Path:
-        """Fine-tune ``(loss, seed)`` unless its cache is complete; return its folder."""
-        from igdbeam.app.pipeline import train_model
+        """Fine-tune ``(loss, seed)`` unless its cache is complete; return its folder.
+
+        One process at a time trains a folder: a second one (another ``igdbeam experiment`` on
+        the same ``--out``, e.g. training the next loss in parallel) waits for the first and
+        then finds the finished model instead of training it again.
+        """
+        from igdbeam.io.locks import folder_lock
 
         folder = self.model_dir(loss, seed)
         if (folder / "train_log.json").exists():
             return folder
+        with folder_lock(folder, what=f"training {folder.name}"):
+            if not (folder / "train_log.json").exists():
+                self._train_unlocked(loss, seed, folder)
+        return folder
+
+    def _train_unlocked(self, loss: str, seed: int, folder: Path) -> None:
+        from igdbeam.app.pipeline import train_model
+
         p = self.profile
         torch.manual_seed(seed)
         model, tokenizer = self._load_base()
@@ -211,7 +224,6 @@ class Experiment:
         # The finished model is in model/; the resume checkpoints are no longer needed.
         for ckpt in folder.glob("checkpoint-*"):
             shutil.rmtree(ckpt, ignore_errors=True)
-        return folder
 
     def load_trained(self, loss: str, seed: int) -> Any:
         """The fine-tuned model of ``(loss, seed)`` (adapter merged into its base), in eval mode."""
