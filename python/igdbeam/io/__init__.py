@@ -13,7 +13,7 @@ any long work and prove that the destination is writable.
 
 Modules: :mod:`.fs` (fsync, umask, removal), :mod:`.atomic_files` (files), :mod:`.atomic_dirs`
 (folders), :mod:`.markers` (the output marker), :mod:`.output_checks` (the checks before any
-work) and :mod:`.tables` (JSON and CSV).
+work), :mod:`.tables` (JSON and CSV) and :mod:`.locks` (one process at a time on a folder).
 """
 
 from igdbeam.io.atomic_dirs import atomic_dir, staged_dir
