@@ -24,7 +24,8 @@ import pytest
 
 from factories.cli import ROOT
 from factories.training import (
-    ParityConfigs,
+    PARITY_CONFIGS,
+    PARITY_ROWS,
     assert_parity,
     force_fsdp_on_cpu,
     launch_parity_workers,
@@ -34,19 +35,8 @@ from factories.training import (
     saved_weights,
 )
 
-ROWS = 12
-CONFIGS: ParityConfigs = {
-    "igd": ("igd", 2, 1, True),
-    "igd_ga2": ("igd", 1, 2, False),
-    "igd_lora": ("igd_lora", 2, 1, True),
-    "igd_lora_ga2": ("igd_lora", 1, 2, True),
-    "sft": ("sft", 2, 1, True),
-    "sft_ga2": ("sft", 1, 2, True),
-    "sft_logits_ga2": ("sft_logits", 1, 2, False),
-    "stock": ("stock", 2, 1, True),
-    "stock_ga2": ("stock", 1, 2, True),
-    "igd_ga2_divided": ("igd_ga_divided", 1, 2, True),  # the negative control
-}
+ROWS = PARITY_ROWS
+CONFIGS = PARITY_CONFIGS
 
 
 @pytest.mark.slow

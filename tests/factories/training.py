@@ -339,6 +339,22 @@ def force_fsdp_on_cpu() -> None:
 # name -> (trainer kind, per-device batch, accumulation steps, average_tokens_across_devices)
 ParityConfigs = dict[str, tuple[str, int, int, bool]]
 
+# The distributed-parity grid both engines' tests run (DeepSpeed ZeRO and FSDP2), in the
+# ParityConfigs layout above, and the training rows of each run.
+PARITY_ROWS = 12
+PARITY_CONFIGS: ParityConfigs = {
+    "igd": ("igd", 2, 1, True),
+    "igd_ga2": ("igd", 1, 2, False),
+    "igd_lora": ("igd_lora", 2, 1, True),
+    "igd_lora_ga2": ("igd_lora", 1, 2, True),
+    "sft": ("sft", 2, 1, True),
+    "sft_ga2": ("sft", 1, 2, True),
+    "sft_logits_ga2": ("sft_logits", 1, 2, False),
+    "stock": ("stock", 2, 1, True),
+    "stock_ga2": ("stock", 1, 2, True),
+    "igd_ga2_divided": ("igd_ga_divided", 1, 2, True),  # the negative control
+}
+
 
 def parity_worker(out: Path, configs: ParityConfigs, rows: int) -> None:
     """The multi-process side: train every configuration, save it with ``trainer.save_model``

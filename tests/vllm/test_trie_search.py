@@ -197,3 +197,18 @@ def test_chains_are_asked_once() -> None:
     _assert_same(ours, ref)
     # root; the chains below 10 and 20; 13 and 15 (each a chain to a leaf's parent)
     assert QUERIES == [5]
+
+
+def test_engine_entry_points_pass_every_setting_to_the_search() -> None:
+    """generate / agenerate hand their arguments to the search by name: each parameter is the
+    engine, the prompts, the trie or a setting the search takes (none forgotten or misspelt)."""
+    import inspect
+
+    from igdbeam.vllm import engine
+
+    settings = set(engine._DECODING_ARGS) | set(engine._SEARCH_ARGS)
+    for fn, first in ((engine.generate, "llm"), (engine.agenerate, "engine")):
+        assert set(inspect.signature(fn).parameters) == {first, "prompts", "trie"} | settings
+    assert set(engine._DECODING_ARGS) <= set(inspect.signature(Decoding).parameters)
+    taken = set(inspect.signature(TrieSearch).parameters)
+    assert set(engine._SEARCH_ARGS) <= taken

@@ -29,7 +29,7 @@ import asyncio
 import itertools
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -212,14 +212,30 @@ def check_engine_config(engine: Any) -> None:
         )
 
 
-def _search(trie: ItemTrie | CompactTrie, prompts: Any, kwargs: dict[str, Any]) -> TrieSearch:
-    decoding = Decoding(
-        alpha=kwargs.pop("alpha", 0.0),
-        length_penalty=kwargs.pop("length_penalty", 0.0),
-        early_stopping=kwargs.pop("early_stopping", False),
-        renormalize=kwargs.pop("renormalize", False),
+# The arguments of generate / agenerate that configure the search: the scoring rule's, then
+# the search's own.
+_DECODING_ARGS = ("alpha", "length_penalty", "early_stopping", "renormalize")
+_SEARCH_ARGS = (
+    "num_beams",
+    "num_return_sequences",
+    "pad_token_id",
+    "max_new_tokens",
+    "item_mask",
+    "item_scores",
+    "item_score_weight",
+)
+
+
+def _search(arguments: Mapping[str, Any]) -> TrieSearch:
+    """The search of one :func:`generate` / :func:`agenerate` call, from its arguments
+    (the call's ``locals()``: ``trie``, ``prompts`` and the settings named above)."""
+    decoding = Decoding(**{name: arguments[name] for name in _DECODING_ARGS})
+    return TrieSearch(
+        compact_trie(arguments["trie"]),
+        arguments["prompts"],
+        decoding=decoding,
+        **{name: arguments[name] for name in _SEARCH_ARGS},
     )
-    return TrieSearch(compact_trie(trie), prompts, decoding=decoding, **kwargs)
 
 
 def generate(
@@ -268,23 +284,7 @@ def generate(
     """
     check_engine_config(llm)
     t0 = time.perf_counter()
-    search = _search(
-        trie,
-        prompts,
-        dict(
-            alpha=alpha,
-            length_penalty=length_penalty,
-            early_stopping=early_stopping,
-            renormalize=renormalize,
-            num_beams=num_beams,
-            num_return_sequences=num_return_sequences,
-            pad_token_id=pad_token_id,
-            max_new_tokens=max_new_tokens,
-            item_mask=item_mask,
-            item_scores=item_scores,
-            item_score_weight=item_score_weight,
-        ),
-    )
+    search = _search(locals())
     limit = max_token_ids_per_request()
 
     def ask(queries: Sequence[ChildQuery]) -> list[list[np.ndarray]]:
@@ -342,23 +342,7 @@ async def agenerate(
     """
     check_engine_config(engine)
     t0 = time.perf_counter()
-    search = _search(
-        trie,
-        prompts,
-        dict(
-            alpha=alpha,
-            length_penalty=length_penalty,
-            early_stopping=early_stopping,
-            renormalize=renormalize,
-            num_beams=num_beams,
-            num_return_sequences=num_return_sequences,
-            pad_token_id=pad_token_id,
-            max_new_tokens=max_new_tokens,
-            item_mask=item_mask,
-            item_scores=item_scores,
-            item_score_weight=item_score_weight,
-        ),
-    )
+    search = _search(locals())
     limit = max_token_ids_per_request()
 
     async def ask(queries: Sequence[ChildQuery]) -> list[list[np.ndarray]]:
