@@ -40,6 +40,7 @@ def test_experiment_trainer_waits_and_skips_a_finished_fine_tune(tmp_path: Path,
     from igdbeam.app.experiment import Experiment
 
     exp = Experiment(tmp_path / "exp", "tiny", progress=False)
+    exp.lock_poll_seconds = 0.02
     trained: list[str] = []
     monkeypatch.setattr(
         Experiment, "_train_unlocked", lambda self, loss, seed, folder: trained.append(loss)

@@ -68,6 +68,8 @@ class Experiment:
         progress: tqdm bars (one over the grid, with an ETA).
     """
 
+    lock_poll_seconds = 5.0  # how often a process waiting for another's fine-tune looks again
+
     def __init__(
         self,
         out_dir: str | Path,
@@ -176,7 +178,9 @@ class Experiment:
         folder = self.model_dir(loss, seed)
         if (folder / "train_log.json").exists():
             return folder
-        with folder_lock(folder, what=f"training {folder.name}"):
+        with folder_lock(
+            folder, what=f"training {folder.name}", poll_seconds=self.lock_poll_seconds
+        ):
             if not (folder / "train_log.json").exists():
                 self._train_unlocked(loss, seed, folder)
         return folder
