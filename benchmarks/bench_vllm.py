@@ -49,6 +49,30 @@ def _time(fn: Any) -> tuple[float, Any]:
     return time.perf_counter() - t0, out
 
 
+class _EngineWork:
+    """Counts the requests an ``LLM`` answers and the prompt tokens it computes or finds in its
+    prefix cache (``RequestOutput.num_cached_tokens``), by wrapping ``llm.generate``."""
+
+    def __init__(self, llm: Any) -> None:
+        self.llm, self.original = llm, llm.generate
+        self.requests = self.computed = self.cached = 0
+
+        def counting(prompts: Any, params: Any, **kwargs: Any) -> Any:
+            outputs = self.original(prompts, params, **kwargs)
+            for out in outputs:
+                cached = int(getattr(out, "num_cached_tokens", 0) or 0)
+                self.requests += 1
+                self.cached += cached
+                self.computed += len(out.prompt_token_ids) - cached
+            return outputs
+
+        llm.generate = counting
+
+    def restore(self) -> None:
+        """Put the engine's own ``generate`` back."""
+        self.llm.generate = self.original
+
+
 def main() -> None:
     """Parse the options, check the items, time the three sides, print and save the table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -112,8 +136,10 @@ def main() -> None:
         params = BeamSearchParams(beam_width=args.beams, max_tokens=max_tokens)
         return llm.beam_search([TokensPrompt(prompt_token_ids=p) for p in batches[r]], params)
 
-    # Correctness first (this also warms every side up).
+    # Correctness first (this also warms every side up), counting what the engine computes.
+    work = _EngineWork(llm)
     first = ours(0)
+    work.restore()
     ref = reference(0)
     agree = compare(first, ref)
     print(
@@ -124,6 +150,16 @@ def main() -> None:
     )
     if agree.unexplained:
         raise SystemExit("igdbeam.vllm disagrees with igdbeam.generate: no timing")
+    prompt_tokens = sum(len(p) for p in batches[0])
+    # transformers with the shared-prefix cache computes each prompt once, then one token per
+    # running beam per step (an upper bound: every beam runs every step).
+    generate_tokens = prompt_tokens + len(batches[0]) * args.beams * int(ref.lengths.max())
+    print(
+        f"engine work for {len(batches[0])} prompts ({prompt_tokens} prompt tokens): "
+        f"{work.requests} requests, {work.computed} tokens computed ({work.cached} served from "
+        f"the prefix cache); igdbeam.generate computes at most {generate_tokens} tokens",
+        flush=True,
+    )
     vllm_beams(0, 2)
 
     depth = setup.trie.max_depth
@@ -176,6 +212,10 @@ def main() -> None:
                     "same_rows": agree.same_rows,
                     "tie_rows": agree.tie_rows,
                     "max_score_diff": agree.max_score_diff,
+                    "engine_requests": work.requests,
+                    "engine_tokens_computed": work.computed,
+                    "engine_tokens_cached": work.cached,
+                    "generate_tokens_at_most": generate_tokens,
                     "results": rows,
                 },
                 indent=2,
