@@ -17,6 +17,7 @@ cd "$(dirname "$0")/.."
 VENV=${IGDBEAM_VLLM_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/igdbeam/vllm-venv}
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 export VLLM_CPU_KVCACHE_SPACE=${VLLM_CPU_KVCACHE_SPACE:-2}
+export IGDBEAM_VLLM_ROWS=${IGDBEAM_VLLM_ROWS:-8}
 
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"

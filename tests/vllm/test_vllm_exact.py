@@ -3,9 +3,10 @@ igdbeam.generate on the transformers model: the same top-10 items on at least 62
 (scaled to the rows run), every other row explained by a score tie within 1e-4.
 
 Runs in the vLLM environment only (``tools/ci_vllm.sh``); skipped where vLLM is not
-importable. CI runs ``IGDBEAM_VLLM_ROWS`` rows (default 4) of three variants; with
-``IGDBEAM_VLLM_FULL=1`` all eight (alpha 0 / 0.2 x history exclusion off / on x 10 / 50 beams).
-About 2-4 minutes for the CI set on 2 idle cores.
+importable. CI runs ``IGDBEAM_VLLM_ROWS`` rows (8 in ``tools/ci_vllm.sh``) of three variants;
+with ``IGDBEAM_VLLM_FULL=1`` all eight (alpha 0 / 0.2 x history exclusion off / on x 10 / 50
+beams): ``tools/vllm_exact_grid.sh`` runs those on 64 rows, one variant at a time. About 2-4
+minutes for the CI set on 2 idle cores.
 """
 
 from __future__ import annotations
