@@ -212,3 +212,14 @@ def test_engine_entry_points_pass_every_setting_to_the_search() -> None:
     assert set(engine._DECODING_ARGS) <= set(inspect.signature(Decoding).parameters)
     taken = set(inspect.signature(TrieSearch).parameters)
     assert set(engine._SEARCH_ARGS) <= taken
+
+
+def test_requests_over_the_limit_go_in_a_second_wave() -> None:
+    """Each query's first request goes first; the further chunks of a wide node after it, so
+    they find the prompt in vLLM's prefix cache."""
+    from igdbeam.vllm.engine import _waves
+
+    where = [(0, 0, 128), (0, 128, 128), (0, 256, 7), (1, 0, 5), (2, 0, 128), (2, 128, 1)]
+    assert _waves(where) == [[0, 3, 4], [1, 2, 5]]
+    assert _waves([(0, 0, 5), (1, 0, 0)]) == [[0, 1]]
+    assert _waves([]) == [[]]

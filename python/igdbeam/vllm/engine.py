@@ -9,7 +9,10 @@ tokens followed by its chain's tokens, with ``max_tokens=1``:
   processor; ``logprobs_mode="raw_logprobs"``, vLLM's default), exactly what
   :func:`igdbeam.generate` weights. A node with more children than vLLM's per-request limit
   (``MAX_LOGPROB_TOKEN_IDS``, 128 in vLLM 0.32; SmolLM2's MovieLens root has 605-621) is asked
-  in several requests of at most that many tokens with the same prompt.
+  in several requests of at most that many tokens with the same prompt. They go in two waves:
+  each query's first request, then (once those have put the prompt's KV blocks in the prefix
+  cache) the others, which then compute only the prompt's last, partial block instead of the
+  whole prompt again.
 * ``prompt_logprobs=0`` when the chain has tokens: the log-prob of each prompt token given the
   tokens before it, read at the chain's positions. Prefix caching stays on for these requests
   (``skip_reading_prefix_cache=False``); a chain position whose KV vLLM took from its cache
@@ -115,6 +118,14 @@ def _requests(
             params.append(_sampling_params(chunk, query if start == 0 else None))
             where.append((q, start, len(chunk)))
     return prompts, params, where
+
+
+def _waves(where: Sequence[tuple[int, int, int]]) -> list[list[int]]:
+    """The requests (indices into ``where``) in the order to send them: every query's first
+    request, then the further chunks of nodes over the per-request limit (empty when none)."""
+    first = [i for i, (_, start, _) in enumerate(where) if start == 0]
+    rest = [i for i, (_, start, _) in enumerate(where) if start > 0]
+    return [first, rest] if rest else [first]
 
 
 def _chunk_logprobs(output: Any, length: int) -> np.ndarray:
@@ -291,7 +302,13 @@ def generate(
         if not queries:
             return []
         vllm_prompts, params, where = _requests(queries, limit)
-        outputs = llm.generate(vllm_prompts, params, use_tqdm=False)
+        outputs: list[Any] = [None] * len(where)
+        for wave in _waves(where):
+            done = llm.generate(
+                [vllm_prompts[i] for i in wave], [params[i] for i in wave], use_tqdm=False
+            )
+            for i, out in zip(wave, done, strict=True):
+                outputs[i] = out
         answers, missing = _answers(queries, outputs, where)
         if missing:
             _fill(answers, missing, ask([m[2] for m in missing]))
@@ -349,9 +366,13 @@ async def agenerate(
         if not queries:
             return []
         vllm_prompts, params, where = _requests(queries, limit)
-        outputs = await asyncio.gather(
-            *(_one_request(engine, p, sp) for p, sp in zip(vllm_prompts, params, strict=True))
-        )
+        outputs: list[Any] = [None] * len(where)
+        for wave in _waves(where):
+            done = await asyncio.gather(
+                *(_one_request(engine, vllm_prompts[i], params[i]) for i in wave)
+            )
+            for i, out in zip(wave, done, strict=True):
+                outputs[i] = out
         answers, missing = _answers(queries, outputs, where)
         if missing:
             _fill(answers, missing, await ask([m[2] for m in missing]))
