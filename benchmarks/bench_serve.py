@@ -108,6 +108,11 @@ def parse_server_timing(header: str) -> dict[str, float]:
     return out
 
 
+def nearest_rank(ordered: list[float], q: float) -> float:
+    """The ``q`` quantile of sorted ``ordered`` by nearest rank (NaN when empty)."""
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
 def latency_breakdown(results: list[Any]) -> dict[str, Any]:
     """Where answered requests' time went, from their ``Server-Timing`` headers.
 
@@ -138,8 +143,7 @@ def latency_breakdown(results: list[Any]) -> dict[str, Any]:
     tail = rows[min(len(rows) - 1, int(0.99 * len(rows))) :]
 
     def pct(key: str, q: float) -> float:
-        values = sorted(r[key] for r in rows)
-        return values[min(len(values) - 1, int(q * len(values)))]
+        return nearest_rank(sorted(r[key] for r in rows), q)
 
     parts = ("queue", "decode", "server_other", "outside")
     return {
@@ -236,7 +240,7 @@ def run_load(
     served = engine.stats.requests - requests0
 
     def pct(q: float) -> float:
-        return lat[min(len(lat) - 1, int(q * len(lat)))] if lat else float("nan")
+        return nearest_rank(lat, q)
 
     return {
         "clients": clients,
