@@ -15,7 +15,10 @@ Everything lands in the output folder as it is finished, which is also the cache
   ``training_curves.png``.
 
 A stopped run resumes where it stopped: finished models and chunks are read back, not redone.
-The profile is recorded in ``experiment.json``; resuming with other settings is refused.
+Several processes may work on one folder at once: a fine-tune is trained by one of them while
+the others wait for it (a lock per model folder), and decoded chunks are claimed one at a time,
+so two processes with one thread each split the decoding of a run between them. The profile is
+recorded in ``experiment.json``; resuming with other settings is refused.
 """
 
 from __future__ import annotations
@@ -246,53 +249,85 @@ class Experiment:
 
     # ------------------------------------------------------------------ decoding
     def decode(self, loss: str, seed: int, bar: Any = None) -> dict[str, np.ndarray]:
-        """Decode the test rows with every decoding; cached chunk by chunk."""
+        """Decode the test rows with every decoding; cached chunk by chunk.
+
+        Several processes can decode the same run together (e.g. one ``igdbeam experiment``
+        per core, each with ``--threads 1``, on the same ``--out``): a process claims a chunk
+        before decoding it, passes over chunks another process holds, and at the end waits for
+        those, decoding any whose holder stopped without writing it.
+        """
+        from igdbeam.io.locks import ItemClaims
+
+        folder = self.out / "decodes" / run_name(loss, seed, self.profile.beta)
+        size = self.profile.decode_chunk
+        chunks = [
+            (folder / f"chunk-{k:04d}.json", self.test_rows[start : start + size], start)
+            for k, start in enumerate(range(0, len(self.test_rows), size))
+        ]
+        model: list[Any] = []  # loaded on the first chunk this process decodes
+
+        with ItemClaims(folder) as claims:
+
+            def decode_claimed(k: int) -> None:
+                path, rows, start = chunks[k]
+                try:
+                    if not path.exists():  # another process may have written it meanwhile
+                        if not model:
+                            model.append(self.load_trained(loss, seed))
+                        self._decode_chunk(model[0], rows, start, path)
+                finally:
+                    claims.release(k)
+
+            held_elsewhere = []
+            for k, (path, rows, _) in enumerate(chunks):
+                if path.exists():
+                    pass
+                elif claims.try_claim(k):
+                    decode_claimed(k)
+                else:
+                    held_elsewhere.append(k)
+                    continue
+                if bar is not None:
+                    bar.update(len(rows))
+            for k in held_elsewhere:
+                claims.wait(k)
+                decode_claimed(k)
+                if bar is not None:
+                    bar.update(len(chunks[k][1]))
+        parts = [json.loads(path.read_text())["item_ids"] for path, _, _ in chunks]
+        return {
+            m: np.concatenate([np.asarray(q[m], dtype=np.int64) for q in parts])
+            for m in decodings(self.profile)
+        }
+
+    def _decode_chunk(self, model: Any, rows: Sequence[Any], start: int, path: Path) -> None:
+        """Decode ``rows`` (test rows ``start``...) with every decoding and write ``path``."""
         from igdbeam.app.pipeline import recommend_many
 
         p = self.profile
-        folder = self.out / "decodes" / run_name(loss, seed, p.beta)
-        methods = decodings(p)
-        parts: list[dict[str, list[list[int]]]] = []
-        model = None
-        for start in range(0, len(self.test_rows), p.decode_chunk):
-            path = folder / f"chunk-{start // p.decode_chunk:04d}.json"
-            rows = self.test_rows[start : start + p.decode_chunk]
-            if path.exists():
-                parts.append(json.loads(path.read_text())["item_ids"])
-            else:
-                if model is None:
-                    model = self.load_trained(loss, seed)
-                t0 = time.perf_counter()
-                recs = recommend_many(
-                    model,
-                    self.tokenizer,
-                    self.trie,
-                    rows,
-                    methods,
-                    template=p.template,
-                    num_beams=p.num_beams,
-                    batch_size=p.decode_batch,
-                    max_history_items=p.max_history_items,
-                    progress=False,
-                    exclude_item_ids=self._history(rows) if p.exclude_history else None,
-                )
-                ids = {m: r.item_ids.tolist() for m, r in recs.items()}
-                folder.mkdir(parents=True, exist_ok=True)
-                write_json(
-                    path,
-                    {
-                        "rows": [start, start + len(rows)],
-                        "user_ids": [r.user_id for r in rows],
-                        "seconds": time.perf_counter() - t0,
-                        "item_ids": ids,
-                    },
-                )
-                parts.append(ids)
-            if bar is not None:
-                bar.update(len(rows))
-        return {
-            m: np.concatenate([np.asarray(q[m], dtype=np.int64) for q in parts]) for m in methods
-        }
+        t0 = time.perf_counter()
+        recs = recommend_many(
+            model,
+            self.tokenizer,
+            self.trie,
+            rows,
+            decodings(p),
+            template=p.template,
+            num_beams=p.num_beams,
+            batch_size=p.decode_batch,
+            max_history_items=p.max_history_items,
+            progress=False,
+            exclude_item_ids=self._history(rows) if p.exclude_history else None,
+        )
+        write_json(
+            path,
+            {
+                "rows": [start, start + len(rows)],
+                "user_ids": [r.user_id for r in rows],
+                "seconds": time.perf_counter() - t0,
+                "item_ids": {m: r.item_ids.tolist() for m, r in recs.items()},
+            },
+        )
 
     def _history(self, rows: Sequence[Any]) -> Any:
         from igdbeam.app.pipeline import history_exclusions

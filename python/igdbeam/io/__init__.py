@@ -13,7 +13,8 @@ any long work and prove that the destination is writable.
 
 Modules: :mod:`.fs` (fsync, umask, removal), :mod:`.atomic_files` (files), :mod:`.atomic_dirs`
 (folders), :mod:`.markers` (the output marker), :mod:`.output_checks` (the checks before any
-work), :mod:`.tables` (JSON and CSV) and :mod:`.locks` (one process at a time on a folder).
+work), :mod:`.tables` (JSON and CSV) and :mod:`.locks` (one process at a time on a folder, or on
+each numbered item of it).
 """
 
 from igdbeam.io.atomic_dirs import atomic_dir, staged_dir

@@ -1,9 +1,15 @@
-"""An exclusive, advisory lock on a folder, held by one process at a time.
+"""Advisory locks that let several processes share one cache folder.
 
-Used where two processes could otherwise write the same cache (two ``igdbeam experiment`` runs
-training the same fine-tune into one folder). The lock is an ``fcntl.flock`` on a file in the
-folder, so the operating system releases it when its holder exits, even when it is killed: a
-stale lock cannot outlive a crash. Where ``fcntl`` does not exist (Windows) the lock is a no-op.
+* :func:`folder_lock`: an exclusive lock on a whole folder, held by one process at a time (two
+  ``igdbeam experiment`` runs training the same fine-tune into one folder).
+* :class:`ItemClaims`: non-blocking claims on the numbered items of a folder (the decoded
+  chunks of an experiment), so that processes working through the same list split it instead
+  of doing each item twice.
+
+Both live in one file per folder, :data:`LOCK_NAME`: the folder lock is an ``fcntl.flock`` on
+it, a claim on item ``k`` is a POSIX record lock on its byte ``k`` (the two kinds do not
+interact). The operating system releases either when its holder exits, even when it is killed:
+a stale lock cannot outlive a crash. Where ``fcntl`` does not exist (Windows) both are no-ops.
 """
 
 from __future__ import annotations
@@ -62,6 +68,64 @@ def folder_lock(
         yield time.monotonic() - t0
     finally:
         os.close(fd)  # closing the descriptor releases the lock
+
+
+class ItemClaims:
+    """Claims on the numbered items (0, 1, ...) of ``folder``, one holder per item at a time.
+
+    A process claims an item before doing it and releases it once its output is written; a
+    process that cannot claim an item goes on to the next and comes back later
+    (:meth:`wait`), by which time the holder has usually finished it. Claims are held through
+    one open descriptor, so one process uses one :class:`ItemClaims` per folder (POSIX record
+    locks belong to the process: closing any descriptor of the file would drop them all).
+
+    Use as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(self, folder: str | Path) -> None:
+        """Open (creating if missing) the lock file of ``folder``."""
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            self._fcntl = None
+            self._fd = -1
+            return
+        self._fcntl = fcntl
+        path = Path(folder)
+        path.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+
+    def try_claim(self, item: int) -> bool:
+        """Claim ``item`` if no other process holds it; True when this process now holds it."""
+        if self._fcntl is None:  # pragma: no cover - Windows
+            return True
+        try:
+            self._fcntl.lockf(self._fd, self._fcntl.LOCK_EX | self._fcntl.LOCK_NB, 1, item)
+        except (BlockingIOError, PermissionError):  # EAGAIN / EACCES: held elsewhere
+            return False
+        return True
+
+    def wait(self, item: int) -> None:
+        """Claim ``item``, waiting as long as another process holds it."""
+        if self._fcntl is not None:
+            self._fcntl.lockf(self._fd, self._fcntl.LOCK_EX, 1, item)
+
+    def release(self, item: int) -> None:
+        """Release this process's claim on ``item`` (nothing happens if it holds none)."""
+        if self._fcntl is not None:
+            self._fcntl.lockf(self._fd, self._fcntl.LOCK_UN, 1, item)
+
+    def close(self) -> None:
+        """Release every claim and close the lock file."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> ItemClaims:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _to_stderr(message: str) -> None:

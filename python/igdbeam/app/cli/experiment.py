@@ -19,11 +19,15 @@ Run the paper's comparison as one resumable command: fine-tune with each trainin
 (plain = the BIGRec/D3 cross-entropy baseline, pos, cft, igd) and seed, decode the same test rows
 with BIGRec (length penalty 1), D3 (length penalty 0) and D3 + IGD (alpha), and report
 NDCG/HR@{5,10}, coverage, first-token concentration and popularity with 95% bootstrap intervals
-over test rows and paired differences against the D3 baseline (plain loss, D3 decoding); the
-Table 2 ablation is part of the grid. Every model (LoRA adapters by default) and every decoded
-chunk is cached in --out, so a stopped run resumes where it stopped. Profiles: 'cpu' (2 CPU
-cores, about 1.5-2 hours for the whole grid), 'gpu' (the paper's protocol: whole training
-split, every test row, full fine-tune), 'tiny' (a few steps, for CI with a tiny model)."""
+clustered by user, paired differences against the D3 baseline (plain loss, D3 decoding) and the
+popularity and SASRec baselines on the same rows; the Table 2 ablation is part of the grid.
+Every model (LoRA adapters by default) and every decoded chunk is cached in --out, so a stopped
+run resumes where it stopped; several processes on the same --out (e.g. one per core with
+--threads 1) share the work: a fine-tune is trained once, and the decoded chunks are split
+between them. Profiles: 'cpu' (2 CPU cores, about 1.5-2 hours for the whole grid), 'cpu-large'
+(the whole ML-100k training and test splits on CPU, several hours: spans sessions), 'gpu' (the
+authors' protocol: whole training split, every test row, full fine-tune), 'tiny' (a few steps,
+for CI with a tiny model)"""
 
 
 def add_parser(sub: Any, formatter: type[argparse.HelpFormatter]) -> None:
