@@ -3,6 +3,7 @@ trained in it."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,25 @@ def test_auto_follows_the_hardware(monkeypatch, native: bool) -> None:
     assert resolve_dtype("auto", "cpu") == (torch.bfloat16 if native else torch.float32)
     assert resolve_dtype("float32", "cpu") == torch.float32
     assert resolve_dtype("bfloat16", "cpu") == torch.bfloat16
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_explicit_bfloat16_warns_once_where_the_cpu_emulates_it(monkeypatch, native) -> None:
+    monkeypatch.setattr(precision, "_cpu_has_bf16", lambda: native)
+    precision._warn_emulated.cache_clear()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            assert resolve_dtype("bfloat16", "cpu") == torch.bfloat16
+            assert resolve_dtype(torch.bfloat16, "cpu") == torch.bfloat16
+        assert resolve_dtype("auto", "cpu") == (torch.bfloat16 if native else torch.float32)
+        assert resolve_dtype("float32", "cpu") == torch.float32
+    emulated = [w for w in caught if issubclass(w.category, precision.EmulatedPrecisionWarning)]
+    assert len(emulated) == (0 if native else 1)
+    if emulated:
+        assert "neither AVX512-BF16 nor AMX-BF16" in str(emulated[0].message)
+        assert emulated[0].filename == __file__  # points at the caller, not at igdbeam
+    precision._warn_emulated.cache_clear()
 
 
 def test_auto_reads_the_cpu_flags() -> None:
