@@ -171,6 +171,19 @@ def test_report_only_covers_the_finished_runs(tiny) -> None:
     }
     assert "| IGD (loss + decoding) | (not run) |" in (out / "results.md").read_text()
     assert not (out / "models" / run_name("igd", 0, TINY.beta)).exists()
+    assert list(summary["training_curves"]) == ["plain-s0"]
+    # Trained, not decoded: its curves and a fine-tunes line, no cells.
+    igd = run_name("igd", 0, TINY.beta)
+    exp.train("igd", 0)
+    summary = _experiment(tiny, out).report()
+    assert {r["loss"] for r in summary["results"] if r["kind"] == "model"} == {"plain"}
+    assert list(summary["training_curves"]) == ["plain-s0", igd]
+    log = json.loads((out / "models" / igd / "train_log.json").read_text())
+    last = [r for r in log["log_history"] if "eval_loss_zero_ig" in r][-1]
+    table = (out / "results.md").read_text().split("### Fine-tunes")[1]
+    assert f"| {igd} | {TINY.train_steps} |" in table and "| not yet (no cells) |" in table
+    assert f"{last['eval_loss_zero_ig']:.3f} / {last['eval_loss_pos_ig']:.3f}" in table
+    assert "| plain-s0 | " in table and "| yes |" in table
 
 
 def test_exclude_history_never_recommends_the_history(tiny) -> None:
@@ -250,16 +263,30 @@ def test_fine_tune_resumes_from_its_checkpoint(tiny, monkeypatch) -> None:
         np.testing.assert_allclose(got[k].float().numpy(), ref[k].float().numpy(), atol=1e-6)
 
 
-def test_epochs_with_early_stopping(tiny) -> None:
+def test_epochs_with_early_stopping(tiny, monkeypatch) -> None:
     """The authors' schedule: validation and a checkpoint at each epoch's end, the best epoch
-    kept; with patience 1 a learning rate that makes validation worse stops after one bad epoch."""
+    kept; with patience 1 a validation loss that gets worse stops the run after one bad epoch.
+
+    The validation loss is made to rise after the first epoch by construction (a large learning
+    rate does not make a tiny model's loss rise on every CPU)."""
+    from igdbeam.training.trainer import IGDTrainer
+
+    loop = IGDTrainer.evaluation_loop
+
+    def worse_after_epoch_1(self, *args, **kwargs):  # noqa: ANN001, ANN202
+        output = loop(self, *args, **kwargs)
+        epoch = self.state.epoch or 0.0
+        if epoch > 0:
+            output.metrics["eval_loss"] = 1.0 + abs(epoch - 1.0)  # best at epoch 1
+        return output
+
+    monkeypatch.setattr(IGDTrainer, "evaluation_loop", worse_after_epoch_1)
     prof = replace(
         TINY,
         losses=("plain",),
         train_steps=-1,
         epochs=4.0,
         early_stopping_patience=1,
-        learning_rate=5.0,  # diverges: validation loss rises after the first epoch
         warmup_steps=0,
     )
     exp = _experiment(tiny, tiny["root"] / "early", prof)
@@ -268,7 +295,8 @@ def test_epochs_with_early_stopping(tiny) -> None:
     evals = [e for e in log["log_history"] if "eval_loss" in e and e.get("step", 0) > 0]
     epochs = [e["epoch"] for e in evals]
     assert epochs == sorted(epochs) and all(float(x).is_integer() for x in epochs)
-    assert len(evals) < 4, "early stopping ended the run before its fourth epoch"
+    # Epoch 1 is the best, epoch 2 is worse (patience 1): no third or fourth epoch.
+    assert epochs == [1.0, 2.0], "early stopping ended the run after its first bad epoch"
     assert not list((tiny["root"] / "early" / "models" / "plain-s0").glob("checkpoint-*"))
 
 

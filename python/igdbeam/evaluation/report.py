@@ -430,6 +430,41 @@ def curves(logs: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, list[fl
     return out
 
 
+def fine_tune_table(logs: Mapping[str, Mapping[str, Any]], decoded: Sequence[str]) -> str:
+    """A Markdown section on every trained run: steps, time, precision, last validation losses,
+    and whether its test rows are decoded (a run trained but not decoded has no cells yet)."""
+    lines = [
+        "### Fine-tunes",
+        "",
+        "| run | steps | hours (its last process) | precision | "
+        "last validation CE: zero-IG / positive-IG | test rows decoded |",
+        "|---|---|---|---|---|---|",
+    ]
+    notes = []
+    for run, log in logs.items():
+        evals = [r for r in log.get("log_history", []) if "eval_loss_zero_ig" in r]
+        steps = max((int(r.get("step", 0)) for r in log.get("log_history", [])), default=0)
+        last = (
+            f"{evals[-1]['eval_loss_zero_ig']:.3f} / {evals[-1]['eval_loss_pos_ig']:.3f} "
+            f"(step {int(evals[-1].get('step', 0))})"
+            if evals
+            else "-"
+        )
+        seconds = log.get("seconds")
+        hours = f"{seconds / 3600:.2f}" if isinstance(seconds, int | float) else "-"
+        precision = str(log.get("dtype", "-"))
+        if log.get("bf16_autocast"):
+            precision += " + bfloat16 autocast"
+        if log.get("precision_note"):
+            precision += " *"
+            notes.append(f"\\* {run}: {log['precision_note']}.")
+        done = "yes" if run in decoded else "not yet (no cells)"
+        lines.append(f"| {run} | {steps} | {hours} | {precision} | {last} | {done} |")
+    if notes:
+        lines += [""] + notes
+    return "\n".join(lines) + "\n"
+
+
 def plot_curves(data: Mapping[str, Mapping[str, list[float]]], path: Path) -> Path:
     """Validation cross-entropy on zero-IG vs positive-IG tokens over training, one line a run."""
     from igdbeam.evaluation.analysis import _pyplot
@@ -462,6 +497,9 @@ def write_report(
     sasrec: bool | None = None,
 ) -> dict[str, Any]:
     """Compute every record and write results.json / results.csv / results.md / the PNG.
+
+    ``logs`` may hold runs that are trained but not decoded yet: their validation curves are
+    plotted and listed, and they have no cells.
 
     See the module docstring for what ``experiment`` must provide and what ``sasrec`` does.
     """
@@ -508,4 +546,5 @@ def write_report(
     write_csv(out / "results.csv", flat_rows(records))
     with atomic_open(out / "results.md", "w") as f:
         f.write(markdown_tables(records, header, info))
+        f.write("\n" + fine_tune_table(logs, list(decoded)))
     return summary

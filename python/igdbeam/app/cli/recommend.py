@@ -43,7 +43,7 @@ def add_parsers(sub: Any) -> None:
         help="NDCG/HR@{1,3,5,10,20}, diversity and entropy plots for one or more decoders",
         description="Decode with each method, match recommendations to the ground truth "
         "through trie leaves, compare every method with the most-popular baselines on the same "
-        "rows (95%% user-clustered bootstrap intervals, paired differences, minimum detectable "
+        "rows (95% user-clustered bootstrap intervals, paired differences, minimum detectable "
         "effects) and write metrics.json, metrics.csv, report.md, recommendations.csv and "
         "entropy_by_step.png to --out. Under 'accelerate launch' the rows are sharded across "
         "processes and the results gathered on the main process.",
