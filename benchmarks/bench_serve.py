@@ -108,9 +108,14 @@ def parse_server_timing(header: str) -> dict[str, float]:
     return out
 
 
+def nearest_rank_index(n: int, q: float) -> int:
+    """The index of the ``q`` quantile among ``n`` sorted values, by nearest rank."""
+    return min(n - 1, int(q * n))
+
+
 def nearest_rank(ordered: list[float], q: float) -> float:
     """The ``q`` quantile of sorted ``ordered`` by nearest rank (NaN when empty)."""
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+    return ordered[nearest_rank_index(len(ordered), q)] if ordered else float("nan")
 
 
 def latency_breakdown(results: list[Any]) -> dict[str, Any]:
@@ -140,7 +145,7 @@ def latency_breakdown(results: list[Any]) -> dict[str, Any]:
     if not rows:
         return {}
     rows.sort(key=lambda r: r["total"])
-    tail = rows[min(len(rows) - 1, int(0.99 * len(rows))) :]
+    tail = rows[nearest_rank_index(len(rows), 0.99) :]
 
     def pct(key: str, q: float) -> float:
         return nearest_rank(sorted(r[key] for r in rows), q)

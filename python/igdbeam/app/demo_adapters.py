@@ -2,8 +2,9 @@
 
 They were produced by ``igdbeam experiment --profile cpu-large`` (MovieLens-100k,
 SmolLM2-135M-Instruct, LoRA r=8 on the attention and MLP projections, 1,200 steps of 8 rows from the
-whole training split, lr 5e-4, bfloat16, 5 history items, seed 0, catalog of the training targets
-with raw popularity counts): the ``plain`` (cross-entropy) and the ``igd`` (beta 0.1) fine-tunes,
+whole training split, lr 5e-4, bfloat16 (the igd fine-tune's last 400 steps in float32: its
+``train_log.json`` says why), 5 history items, seed 0, catalog of the training targets with raw
+popularity counts): the ``plain`` (cross-entropy) and the ``igd`` (beta 0.1) fine-tunes,
 stored in bfloat16, their base recorded as ``smollm2``; the committed run is
 ``benchmarks/quality/ml-100k-cpu-large/``. ``igdbeam demo --retrain`` trains them again into the
 cache with the same code and settings (:func:`train_demo_adapters`).

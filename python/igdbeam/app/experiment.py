@@ -264,36 +264,36 @@ class Experiment:
             (folder / f"chunk-{k:04d}.json", self.test_rows[start : start + size], start)
             for k, start in enumerate(range(0, len(self.test_rows), size))
         ]
-        model: list[Any] = []  # loaded on the first chunk this process decodes
+        model: Any = None  # loaded on the first chunk this process decodes
 
         with ItemClaims(folder) as claims:
 
             def decode_claimed(k: int) -> None:
+                """Decode chunk ``k`` unless written meanwhile; this process holds its claim."""
+                nonlocal model
                 path, rows, start = chunks[k]
                 try:
-                    if not path.exists():  # another process may have written it meanwhile
-                        if not model:
-                            model.append(self.load_trained(loss, seed))
-                        self._decode_chunk(model[0], rows, start, path)
+                    if not path.exists():
+                        if model is None:
+                            model = self.load_trained(loss, seed)
+                        self._decode_chunk(model, rows, start, path)
                 finally:
                     claims.release(k)
+                if bar is not None:
+                    bar.update(len(rows))
 
             held_elsewhere = []
             for k, (path, rows, _) in enumerate(chunks):
                 if path.exists():
-                    pass
+                    if bar is not None:
+                        bar.update(len(rows))
                 elif claims.try_claim(k):
                     decode_claimed(k)
                 else:
                     held_elsewhere.append(k)
-                    continue
-                if bar is not None:
-                    bar.update(len(rows))
             for k in held_elsewhere:
                 claims.wait(k)
                 decode_claimed(k)
-                if bar is not None:
-                    bar.update(len(chunks[k][1]))
         parts = [json.loads(path.read_text())["item_ids"] for path, _, _ in chunks]
         return {
             m: np.concatenate([np.asarray(q[m], dtype=np.int64) for q in parts])

@@ -50,8 +50,7 @@ def folder_lock(
         yield 0.0
         return
     path = Path(folder)
-    path.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _open_lock_file(path)
     t0 = time.monotonic()
     try:
         told = False
@@ -91,9 +90,7 @@ class ItemClaims:
             self._fd = -1
             return
         self._fcntl = fcntl
-        path = Path(folder)
-        path.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        self._fd = _open_lock_file(Path(folder))
 
     def try_claim(self, item: int) -> bool:
         """Claim ``item`` if no other process holds it; True when this process now holds it."""
@@ -126,6 +123,12 @@ class ItemClaims:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _open_lock_file(folder: Path) -> int:
+    """A descriptor of ``folder``'s lock file, both created if missing."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
 
 
 def _to_stderr(message: str) -> None:
