@@ -24,6 +24,7 @@ recorded in ``experiment.json``; resuming with other settings is refused.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from collections.abc import Sequence
@@ -37,6 +38,7 @@ import torch
 from igdbeam.app.experiment_profiles import (
     LOSS_NAMES,
     PROFILES,
+    TRAINING_FIELDS,
     ExperimentProfile,
     check_profile,
     decodings,
@@ -69,6 +71,11 @@ class Experiment:
         dataset: ``ml-100k`` or ``ml-1m`` when ``data_dir`` is None.
         model: ``smollm2`` or a transformers checkpoint folder (the base of every fine-tune).
         progress: tqdm bars (one over the grid, with an ETA).
+        models_from: another experiment folder whose finished fine-tunes this one decodes
+            instead of training its own (e.g. the same models decoded in another precision or
+            with other decoding settings). Its ``experiment.json`` must agree with this
+            profile on every :data:`TRAINING_FIELDS` field, the dataset and the base model;
+            the folder is recorded relative to ``out_dir``.
     """
 
     lock_poll_seconds = 5.0  # how often a process waiting for another's fine-tune looks again
@@ -82,6 +89,7 @@ class Experiment:
         dataset: str = "ml-100k",
         model: str = "smollm2",
         progress: bool = True,
+        models_from: str | Path | None = None,
     ) -> None:
         """Check the settings and record them; nothing heavy happens here."""
         self.profile = PROFILES[profile] if isinstance(profile, str) else profile
@@ -91,17 +99,42 @@ class Experiment:
         self.dataset_name = dataset if data_dir is None else Path(data_dir).name
         self.model_spec = model
         self.progress = progress
+        self.models_from = None if models_from is None else Path(models_from)
         self._ds: Any = None
 
     # ------------------------------------------------------------------ set-up
     def settings(self) -> dict[str, Any]:
-        """What the cache depends on: the profile, the data and the base model."""
-        return {
+        """What the cache depends on: the profile, the data, the base model and, when set, the
+        folder the fine-tunes come from (relative to ``out``)."""
+        settings = {
             "profile": asdict(self.profile),
             "dataset": self.dataset_name,
             "data_dir": None if self.data_dir is None else str(self.data_dir),
             "model": self.model_spec,
         }
+        if self.models_from is not None:
+            source, out = self.models_from.resolve(), self.out.resolve()
+            settings["models_from"] = os.path.relpath(source, out)
+        return settings
+
+    def _check_models_from(self) -> None:
+        """Refuse a ``models_from`` folder whose fine-tunes were trained with other settings."""
+        assert self.models_from is not None
+        path = self.models_from / "experiment.json"
+        if not path.exists():
+            raise ValueError(f"--models-from {self.models_from}: no experiment.json there")
+        theirs = json.loads(path.read_text())
+        mine = json.loads(json.dumps(self.settings()))
+        diff = [
+            f
+            for f in TRAINING_FIELDS
+            if theirs["profile"].get(f, mine["profile"][f]) != mine["profile"][f]
+        ] + [k for k in ("dataset", "data_dir", "model") if theirs.get(k) != mine[k]]
+        if diff:
+            raise ValueError(
+                f"--models-from {self.models_from}: its fine-tunes were trained with other "
+                f"settings ({', '.join(diff)}); use the same ones"
+            )
 
     def _check_cache(self) -> None:
         path = self.out / "experiment.json"
@@ -133,6 +166,8 @@ class Experiment:
         from igdbeam.app.pipeline import build_trie, popularity, prepare_movielens, select_test_rows
         from igdbeam.data import load_dataset
 
+        if self.models_from is not None:
+            self._check_models_from()
         self._check_cache()
         p = self.profile
         data_dir = self.data_dir or prepare_movielens(self.dataset_name, progress=self.progress)
@@ -166,8 +201,9 @@ class Experiment:
         return [(loss, seed) for seed in self.profile.seeds for loss in self.profile.losses]
 
     def model_dir(self, loss: str, seed: int) -> Path:
-        """Where the fine-tune of ``(loss, seed)`` is cached."""
-        return self.out / "models" / run_name(loss, seed, self.profile.beta)
+        """Where the fine-tune of ``(loss, seed)`` is cached (in ``models_from`` when set)."""
+        root = self.out if self.models_from is None else self.models_from
+        return root / "models" / run_name(loss, seed, self.profile.beta)
 
     def train(self, loss: str, seed: int) -> Path:
         """Fine-tune ``(loss, seed)`` unless its cache is complete; return its folder.
@@ -181,6 +217,11 @@ class Experiment:
         folder = self.model_dir(loss, seed)
         if (folder / "train_log.json").exists():
             return folder
+        if self.models_from is not None:
+            raise ValueError(
+                f"{folder} holds no finished fine-tune: an experiment with --models-from "
+                "decodes the fine-tunes finished there and trains none"
+            )
         with folder_lock(
             folder, what=f"training {folder.name}", poll_seconds=self.lock_poll_seconds
         ):
@@ -258,12 +299,8 @@ class Experiment:
         """
         from igdbeam.io.locks import ItemClaims
 
-        folder = self.out / "decodes" / run_name(loss, seed, self.profile.beta)
-        size = self.profile.decode_chunk
-        chunks = [
-            (folder / f"chunk-{k:04d}.json", self.test_rows[start : start + size], start)
-            for k, start in enumerate(range(0, len(self.test_rows), size))
-        ]
+        folder = self._decode_dir(loss, seed)
+        chunks = self._chunks(folder)
         model: Any = None  # loaded on the first chunk this process decodes
 
         with ItemClaims(folder) as claims:
@@ -294,11 +331,36 @@ class Experiment:
             for k in held_elsewhere:
                 claims.wait(k)
                 decode_claimed(k)
+        return self._read_chunks(chunks)
+
+    def _decode_dir(self, loss: str, seed: int) -> Path:
+        return self.out / "decodes" / run_name(loss, seed, self.profile.beta)
+
+    def _chunks(self, folder: Path) -> list[tuple[Path, list[Any], int]]:
+        """``(file, rows, first row)`` of every decode chunk of the test rows, in order."""
+        size = self.profile.decode_chunk
+        return [
+            (folder / f"chunk-{k:04d}.json", self.test_rows[start : start + size], start)
+            for k, start in enumerate(range(0, len(self.test_rows), size))
+        ]
+
+    def _read_chunks(self, chunks: Sequence[tuple[Path, Any, int]]) -> dict[str, np.ndarray]:
         parts = [json.loads(path.read_text())["item_ids"] for path, _, _ in chunks]
         return {
             m: np.concatenate([np.asarray(q[m], dtype=np.int64) for q in parts])
             for m in decodings(self.profile)
         }
+
+    def decoded_rows(self, loss: str, seed: int) -> int:
+        """How many leading test rows of ``(loss, seed)`` are decoded (whole chunks, in order)."""
+        if not (self.model_dir(loss, seed) / "train_log.json").exists():
+            return 0
+        done = 0
+        for path, rows, _ in self._chunks(self._decode_dir(loss, seed)):
+            if not path.exists():
+                break
+            done += len(rows)
+        return done
 
     def _decode_chunk(self, model: Any, rows: Sequence[Any], start: int, path: Path) -> None:
         """Decode ``rows`` (test rows ``start``...) with every decoding and write ``path``."""
@@ -337,12 +399,9 @@ class Experiment:
     # ------------------------------------------------------------------ the whole grid
     def is_complete(self, loss: str, seed: int) -> bool:
         """True when ``(loss, seed)`` is trained and every test-row chunk is decoded."""
-        p = self.profile
         if not (self.model_dir(loss, seed) / "train_log.json").exists():
             return False
-        folder = self.out / "decodes" / run_name(loss, seed, p.beta)
-        chunks = -(-len(self.test_rows) // p.decode_chunk)
-        return all((folder / f"chunk-{k:04d}.json").exists() for k in range(chunks))
+        return all(path.exists() for path, _, _ in self._chunks(self._decode_dir(loss, seed)))
 
     def report(self) -> dict[str, Any]:
         """Write the report of the cells finished so far (a partial grid), training nothing.
@@ -350,21 +409,118 @@ class Experiment:
         Runs trained but not yet decoded add their validation curves and a line in the
         fine-tunes table, but no cells.
 
-        Raises ValueError when no (loss, seed) run is complete yet.
-        """
-        from igdbeam.evaluation.report import write_report
+        With ``profile.test_rows`` set, the test rows are in a seeded random order (every
+        user's last row first, then the other rows shuffled), so every prefix of them is a
+        random sample of the split: the report then covers every run that has decoded any
+        rows, on the rows all of them have decoded (its header says how many of how many).
+        With ``test_rows=None`` the rows are in the split's order and only runs whose rows
+        are all decoded are reported.
 
+        Raises ValueError when no (loss, seed) run has decoded rows to report yet.
+        """
         self.setup()
-        done = [(loss, seed) for loss, seed in self.runs() if self.is_complete(loss, seed)]
+        all_rows = len(self.test_rows)
+        if self.profile.test_rows is None:
+            done = [(loss, seed) for loss, seed in self.runs() if self.is_complete(loss, seed)]
+            upto = all_rows
+        else:
+            counts = {run: self.decoded_rows(*run) for run in self.runs()}
+            done = [run for run, n in counts.items() if n > 0]
+            upto = min((counts[run] for run in done), default=0)
         if not done:
             raise ValueError(f"{self.out} holds no finished run yet")
-        decoded = {run_name(ls, sd, self.profile.beta): self.decode(ls, sd) for ls, sd in done}
+        note = None
+        if upto < all_rows:
+            note = (
+                f"**Decoding in progress: {upto} of {all_rows} test rows**, the rows every "
+                "reported run has decoded so far. The rows are decoded in a seeded random order "
+                "(every user's last row first, then the rest shuffled), so these are a random "
+                "sample of the test rows; the numbers will move as the rest are decoded."
+            )
+        self.test_rows = self.test_rows[:upto]
+        decoded = {
+            run_name(ls, sd, self.profile.beta): self._read_chunks(
+                self._chunks(self._decode_dir(ls, sd))
+            )
+            for ls, sd in done
+        }
         logs = {  # every trained run: its validation curves are reported before it is decoded
             run_name(ls, sd, self.profile.beta): json.loads(log.read_text())
             for ls, sd in self.runs()
             if (log := self.model_dir(ls, sd) / "train_log.json").exists()
         }
-        return write_report(self, decoded, logs)
+        return self._write_report(decoded, logs, note)
+
+    def _write_report(
+        self,
+        decoded: dict[str, dict[str, np.ndarray]],
+        logs: dict[str, dict[str, Any]],
+        note: str | None = None,
+    ) -> dict[str, Any]:
+        from igdbeam.evaluation.report import write_report
+
+        sections = {}
+        if (agreement := self._agreement_with_source(decoded)) is not None:
+            sections["other_precision"] = agreement
+        return write_report(self, decoded, logs, note=note, sections=sections)
+
+    def _agreement_with_source(
+        self, decoded: dict[str, dict[str, np.ndarray]]
+    ) -> tuple[str, list[dict[str, Any]]] | None:
+        """With ``models_from`` decoded with the same decoding settings in another precision:
+        the lists' agreement and the paired metric differences on the rows both decoded
+        (Markdown, records); None otherwise."""
+        from igdbeam.app.pipeline import select_test_rows, target_positions
+        from igdbeam.evaluation.decode_agreement import agreement_table, compare_decodes
+
+        if self.models_from is None:
+            return None
+        theirs = json.loads((self.models_from / "experiment.json").read_text())["profile"]
+        mine = asdict(self.profile)
+        same = ("alpha", "num_beams", "exclude_history", "methods", "beta")
+        if theirs["dtype"] == mine["dtype"] or any(
+            json.dumps(theirs.get(f)) != json.dumps(mine[f]) for f in same
+        ):
+            return None
+        test = list(self._ds.split("test"))
+        order = test if theirs["test_rows"] is None else select_test_rows(test, theirs["test_rows"])
+
+        def key(row: Any) -> tuple[Any, ...]:
+            return row.user_id, row.item_id, tuple(row.history_item_id)
+
+        where = {key(row): i for i, row in enumerate(order)}
+        index = np.asarray([where.get(key(row), -1) for row in self.test_rows], dtype=np.int64)
+        known = index >= 0
+        lists: dict[str, dict[str, np.ndarray]] = {}
+        for run, methods in decoded.items():
+            width = next(iter(methods.values())).shape[1]
+            got = {m: np.full((len(order), width), -1, dtype=np.int64) for m in methods}
+            done = np.zeros(len(order), dtype=bool)
+            for path in sorted((self.models_from / "decodes" / run).glob("chunk-*.json")):
+                chunk = json.loads(path.read_text())
+                start, end = chunk["rows"]
+                if not all(m in chunk["item_ids"] for m in methods):
+                    continue
+                for m in methods:
+                    got[m][start:end] = np.asarray(chunk["item_ids"][m], dtype=np.int64)
+                done[start:end] = True
+            if done.any():  # a run the source has not decoded yet is left out
+                known &= np.where(index >= 0, done[index.clip(min=0)], False)
+                lists[run] = got
+        rows = np.flatnonzero(known)
+        if not lists or rows.size == 0:
+            return None
+        picked = [self.test_rows[i] for i in rows]
+        records = compare_decodes(
+            {run: {m: a[rows] for m, a in decoded[run].items()} for run in lists},
+            {run: {m: a[index[rows]] for m, a in got.items()} for run, got in lists.items()},
+            target_positions(self._ds, picked),
+            [r.user_id for r in picked],
+            self.trie,
+            self.popularity,
+            num_resamples=self.profile.bootstrap,
+        )
+        return agreement_table(records, mine["dtype"], theirs["dtype"]), records
 
     def cache_baselines(self) -> dict[str, Any]:
         """Train SASRec for this experiment's test rows and cache its lists; no LLM work.
@@ -419,9 +575,7 @@ class Experiment:
             bar.set_postfix_str(f"decode {name}")
             decoded[name] = self.decode(loss, seed, bar)
         bar.close()
-        from igdbeam.evaluation.report import write_report
-
-        return write_report(self, decoded, logs)
+        return self._write_report(decoded, logs)
 
 
 def run_experiment(

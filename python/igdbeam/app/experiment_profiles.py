@@ -156,6 +156,32 @@ PROFILES: dict[str, ExperimentProfile] = {
 }
 
 
+# The profile fields a fine-tune depends on. An experiment that reuses another one's fine-tunes
+# (``models_from``) must agree with it on these; it may differ in the rest (the decoding, the
+# test rows, the precision it decodes in).
+TRAINING_FIELDS = (
+    "beta",
+    "catalog",
+    "smoothing",
+    "weighting",
+    "template",
+    "max_history_items",
+    "train_rows",
+    "train_steps",
+    "epochs",
+    "early_stopping_patience",
+    "batch_size",
+    "grad_accum",
+    "learning_rate",
+    "warmup_steps",
+    "lora_r",
+    "lora_alpha",
+    "lora_dropout",
+    "eval_rows",
+    "eval_steps",
+)
+
+
 def run_name(loss: str, seed: int, beta: float) -> str:
     """The folder name of one fine-tune (``igd-b0.1-s0``, ``plain-s0``)."""
     return f"{loss}-b{beta:g}-s{seed}" if loss in ("igd", "pos") else f"{loss}-s{seed}"

@@ -495,11 +495,16 @@ def write_report(
     logs: Mapping[str, Mapping[str, Any]],
     *,
     sasrec: bool | None = None,
+    note: str | None = None,
+    sections: Mapping[str, tuple[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Compute every record and write results.json / results.csv / results.md / the PNG.
 
     ``logs`` may hold runs that are trained but not decoded yet: their validation curves are
-    plotted and listed, and they have no cells.
+    plotted and listed, and they have no cells. ``note`` (Markdown) is printed under the
+    header and stored in results.json (e.g. that only part of the rows is decoded yet).
+    ``sections`` adds ``{key: (Markdown, records)}``: the Markdown at the end of results.md, the
+    records under ``key`` in results.json.
 
     See the module docstring for what ``experiment`` must provide and what ``sasrec`` does.
     """
@@ -529,22 +534,36 @@ def write_report(
         f"fine-tune), lr {p.learning_rate:g}, {p.max_history_items} history items, seeds "
         f"{list(p.seeds)}, beta {p.beta:g}, alpha {p.alpha:g}, {p.num_beams} beams, catalog "
         f"`{p.catalog}` ({stats['num_leaves']} items in the trie; zero-IG token share "
-        f"{100 * stats['zero_ig_token_share']:.1f}%)."
+        f"{100 * stats['zero_ig_token_share']:.1f}%). Decoded in {p.dtype}."
     )
+    models_from = experiment.settings().get("models_from")
+    if models_from:
+        header += (
+            f" The fine-tunes are read from `{models_from}` (relative to this folder), trained "
+            "there; their training precision is in the fine-tunes table below."
+        )
+    if note:
+        header += "\n\n" + note
     curve_data = curves(logs)
     plot_curves(curve_data, out / "training_curves.png")
     summary = {
         "settings": experiment.settings(),
         "rows": len(rows),
+        "note": note,
         "evaluation": info,
         "trie": {k: v for k, v in stats.items() if k != "zero_ig_share_by_step"},
         "results": records,
         "training_curves": curve_data,
         "train_seconds": {run: log.get("seconds") for run, log in logs.items()},
     }
+    for key, (_, data) in (sections or {}).items():
+        summary[key] = data
     write_json(out / "results.json", summary)
     write_csv(out / "results.csv", flat_rows(records))
     with atomic_open(out / "results.md", "w") as f:
         f.write(markdown_tables(records, header, info))
         f.write("\n" + fine_tune_table(logs, list(decoded)))
+        for markdown, _ in (sections or {}).values():
+            if markdown:
+                f.write("\n" + markdown)
     return summary

@@ -75,7 +75,25 @@ def add_parser(sub: Any, formatter: type[argparse.HelpFormatter]) -> None:
         "--train-steps", type=positive_int, default=None, help="optimizer steps per fine-tune"
     )
     p.add_argument("--train-rows", type=positive_int, default=None, help="latest N training rows")
-    p.add_argument("--test-rows", type=positive_int, default=None, help="test rows to decode")
+    p.add_argument(
+        "--test-rows",
+        type=positive_int,
+        default=None,
+        help="test rows to decode, in a seeded random order (every user's last row first), so "
+        "--report-only can report the rows decoded so far (default: profile's; cpu-large: all, "
+        "in the split's order)",
+    )
+    p.add_argument(
+        "--decode-chunk", type=positive_int, default=None, help="test rows per cached chunk"
+    )
+    p.add_argument(
+        "--models-from",
+        type=Path,
+        default=None,
+        help="another experiment folder: decode its finished fine-tunes instead of training "
+        "(same training settings; e.g. to decode them in another --dtype or with another "
+        "--alpha)",
+    )
     p.add_argument(
         "--lora-r", type=non_negative_int, default=None, help="LoRA rank (0: full fine-tune)"
     )
@@ -152,6 +170,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         "train_steps": args.train_steps,
         "train_rows": args.train_rows,
         "test_rows": args.test_rows,
+        "decode_chunk": args.decode_chunk,
         "lora_r": args.lora_r,
         "exclude_history": True if args.exclude_history else None,
         "dtype": None if args.dtype is None else dtype_name(resolve_dtype(args.dtype, device)),
@@ -167,6 +186,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         dataset=args.dataset,
         model=args.model,
         progress=not args.no_progress,
+        models_from=args.models_from,
     )
     if args.baselines_only:
         info = exp.cache_baselines()
