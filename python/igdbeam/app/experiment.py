@@ -38,7 +38,6 @@ import torch
 from igdbeam.app.experiment_profiles import (
     LOSS_NAMES,
     PROFILES,
-    TRAINING_FIELDS,
     ExperimentProfile,
     check_profile,
     decodings,
@@ -74,8 +73,8 @@ class Experiment:
         models_from: another experiment folder whose finished fine-tunes this one decodes
             instead of training its own (e.g. the same models decoded in another precision or
             with other decoding settings). Its ``experiment.json`` must agree with this
-            profile on every :data:`TRAINING_FIELDS` field, the dataset and the base model;
-            the folder is recorded relative to ``out_dir``.
+            profile on every training field (``TRAINING_FIELDS``), the dataset and the base
+            model; the folder is recorded relative to ``out_dir``.
     """
 
     lock_poll_seconds = 5.0  # how often a process waiting for another's fine-tune looks again
@@ -117,25 +116,6 @@ class Experiment:
             settings["models_from"] = os.path.relpath(source, out)
         return settings
 
-    def _check_models_from(self) -> None:
-        """Refuse a ``models_from`` folder whose fine-tunes were trained with other settings."""
-        assert self.models_from is not None
-        path = self.models_from / "experiment.json"
-        if not path.exists():
-            raise ValueError(f"--models-from {self.models_from}: no experiment.json there")
-        theirs = json.loads(path.read_text())
-        mine = json.loads(json.dumps(self.settings()))
-        diff = [
-            f
-            for f in TRAINING_FIELDS
-            if theirs["profile"].get(f, mine["profile"][f]) != mine["profile"][f]
-        ] + [k for k in ("dataset", "data_dir", "model") if theirs.get(k) != mine[k]]
-        if diff:
-            raise ValueError(
-                f"--models-from {self.models_from}: its fine-tunes were trained with other "
-                f"settings ({', '.join(diff)}); use the same ones"
-            )
-
     def _check_cache(self) -> None:
         path = self.out / "experiment.json"
         mine = json.loads(json.dumps(self.settings()))
@@ -167,7 +147,9 @@ class Experiment:
         from igdbeam.data import load_dataset
 
         if self.models_from is not None:
-            self._check_models_from()
+            from igdbeam.app.experiment_sources import check_same_training
+
+            check_same_training(self.models_from, json.loads(json.dumps(self.settings())))
         self._check_cache()
         p = self.profile
         data_dir = self.data_dir or prepare_movielens(self.dataset_name, progress=self.progress)
@@ -470,52 +452,31 @@ class Experiment:
         """With ``models_from`` decoded with the same decoding settings in another precision:
         the lists' agreement and the paired metric differences on the rows both decoded
         (Markdown, records); None otherwise."""
-        from igdbeam.app.pipeline import select_test_rows, target_positions
+        from igdbeam.app.experiment_sources import DECODING_FIELDS, source_lists, source_settings
+        from igdbeam.app.pipeline import target_positions
         from igdbeam.evaluation.decode_agreement import agreement_table, compare_decodes
 
-        if self.models_from is None:
+        if self.models_from is None or not decoded:
             return None
-        theirs = json.loads((self.models_from / "experiment.json").read_text())["profile"]
-        mine = asdict(self.profile)
-        same = ("alpha", "num_beams", "exclude_history", "methods", "beta")
+        theirs = source_settings(self.models_from)["profile"]
+        mine = json.loads(json.dumps(asdict(self.profile)))
         if theirs["dtype"] == mine["dtype"] or any(
-            json.dumps(theirs.get(f)) != json.dumps(mine[f]) for f in same
+            theirs.get(f) != mine[f] for f in DECODING_FIELDS
         ):
             return None
-        test = list(self._ds.split("test"))
-        order = test if theirs["test_rows"] is None else select_test_rows(test, theirs["test_rows"])
-
-        def key(row: Any) -> tuple[Any, ...]:
-            return row.user_id, row.item_id, tuple(row.history_item_id)
-
-        where = {key(row): i for i, row in enumerate(order)}
-        index = np.asarray([where.get(key(row), -1) for row in self.test_rows], dtype=np.int64)
-        known = index >= 0
-        lists: dict[str, dict[str, np.ndarray]] = {}
-        for run, methods in decoded.items():
-            width = next(iter(methods.values())).shape[1]
-            got = {m: np.full((len(order), width), -1, dtype=np.int64) for m in methods}
-            done = np.zeros(len(order), dtype=bool)
-            for path in sorted((self.models_from / "decodes" / run).glob("chunk-*.json")):
-                chunk = json.loads(path.read_text())
-                start, end = chunk["rows"]
-                if not all(m in chunk["item_ids"] for m in methods):
-                    continue
-                for m in methods:
-                    got[m][start:end] = np.asarray(chunk["item_ids"][m], dtype=np.int64)
-                done[start:end] = True
-            if done.any():  # a run the source has not decoded yet is left out
-                known &= np.where(index >= 0, done[index.clip(min=0)], False)
-                lists[run] = got
-        rows = np.flatnonzero(known)
-        if not lists or rows.size == 0:
+        width = next(iter(next(iter(decoded.values())).values())).shape[1]
+        runs = {run: list(methods) for run, methods in decoded.items()}
+        lists, picked = source_lists(
+            self.models_from, self._ds.split("test"), self.test_rows, runs, width
+        )
+        if not lists or picked.size == 0:
             return None
-        picked = [self.test_rows[i] for i in rows]
+        rows = [self.test_rows[i] for i in picked]
         records = compare_decodes(
-            {run: {m: a[rows] for m, a in decoded[run].items()} for run in lists},
-            {run: {m: a[index[rows]] for m, a in got.items()} for run, got in lists.items()},
-            target_positions(self._ds, picked),
-            [r.user_id for r in picked],
+            {run: {m: a[picked] for m, a in decoded[run].items()} for run in lists},
+            lists,
+            target_positions(self._ds, rows),
+            [r.user_id for r in rows],
             self.trie,
             self.popularity,
             num_resamples=self.profile.bootstrap,
