@@ -220,3 +220,34 @@ def test_report_compares_with_the_source_decoded_in_another_precision(source, mo
         source, source["root"] / "reuse-f32", replace(TINY, test_rows=4), models_from=source["src"]
     ).run()
     assert "other_precision" not in same
+
+
+def test_trained_runs_are_decoded_chunk_by_chunk_in_turn(source, monkeypatch) -> None:
+    """A decode stopped part-way leaves both runs with the same rows: the report compares them."""
+    _no_training(monkeypatch)
+    out = source["root"] / "reuse-in-turn"
+    profile = replace(TINY, test_rows=6, decode_chunk=2)
+    order: list[tuple[str, str]] = []
+    original = Experiment._decode_chunk
+
+    def recorded(self, model, rows, start, path):
+        if len(order) == 3:
+            raise KeyboardInterrupt  # stopped during the 4th chunk
+        order.append((path.parent.name, path.name))
+        return original(self, model, rows, start, path)
+
+    monkeypatch.setattr(Experiment, "_decode_chunk", recorded)
+    with pytest.raises(KeyboardInterrupt):
+        _experiment(source, out, profile, models_from=source["src"]).run()
+    igd = run_name("igd", 0, TINY.beta)
+    assert order == [
+        ("plain-s0", "chunk-0000.json"),
+        (igd, "chunk-0000.json"),
+        ("plain-s0", "chunk-0001.json"),
+    ]
+    summary = _experiment(source, out, profile, models_from=source["src"]).report()
+    assert summary["rows"] == 2 and {r["loss"] for r in summary["results"]} >= {"plain", "igd"}
+    # Resumed, it decodes the rest in the same order and reports every row.
+    monkeypatch.setattr(Experiment, "_decode_chunk", original)
+    summary = _experiment(source, out, profile, models_from=source["src"]).run()
+    assert summary["rows"] == 6 and summary["note"] is None

@@ -279,41 +279,57 @@ class Experiment:
         before decoding it, passes over chunks another process holds, and at the end waits for
         those, decoding any whose holder stopped without writing it.
         """
+        return self.decode_together([(loss, seed)], bar)[run_name(loss, seed, self.profile.beta)]
+
+    def decode_together(
+        self, runs: Sequence[tuple[str, int]], bar: Any = None
+    ) -> dict[str, dict[str, np.ndarray]]:
+        """:meth:`decode` several trained runs chunk by chunk in turn: chunk 0 of each run, then
+        chunk 1 of each, ... So a stopped decode leaves every run with (nearly) the same rows
+        decoded, and with ``profile.test_rows`` set (the rows in a seeded random order)
+        :meth:`report` can compare the runs on those rows. Returns ``{run name: lists}``.
+        """
+        from contextlib import ExitStack
+
         from igdbeam.io.locks import ItemClaims
 
-        folder = self._decode_dir(loss, seed)
-        chunks = self._chunks(folder)
-        model: Any = None  # loaded on the first chunk this process decodes
+        named = {run_name(loss, seed, self.profile.beta): (loss, seed) for loss, seed in runs}
+        chunks = {n: self._chunks(self._decode_dir(*run)) for n, run in named.items()}
+        models: dict[str, Any] = {}  # each loaded on the first chunk this process decodes
+        with ExitStack() as stack:
+            claims = {
+                n: stack.enter_context(ItemClaims(self._decode_dir(*run)))
+                for n, run in named.items()
+            }
 
-        with ItemClaims(folder) as claims:
-
-            def decode_claimed(k: int) -> None:
-                """Decode chunk ``k`` unless written meanwhile; this process holds its claim."""
-                nonlocal model
-                path, rows, start = chunks[k]
+            def decode_claimed(n: str, k: int) -> None:
+                """Decode chunk ``k`` of ``n`` unless written meanwhile; its claim is held."""
+                path, rows, start = chunks[n][k]
                 try:
                     if not path.exists():
-                        if model is None:
-                            model = self.load_trained(loss, seed)
-                        self._decode_chunk(model, rows, start, path)
+                        if n not in models:
+                            models[n] = self.load_trained(*named[n])
+                        self._decode_chunk(models[n], rows, start, path)
                 finally:
-                    claims.release(k)
+                    claims[n].release(k)
                 if bar is not None:
                     bar.update(len(rows))
 
             held_elsewhere = []
-            for k, (path, rows, _) in enumerate(chunks):
-                if path.exists():
-                    if bar is not None:
-                        bar.update(len(rows))
-                elif claims.try_claim(k):
-                    decode_claimed(k)
-                else:
-                    held_elsewhere.append(k)
-            for k in held_elsewhere:
-                claims.wait(k)
-                decode_claimed(k)
-        return self._read_chunks(chunks)
+            for k in range(-(-len(self.test_rows) // self.profile.decode_chunk)):
+                for n in named:
+                    path, rows, _ = chunks[n][k]
+                    if path.exists():
+                        if bar is not None:
+                            bar.update(len(rows))
+                    elif claims[n].try_claim(k):
+                        decode_claimed(n, k)
+                    else:
+                        held_elsewhere.append((n, k))
+            for n, k in held_elsewhere:
+                claims[n].wait(k)
+                decode_claimed(n, k)
+        return {n: self._read_chunks(chunks[n]) for n in named}
 
     def _decode_dir(self, loss: str, seed: int) -> Path:
         return self.out / "decodes" / run_name(loss, seed, self.profile.beta)
@@ -527,14 +543,25 @@ class Experiment:
         bar = tqdm(total=total, desc="experiment", unit="row", disable=not self.progress)
         decoded: dict[str, dict[str, np.ndarray]] = {}
         logs: dict[str, dict[str, Any]] = {}
+        # The runs trained already are decoded together (chunk by chunk in turn); the others
+        # are trained and decoded one after the other.
+        trained = [r for r in runs if (self.model_dir(*r) / "train_log.json").exists()]
+        if trained:
+            bar.update(per_train * len(trained))
+            bar.set_postfix_str(
+                "decode " + ", ".join(run_name(ls, sd, p.beta) for ls, sd in trained)
+            )
+            decoded.update(self.decode_together(trained, bar))
         for loss, seed in runs:
             name = run_name(loss, seed, p.beta)
-            bar.set_postfix_str(f"train {name}")
-            folder = self.train(loss, seed)
-            bar.update(per_train)
-            logs[name] = json.loads((folder / "train_log.json").read_text())
-            bar.set_postfix_str(f"decode {name}")
-            decoded[name] = self.decode(loss, seed, bar)
+            if (loss, seed) not in trained:
+                bar.set_postfix_str(f"train {name}")
+                self.train(loss, seed)
+                bar.update(per_train)
+                bar.set_postfix_str(f"decode {name}")
+                decoded[name] = self.decode(loss, seed, bar)
+            logs[name] = json.loads((self.model_dir(loss, seed) / "train_log.json").read_text())
+        decoded = {run_name(ls, sd, p.beta): decoded[run_name(ls, sd, p.beta)] for ls, sd in runs}
         bar.close()
         return self._write_report(decoded, logs)
 
