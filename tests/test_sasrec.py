@@ -146,3 +146,53 @@ def test_without_rectools_a_cache_still_serves_and_training_says_what_to_install
         train, test, catalog, k=3, settings=TINY, cache_dir=tmp_path
     )
     assert res.from_cache and res.item_ids.tolist() == lists and res.train_seconds == 1.5
+
+
+def test_a_cache_of_more_rows_serves_any_of_its_rows(tmp_path, monkeypatch) -> None:
+    """A report of the rows decoded so far reads SASRec's lists out of the whole split's cache."""
+    monkeypatch.setattr(sasrec, "rectools_available", lambda: False)
+    catalog = _catalog()
+    train = _rows("u0", _cycle(0, 8))
+    test = _rows("u1", _cycle(1, 6)) + _rows("u2", _cycle(2, 5))
+    exclude = [[i % NUM_ITEMS] for i in range(len(test))]
+    base = sasrec.base_fingerprint(train, k=3, exclude_given=True, candidates=None, settings=TINY)
+    lists = [[r, r + 1, -1 if r == 2 else r + 2] for r in range(len(test))]
+    lists[4] = [-1, -1, -1]  # a row SASRec could not score
+    from igdbeam.io import write_json
+
+    write_json(
+        tmp_path / "sasrec-0000000000000000.json",
+        {
+            "item_ids": lists,
+            "train_seconds": 2.0,
+            "recommend_seconds": 0.3,
+            "settings": {"epochs": 15},
+            "unscored_rows": 1,
+            "base_key": base,
+            "row_keys": sasrec.row_keys(test, exclude),
+        },
+    )
+    pick = [4, 0, 2]
+    res = sasrec.sasrec_recommendations(
+        train,
+        [test[i] for i in pick],
+        catalog,
+        k=3,
+        exclude=[exclude[i] for i in pick],
+        settings=TINY,
+        cache_dir=tmp_path,
+    )
+    assert res.from_cache and res.item_ids.tolist() == [lists[i] for i in pick]
+    assert res.unscored_rows == 1 and res.train_seconds == 2.0
+    # Another exclusion for a row, or no exclusion at all: not the cached lists.
+    for other in ([[5], exclude[0], exclude[2]], None):
+        with pytest.raises(ImportError):
+            sasrec.sasrec_recommendations(
+                train,
+                [test[i] for i in pick],
+                catalog,
+                k=3,
+                exclude=other,
+                settings=TINY,
+                cache_dir=tmp_path,
+            )

@@ -21,6 +21,9 @@ Protocol (so the comparison with the LLM is like for like):
   CPU); the lists, the training time and the settings are written to
   ``<cache_dir>/sasrec-<fingerprint>.json`` and read back instead of retraining. The fingerprint
   covers the settings, ``k``, the exclusion, the candidates and the exact training and test rows.
+  A cache also records a key per test row (:func:`row_keys`) and one of the model
+  (:func:`base_fingerprint`), so a cache of the whole split serves any of its rows (a report
+  of the rows an experiment has decoded so far) without RecTools.
 """
 
 from __future__ import annotations
@@ -174,6 +177,71 @@ def fingerprint(
         "test": _digest(test),
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def base_fingerprint(
+    train: Sequence[Sample],
+    *,
+    k: int,
+    exclude_given: bool,
+    candidates: np.ndarray | None,
+    settings: SASRecSettings,
+) -> str:
+    """A key of what every row's list depends on besides the row itself (the model, ``k``, the
+    candidates and whether rows exclude items): two caches with the same key hold the same list
+    for the same :func:`row_keys`."""
+    key = {
+        "settings": asdict(settings),
+        "k": int(k),
+        "exclude_given": bool(exclude_given),
+        "candidates": None if candidates is None else [int(i) for i in candidates],
+        "train": _digest(train),
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def row_keys(test: Sequence[Sample], exclude: Sequence[Sequence[int]] | None) -> list[str]:
+    """Per test row, a key of what its list depends on: user, history, target, excluded items."""
+    out = []
+    for r, s in enumerate(test):
+        ex = None if exclude is None else sorted(int(i) for i in exclude[r])
+        text = json.dumps([s.user_id, list(s.history_item_id), s.item_id, ex])
+        out.append(hashlib.sha256(text.encode()).hexdigest()[:16])
+    return out
+
+
+def _result_from_cache(path: Path, saved: Mapping[str, Any], item_ids: np.ndarray) -> SASRecResult:
+    return SASRecResult(
+        item_ids=item_ids,
+        train_seconds=float(saved["train_seconds"]),
+        recommend_seconds=float(saved["recommend_seconds"]),
+        settings=saved["settings"],
+        path=path,
+        from_cache=True,
+        unscored_rows=int(saved["unscored_rows"]),
+        versions=saved.get("versions", {}),
+    )
+
+
+def _rows_from_larger_cache(
+    cache_dir: Path, base: str, keys: Sequence[str], k: int
+) -> SASRecResult | None:
+    """The lists of rows ``keys`` cut out of a cache of more rows of the same model (e.g. the
+    whole test split cached by ``--baselines-only``, read by a report of the rows decoded so
+    far); None when no cache holds them all."""
+    for path in sorted(cache_dir.glob("sasrec-*.json")):
+        saved = json.loads(path.read_text())
+        if saved.get("base_key") != base or "row_keys" not in saved:
+            continue
+        where = {key: i for i, key in enumerate(saved["row_keys"])}
+        if not all(key in where for key in keys):
+            continue
+        lists = np.asarray(saved["item_ids"], dtype=np.int64).reshape(len(where), k)
+        item_ids = lists[[where[key] for key in keys]]
+        result = _result_from_cache(path, saved, item_ids)
+        result.unscored_rows = int(np.sum(np.all(item_ids < 0, axis=1)))
+        return result
+    return None
 
 
 def _interactions(sequences: Mapping[str, Sequence[int]]) -> Any:
@@ -331,19 +399,19 @@ def sasrec_recommendations(
     settings = settings or SASRecSettings()
     cand = None if candidates is None else np.unique(np.asarray(candidates, dtype=np.int64))
     key = fingerprint(train, test, k=k, exclude=exclude, candidates=cand, settings=settings)
+    base = base_fingerprint(
+        train, k=k, exclude_given=exclude is not None, candidates=cand, settings=settings
+    )
+    keys = row_keys(test, exclude)
     path = None if cache_dir is None else Path(cache_dir) / f"sasrec-{key}.json"
     if path is not None and path.is_file():
         saved = json.loads(path.read_text())
-        return SASRecResult(
-            item_ids=np.asarray(saved["item_ids"], dtype=np.int64).reshape(len(test), k),
-            train_seconds=float(saved["train_seconds"]),
-            recommend_seconds=float(saved["recommend_seconds"]),
-            settings=saved["settings"],
-            path=path,
-            from_cache=True,
-            unscored_rows=int(saved["unscored_rows"]),
-            versions=saved.get("versions", {}),
-        )
+        lists = np.asarray(saved["item_ids"], dtype=np.int64).reshape(len(test), k)
+        return _result_from_cache(path, saved, lists)
+    if cache_dir is not None and Path(cache_dir).is_dir():
+        found = _rows_from_larger_cache(Path(cache_dir), base, keys, k)
+        if found is not None:
+            return found
     if not rectools_available():
         raise ImportError(EXTRA_HINT)
     import rectools
@@ -389,6 +457,8 @@ def sasrec_recommendations(
                 "settings": result.settings,
                 "unscored_rows": unscored,
                 "versions": result.versions,
+                "base_key": base,
+                "row_keys": keys,
             },
         )
     return result
