@@ -4,7 +4,7 @@ is read back from its cache). The RecTools tests skip cleanly without RecTools."
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import numpy as np
 import pytest
@@ -196,3 +196,43 @@ def test_a_cache_of_more_rows_serves_any_of_its_rows(tmp_path, monkeypatch) -> N
                 settings=TINY,
                 cache_dir=tmp_path,
             )
+
+
+def test_report_note_says_the_lists_were_cut_from_a_larger_cache(tmp_path, monkeypatch) -> None:
+    from igdbeam.evaluation.report import sasrec_lists
+    from igdbeam.io import write_json
+
+    monkeypatch.setattr(sasrec, "rectools_available", lambda: False)
+    train = _rows("u0", _cycle(0, 8))
+    test = _rows("u1", _cycle(1, 6))
+    trie = type("Trie", (), {"num_items": NUM_ITEMS})()
+    monkeypatch.setattr("igdbeam.evaluation.report.trie_items", lambda trie: np.arange(NUM_ITEMS))
+    cand = np.arange(NUM_ITEMS)
+    settings = {
+        **asdict(TINY),
+        "train_rows": 7,
+        "train_sequences": 1,
+        "train_interactions": 8,
+        "test_rows": len(test),
+        "threads": 1,
+    }
+    write_json(
+        tmp_path / "sasrec-1111111111111111.json",
+        {
+            "item_ids": [[1] * 10] * len(test),
+            "train_seconds": 3.0,
+            "recommend_seconds": 0.5,
+            "settings": settings,
+            "unscored_rows": 0,
+            "base_key": sasrec.base_fingerprint(
+                train, k=10, exclude_given=False, candidates=cand, settings=TINY
+            ),
+            "row_keys": sasrec.row_keys(test, None),
+        },
+    )
+    lists, info = sasrec_lists(
+        True, train, test[:2], _catalog(), trie, exclude=None, cache_dir=tmp_path, settings=TINY
+    )
+    assert lists is not None and lists.shape == (2, 10)
+    assert f"0.5 s to score its {len(test)} rows" in info["note"]
+    assert "these 2 rows cut from `sasrec-1111111111111111.json`" in info["note"]

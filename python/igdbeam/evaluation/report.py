@@ -262,12 +262,17 @@ def sasrec_lists(
         return None, {"note": f"not run: RecTools is not installed ({EXTRA_HINT})."}
     s = res.settings
     where = f"read from `{res.path.name}`" if res.from_cache and res.path else "trained now"
+    scored = "the rows"
+    if s.get("test_rows", len(rows)) != len(rows) and res.path is not None:
+        # Cut out of a cache of more rows (e.g. the whole split, for a report under way).
+        scored = f"its {s['test_rows']} rows"
+        where = f"these {len(rows)} rows cut from `{res.path.name}`"
     note = (
         f"trained on the {s['train_rows']} training rows ({s['train_sequences']} user sequences, "
         f"{s['train_interactions']} interactions), {s['epochs']} epochs, {s['n_factors']} "
         f"factors, {s['n_blocks']} blocks, last {s['session_max_len']} items, seed {s['seed']}, "
         f"{s['threads']} CPU thread: {res.train_seconds:.0f} s to train, "
-        f"{res.recommend_seconds:.1f} s to score the rows ({where}; RecTools "
+        f"{res.recommend_seconds:.1f} s to score {scored} ({where}; RecTools "
         f"{res.versions.get('rectools', '?')})."
     )
     if res.unscored_rows:
