@@ -116,9 +116,13 @@ class Experiment:
             settings["models_from"] = os.path.relpath(source, out)
         return settings
 
+    def recorded_settings(self) -> dict[str, Any]:
+        """:meth:`settings` as ``experiment.json`` holds them (through JSON: tuples are lists)."""
+        return dict(json.loads(json.dumps(self.settings())))
+
     def _check_cache(self) -> None:
         path = self.out / "experiment.json"
-        mine = json.loads(json.dumps(self.settings()))
+        mine = self.recorded_settings()
         if path.exists():
             theirs = json.loads(path.read_text())
             # Fields added to the profile after a folder was written take their defaults.
@@ -149,7 +153,7 @@ class Experiment:
         if self.models_from is not None:
             from igdbeam.app.experiment_sources import check_same_training
 
-            check_same_training(self.models_from, json.loads(json.dumps(self.settings())))
+            check_same_training(self.models_from, self.recorded_settings())
         self._check_cache()
         p = self.profile
         data_dir = self.data_dir or prepare_movielens(self.dataset_name, progress=self.progress)
@@ -187,6 +191,10 @@ class Experiment:
         root = self.out if self.models_from is None else self.models_from
         return root / "models" / run_name(loss, seed, self.profile.beta)
 
+    def is_trained(self, loss: str, seed: int) -> bool:
+        """True when the fine-tune of ``(loss, seed)`` is finished (its ``train_log.json``)."""
+        return (self.model_dir(loss, seed) / "train_log.json").exists()
+
     def train(self, loss: str, seed: int) -> Path:
         """Fine-tune ``(loss, seed)`` unless its cache is complete; return its folder.
 
@@ -197,7 +205,7 @@ class Experiment:
         from igdbeam.io.locks import folder_lock
 
         folder = self.model_dir(loss, seed)
-        if (folder / "train_log.json").exists():
+        if self.is_trained(loss, seed):
             return folder
         if self.models_from is not None:
             raise ValueError(
@@ -207,7 +215,7 @@ class Experiment:
         with folder_lock(
             folder, what=f"training {folder.name}", poll_seconds=self.lock_poll_seconds
         ):
-            if not (folder / "train_log.json").exists():
+            if not self.is_trained(loss, seed):
                 self._train_unlocked(loss, seed, folder)
         return folder
 
@@ -316,7 +324,7 @@ class Experiment:
                     bar.update(len(rows))
 
             held_elsewhere = []
-            for k in range(-(-len(self.test_rows) // self.profile.decode_chunk)):
+            for k in range(max(map(len, chunks.values()), default=0)):
                 for n in named:
                     path, rows, _ = chunks[n][k]
                     if path.exists():
@@ -351,7 +359,7 @@ class Experiment:
 
     def decoded_rows(self, loss: str, seed: int) -> int:
         """How many leading test rows of ``(loss, seed)`` are decoded (whole chunks, in order)."""
-        if not (self.model_dir(loss, seed) / "train_log.json").exists():
+        if not self.is_trained(loss, seed):
             return 0
         done = 0
         for path, rows, _ in self._chunks(self._decode_dir(loss, seed)):
@@ -397,7 +405,7 @@ class Experiment:
     # ------------------------------------------------------------------ the whole grid
     def is_complete(self, loss: str, seed: int) -> bool:
         """True when ``(loss, seed)`` is trained and every test-row chunk is decoded."""
-        if not (self.model_dir(loss, seed) / "train_log.json").exists():
+        if not self.is_trained(loss, seed):
             return False
         return all(path.exists() for path, _, _ in self._chunks(self._decode_dir(loss, seed)))
 
@@ -475,7 +483,7 @@ class Experiment:
         if self.models_from is None or not decoded:
             return None
         theirs = source_settings(self.models_from)["profile"]
-        mine = json.loads(json.dumps(asdict(self.profile)))
+        mine = self.recorded_settings()["profile"]
         if theirs["dtype"] == mine["dtype"] or any(
             theirs.get(f) != mine[f] for f in DECODING_FIELDS
         ):
@@ -483,7 +491,12 @@ class Experiment:
         width = next(iter(next(iter(decoded.values())).values())).shape[1]
         runs = {run: list(methods) for run, methods in decoded.items()}
         lists, picked = source_lists(
-            self.models_from, self._ds.split("test"), self.test_rows, runs, width
+            self.models_from,
+            theirs["test_rows"],
+            self._ds.split("test"),
+            self.test_rows,
+            runs,
+            width,
         )
         if not lists or picked.size == 0:
             return None
@@ -545,7 +558,7 @@ class Experiment:
         logs: dict[str, dict[str, Any]] = {}
         # The runs trained already are decoded together (chunk by chunk in turn); the others
         # are trained and decoded one after the other.
-        trained = [r for r in runs if (self.model_dir(*r) / "train_log.json").exists()]
+        trained = [r for r in runs if self.is_trained(*r)]
         if trained:
             bar.update(per_train * len(trained))
             bar.set_postfix_str(

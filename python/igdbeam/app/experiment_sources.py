@@ -46,6 +46,7 @@ def _row_key(row: Any) -> tuple[Any, ...]:
 
 def source_lists(
     folder: Path,
+    source_test_rows: int | None,
     test_split: Sequence[Any],
     rows: Sequence[Any],
     runs: Mapping[str, Sequence[str]],
@@ -59,6 +60,7 @@ def source_lists(
 
     Args:
         folder: the source experiment folder.
+        source_test_rows: the ``test_rows`` its ``experiment.json`` records.
         test_split: the whole test split (the rows both orders are drawn from).
         rows: this experiment's rows, in its order.
         runs: ``{run name: decodings}`` to read.
@@ -70,8 +72,8 @@ def source_lists(
     """
     from igdbeam.app.pipeline import select_test_rows
 
-    n = source_settings(folder)["profile"]["test_rows"]
-    order = list(test_split) if n is None else select_test_rows(list(test_split), n)
+    split = list(test_split)
+    order = split if source_test_rows is None else select_test_rows(split, source_test_rows)
     where = {_row_key(row): i for i, row in enumerate(order)}
     index = np.asarray([where.get(_row_key(row), -1) for row in rows], dtype=np.int64)
     known = index >= 0

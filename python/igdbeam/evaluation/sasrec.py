@@ -210,7 +210,9 @@ def row_keys(test: Sequence[Sample], exclude: Sequence[Sequence[int]] | None) ->
     return out
 
 
-def _result_from_cache(path: Path, saved: Mapping[str, Any], item_ids: np.ndarray) -> SASRecResult:
+def _result_from_cache(
+    path: Path, saved: Mapping[str, Any], item_ids: np.ndarray, unscored_rows: int
+) -> SASRecResult:
     return SASRecResult(
         item_ids=item_ids,
         train_seconds=float(saved["train_seconds"]),
@@ -218,7 +220,7 @@ def _result_from_cache(path: Path, saved: Mapping[str, Any], item_ids: np.ndarra
         settings=saved["settings"],
         path=path,
         from_cache=True,
-        unscored_rows=int(saved["unscored_rows"]),
+        unscored_rows=unscored_rows,
         versions=saved.get("versions", {}),
     )
 
@@ -238,9 +240,7 @@ def _rows_from_larger_cache(
             continue
         lists = np.asarray(saved["item_ids"], dtype=np.int64).reshape(len(where), k)
         item_ids = lists[[where[key] for key in keys]]
-        result = _result_from_cache(path, saved, item_ids)
-        result.unscored_rows = int(np.sum(np.all(item_ids < 0, axis=1)))
-        return result
+        return _result_from_cache(path, saved, item_ids, int(np.sum(np.all(item_ids < 0, axis=1))))
     return None
 
 
@@ -399,15 +399,17 @@ def sasrec_recommendations(
     settings = settings or SASRecSettings()
     cand = None if candidates is None else np.unique(np.asarray(candidates, dtype=np.int64))
     key = fingerprint(train, test, k=k, exclude=exclude, candidates=cand, settings=settings)
-    base = base_fingerprint(
-        train, k=k, exclude_given=exclude is not None, candidates=cand, settings=settings
-    )
-    keys = row_keys(test, exclude)
     path = None if cache_dir is None else Path(cache_dir) / f"sasrec-{key}.json"
     if path is not None and path.is_file():
         saved = json.loads(path.read_text())
         lists = np.asarray(saved["item_ids"], dtype=np.int64).reshape(len(test), k)
-        return _result_from_cache(path, saved, lists)
+        return _result_from_cache(path, saved, lists, int(saved["unscored_rows"]))
+    # Not cached for exactly these rows: a cache of more rows may hold them, and the lists
+    # trained now are cached with these keys for later subsets.
+    base = base_fingerprint(
+        train, k=k, exclude_given=exclude is not None, candidates=cand, settings=settings
+    )
+    keys = row_keys(test, exclude)
     if cache_dir is not None and Path(cache_dir).is_dir():
         found = _rows_from_larger_cache(Path(cache_dir), base, keys, k)
         if found is not None:
